@@ -1,0 +1,5 @@
+import sys
+
+from levibot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``levibot`` CLI: each module here has ``register(subparsers)``."""

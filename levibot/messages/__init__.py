@@ -1,0 +1,88 @@
+"""Every message the bus carries, and the codec that puts them on the wire."""
+
+from levibot.messages._base import Message, Overflow, SymbolMessage
+from levibot.messages.codec import Codec
+from levibot.messages.control import (
+    ActivateModel,
+    Alert,
+    AlertLevel,
+    Command,
+    Heartbeat,
+    SetKillSwitch,
+    SetRiskPolicy,
+    SetTradingState,
+    StartStrategy,
+    StopStrategy,
+    SubmitOrder,
+    TradingState,
+)
+from levibot.messages.market import Bar, Features, Quote, Side, Tick
+from levibot.messages.trading import (
+    Fill,
+    OrderAccepted,
+    OrderClosed,
+    OrderDenied,
+    OrderIntent,
+    PortfolioSnapshot,
+    Position,
+    Signal,
+    SignalSide,
+)
+
+#: The message types levibot itself defines, in a stable order.
+CORE_TYPES: tuple[type[Message], ...] = (
+    Tick,
+    Quote,
+    Bar,
+    Features,
+    Signal,
+    OrderIntent,
+    OrderDenied,
+    OrderAccepted,
+    Fill,
+    OrderClosed,
+    PortfolioSnapshot,
+    SetKillSwitch,
+    SetTradingState,
+    SetRiskPolicy,
+    StartStrategy,
+    StopStrategy,
+    ActivateModel,
+    SubmitOrder,
+    Alert,
+    Heartbeat,
+)
+
+__all__ = [
+    "CORE_TYPES",
+    "ActivateModel",
+    "Alert",
+    "AlertLevel",
+    "Bar",
+    "Codec",
+    "Command",
+    "Features",
+    "Fill",
+    "Heartbeat",
+    "Message",
+    "OrderAccepted",
+    "OrderClosed",
+    "OrderDenied",
+    "OrderIntent",
+    "Overflow",
+    "PortfolioSnapshot",
+    "Position",
+    "Quote",
+    "SetKillSwitch",
+    "SetRiskPolicy",
+    "SetTradingState",
+    "Side",
+    "Signal",
+    "SignalSide",
+    "StartStrategy",
+    "StopStrategy",
+    "SubmitOrder",
+    "SymbolMessage",
+    "Tick",
+    "TradingState",
+]

@@ -1,0 +1,127 @@
+"""Commands to the actor that owns a piece of state, alerts and heartbeats."""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+from levibot.messages._base import Message, Overflow
+
+
+class Command(Message, frozen=True, kw_only=True):
+    """Base of every command: carried over JetStream, deduplicated by ``command_id``."""
+
+    command_id: str
+    issued_by: str = "system"
+
+    durable: ClassVar[bool] = True
+    target: ClassVar[str] = ""
+
+    def subject(self) -> str:
+        return f"lb.ctl.{self.target}"
+
+    def dedup_id(self) -> str:
+        return f"cmd:{self.command_id}"
+
+
+class TradingState(enum.Enum):
+    """ACTIVE trades; REDUCING only lets exposure shrink; HALTED trades nothing."""
+
+    ACTIVE = "active"
+    REDUCING = "reducing"
+    HALTED = "halted"
+
+
+class SetKillSwitch(Command, frozen=True, kw_only=True):
+    """Turn the one kill switch on or off."""
+
+    on: bool
+    target: ClassVar[str] = "risk"
+
+
+class SetTradingState(Command, frozen=True, kw_only=True):
+    """Move the risk engine to a trading state."""
+
+    state: TradingState
+    target: ClassVar[str] = "risk"
+
+
+class SetRiskPolicy(Command, frozen=True, kw_only=True):
+    """Switch the exit policy (conservative, moderate, aggressive) at run time."""
+
+    policy: str
+    target: ClassVar[str] = "risk"
+
+
+class StartStrategy(Command, frozen=True, kw_only=True):
+    """Start a strategy in the scoring actor."""
+
+    strategy: str
+    target: ClassVar[str] = "scoring"
+
+
+class StopStrategy(Command, frozen=True, kw_only=True):
+    """Stop a strategy in the scoring actor."""
+
+    strategy: str
+    target: ClassVar[str] = "scoring"
+
+
+class ActivateModel(Command, frozen=True, kw_only=True):
+    """Swap the scoring actor's active model (``role="active"``), shadow or canary."""
+
+    model_id: str
+    role: str = "active"  # "active" | "shadow" | "canary"
+    target: ClassVar[str] = "scoring"
+
+
+class SubmitOrder(Command, frozen=True, kw_only=True):
+    """A manual order; it goes through the risk engine like any signal."""
+
+    symbol: str
+    side: str  # "buy" | "sell"
+    quantity: float = 0.0  # 0.0: let the risk engine size it
+    price: float = 0.0  # reference price; 0.0: the last known price
+    target: ClassVar[str] = "risk"
+
+
+class AlertLevel(enum.Enum):
+    """How loud an alert is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Message, frozen=True, kw_only=True):
+    """Something a human should hear about."""
+
+    alert_id: str
+    level: AlertLevel
+    source: str
+    text: str
+    code: str = ""
+
+    durable: ClassVar[bool] = True
+
+    def subject(self) -> str:
+        return f"lb.alert.{self.level.value}"
+
+    def dedup_id(self) -> str:
+        return f"alert:{self.alert_id}"
+
+
+class Heartbeat(Message, frozen=True, kw_only=True):
+    """A node's liveness, published periodically on ``lb.health.<node>``."""
+
+    node: str
+    groups: tuple[str, ...]
+    ready: bool
+
+    overflow: ClassVar[Overflow] = Overflow.CONFLATE
+
+    def subject(self) -> str:
+        return f"lb.health.{self.node}"
+
+    def conflation_key(self) -> object:
+        return (Heartbeat, self.node)

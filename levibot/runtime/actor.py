@@ -1,0 +1,130 @@
+"""The actor model: ``Actor`` (an inbox and three hooks), ``SourceActor`` and ``ActorContext``.
+
+An actor never creates tasks and never imports a transport: it sees only its ``ActorContext``
+(publish, clock, its config, metrics, a bound logger, its partition). The runtime owns the
+receive loop, supervision and the lifecycle.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+
+from levibot.clock import Clock
+from levibot.config import Config
+from levibot.messages import Message
+from levibot.runtime.metrics import Metrics
+
+ConfigT = TypeVar("ConfigT", bound=Config)
+
+
+class Policy(enum.Enum):
+    """What the runtime does when ``handle`` (or a source's ``run``) raises."""
+
+    SKIP = "skip"  # log and count the poison message, go on with the next one
+    RESTART = "restart"  # on_stop, back off, on_start again; within a budget
+    CRASH = "crash"  # stop the node non-zero: the state can no longer be trusted
+
+
+class Supervision(msgspec.Struct, frozen=True, kw_only=True):
+    """An actor's supervision policy. ``budget`` restarts per ``window_s`` before giving up."""
+
+    policy: Policy = Policy.SKIP
+    budget: int = 5
+    window_s: float = 60.0
+    backoff_s: float = 0.05
+    max_backoff_s: float = 5.0
+
+
+class EmptyConfig(Config, frozen=True, kw_only=True):
+    """The config of an actor that has none."""
+
+
+class Partition(msgspec.Struct, frozen=True):
+    """Replica ``index`` of ``count``: owns the symbols whose stable hash mod ``count`` is it."""
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, symbol: str) -> bool:
+        """Return True when this replica owns ``symbol``."""
+        return self.count == 1 or zlib.crc32(symbol.encode()) % self.count == self.index
+
+
+class ActorContext:
+    """Everything an actor may touch of the world outside itself."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        publish: Callable[[Message], Awaitable[None]],
+        clock: Clock,
+        metrics: Metrics,
+        log: Any,
+        partition: Partition = Partition(),
+        node: str = "local",
+    ) -> None:
+        self.name = name
+        self.publish = publish
+        self.clock = clock
+        self.metrics = metrics
+        self.log = log
+        self.partition = partition
+        self.node = node
+
+    def owns(self, symbol: str) -> bool:
+        """Return True when this actor's replica owns ``symbol``."""
+        return self.partition.owns(symbol)
+
+
+class Actor(Generic[ConfigT]):
+    """An inbox and three hooks. Subclasses declare what they consume and emit.
+
+    ``handle`` is called once per message, in order. An actor that benefits from seeing what is
+    pending at once (micro-batching) sets ``max_batch`` above 1 and overrides ``handle_batch``.
+    ``tick_interval_s`` asks the runtime to call ``on_tick`` periodically (live clock only).
+    """
+
+    name: ClassVar[str] = ""
+    consumes: ClassVar[tuple[type[Message], ...]] = ()
+    emits: ClassVar[tuple[type[Message], ...]] = ()
+    config_type: ClassVar[type[Config]] = EmptyConfig
+    supervision: ClassVar[Supervision] = Supervision()
+    partitioned: ClassVar[bool] = False  # per-symbol state: replicas split the symbols
+    mailbox_size: ClassVar[int] = 4096
+    max_batch: ClassVar[int] = 1
+    tick_interval_s: ClassVar[float] = 0.0
+
+    def __init__(self, ctx: ActorContext, config: ConfigT) -> None:
+        self.ctx = ctx
+        self.config = config
+
+    async def on_start(self) -> None:
+        """Acquire what the actor needs; it is ready to handle messages once this returns."""
+
+    async def handle(self, msg: Any) -> None:
+        """Handle one message."""
+
+    async def handle_batch(self, msgs: Sequence[Any]) -> None:
+        """Handle every pending message at once; by default one ``handle`` each."""
+        for msg in msgs:
+            await self.handle(msg)
+
+    async def on_tick(self) -> None:
+        """Do periodic work (snapshots, flushes); called every ``tick_interval_s``."""
+
+    async def on_stop(self) -> None:
+        """Release resources; called once after the inbox has drained."""
+
+
+class SourceActor(Actor[ConfigT]):
+    """An actor with no inbox that produces messages from the world in ``run``."""
+
+    async def run(self) -> None:
+        """Publish messages until the source is exhausted or the task is cancelled."""
+        raise NotImplementedError
