@@ -15,6 +15,7 @@ class Command(Message, frozen=True, kw_only=True):
     issued_by: str = "system"
 
     durable: ClassVar[bool] = True
+    subject_root: ClassVar[str] = "lb.ctl"
     target: ClassVar[str] = ""
 
     def subject(self) -> str:
@@ -103,6 +104,7 @@ class Alert(Message, frozen=True, kw_only=True):
     code: str = ""
 
     durable: ClassVar[bool] = True
+    subject_root: ClassVar[str] = "lb.alert"
 
     def subject(self) -> str:
         return f"lb.alert.{self.level.value}"
@@ -119,6 +121,7 @@ class Heartbeat(Message, frozen=True, kw_only=True):
     ready: bool
 
     overflow: ClassVar[Overflow] = Overflow.CONFLATE
+    subject_root: ClassVar[str] = "lb.health"
 
     def subject(self) -> str:
         return f"lb.health.{self.node}"

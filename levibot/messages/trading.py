@@ -58,6 +58,9 @@ class OrderIntent(SymbolMessage, frozen=True, kw_only=True):
     durable: ClassVar[bool] = True
     subject_root: ClassVar[str] = "lb.order.intent"
 
+    def subject(self) -> str:
+        return f"lb.order.intent.{self.symbol}"
+
     def dedup_id(self) -> str:
         return f"intent:{self.client_order_id}"
 
@@ -72,6 +75,9 @@ class OrderDenied(SymbolMessage, frozen=True, kw_only=True):
 
     durable: ClassVar[bool] = True
     subject_root: ClassVar[str] = "lb.order.denied"
+
+    def subject(self) -> str:
+        return f"lb.order.denied.{self.symbol}"
 
     def dedup_id(self) -> str:
         return f"denied:{self.client_order_id}"

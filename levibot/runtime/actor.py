@@ -26,7 +26,7 @@ class Policy(enum.Enum):
     """What the runtime does when ``handle`` (or a source's ``run``) raises."""
 
     SKIP = "skip"  # log and count the poison message, go on with the next one
-    RESTART = "restart"  # on_stop, back off, on_start again; within a budget
+    RESTART = "restart"  # on_stop, back off, on_start again (the failed message is not retried)
     CRASH = "crash"  # stop the node non-zero: the state can no longer be trusted
 
 
@@ -120,6 +120,10 @@ class Actor(Generic[ConfigT]):
 
     async def on_stop(self) -> None:
         """Release resources; called once after the inbox has drained."""
+
+    def health(self) -> dict[str, Any]:
+        """Return what ``/health`` should say about this actor (e.g. the ONNX provider)."""
+        return {}
 
 
 class SourceActor(Actor[ConfigT]):

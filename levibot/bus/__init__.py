@@ -1,0 +1,7 @@
+"""The bus: local mailboxes first, mirrored onto NATS when configured."""
+
+from levibot.bus._local import LocalBus, Subscription
+from levibot.bus._mailbox import Mailbox, MailboxClosed
+from levibot.bus._nats import NatsMirror
+
+__all__ = ["LocalBus", "Mailbox", "MailboxClosed", "NatsMirror", "Subscription"]

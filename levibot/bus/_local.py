@@ -1,0 +1,127 @@
+"""The in-process bus: ``publish`` delivers to local mailboxes first, then to the mirror."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from levibot.bus._mailbox import Done, Mailbox, MailboxClosed
+from levibot.messages import Message, Overflow
+from levibot.runtime.actor import Partition
+
+#: The egress hook: hands a locally published message to the NATS mirror.
+Egress = Callable[[Message], Awaitable[None]]
+
+
+class Subscription:
+    """One mailbox's interest in some message types; ``partition`` filters by symbol."""
+
+    __slots__ = ("mailbox", "partition", "types")
+
+    def __init__(
+        self, mailbox: Mailbox, types: tuple[type[Message], ...], partition: Partition | None
+    ) -> None:
+        self.mailbox = mailbox
+        self.types = types
+        self.partition = partition if partition is not None and partition.count > 1 else None
+
+
+class _Countdown:
+    """Calls ``done`` once every local subscriber has handled a remote delivery."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, left: int, done: Callable[[], None]) -> None:
+        self.left = left
+        self.done = done
+
+    def __call__(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done()
+
+
+class LocalBus:
+    """Routes messages by type to subscribed mailboxes, in process, with no serialisation."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._routes: dict[type[Message], tuple[Subscription, ...]] = {}
+        self.egress: Egress | None = None
+        self.dropped_closed = 0  # published into a mailbox already closed by shutdown
+
+    def subscribe(
+        self,
+        mailbox: Mailbox,
+        types: tuple[type[Message], ...],
+        partition: Partition | None = None,
+    ) -> Subscription:
+        """Deliver messages of ``types`` (and their subclasses) to ``mailbox``."""
+        sub = Subscription(mailbox, types, partition)
+        self._subs.append(sub)
+        self._routes.clear()
+        return sub
+
+    def routes(self, type_: type[Message]) -> tuple[Subscription, ...]:
+        """Return the subscriptions a message of ``type_`` goes to (cached per type)."""
+        routes = self._routes.get(type_)
+        if routes is None:
+            routes = tuple(s for s in self._subs if issubclass(type_, s.types))
+            self._routes[type_] = routes
+        return routes
+
+    def _targets(self, msg: Message) -> list[Mailbox]:
+        out = []
+        for sub in self.routes(type(msg)):
+            if sub.partition is not None and not sub.partition.owns(getattr(msg, "symbol", "")):
+                continue
+            out.append(sub.mailbox)
+        return out
+
+    async def _deliver(self, msg: Message, targets: list[Mailbox], done: Done) -> None:
+        conflatable = msg.overflow is Overflow.CONFLATE
+        for mailbox in targets:
+            if conflatable and mailbox.conflate:
+                mailbox.offer(msg, done)
+            elif not mailbox.try_put(msg, done):
+                try:
+                    await mailbox.put(msg, done)
+                except MailboxClosed:
+                    self.dropped_closed += 1
+
+    async def publish(self, msg: Message) -> None:
+        """Deliver ``msg`` to every local subscriber, then hand it to the mirror if any.
+
+        ``CONFLATE`` types never wait; ``BLOCK`` types wait while a mailbox is full.
+        """
+        routes = self._routes.get(type(msg))
+        if routes is None:
+            routes = self.routes(type(msg))
+        if len(routes) == 1 and routes[0].partition is None:
+            mailbox = routes[0].mailbox  # the common case, without building a list
+            if msg.overflow is Overflow.CONFLATE and mailbox.conflate:
+                mailbox.offer(msg)
+            elif not mailbox.try_put(msg):
+                await self._deliver(msg, [mailbox], None)
+        elif routes:
+            await self._deliver(msg, self._targets(msg), None)
+        if self.egress is not None:
+            await self.egress(msg)
+
+    async def deliver_remote(self, msg: Message, done: Callable[[], None] | None) -> int:
+        """Deliver a message that came from NATS to local subscribers only (never re-published).
+
+        ``done`` is called once every local subscriber has handled it (at once if none).
+        Return the number of local subscribers it went to.
+        """
+        targets = self._targets(msg)
+        if not targets:
+            if done is not None:
+                done()
+            return 0
+        await self._deliver(msg, targets, _Countdown(len(targets), done) if done else None)
+        return len(targets)
+
+    def stats(self) -> dict[str, Any]:
+        """Return depth and drops per mailbox."""
+        return {s.mailbox.name: (len(s.mailbox), s.mailbox.dropped) for s in self._subs}

@@ -1,0 +1,379 @@
+"""The NATS mirror: batched egress off the hot path, ingress for types produced elsewhere.
+
+Market-rate types ride core NATS (at most once). Durable types (orders, fills, commands,
+alerts) ride JetStream with ``Nats-Msg-Id`` set to the message's ``dedup_id()``, so a producer
+that re-publishes after a restart is deduplicated by the server. A durable message that arrives
+here is acked only after every local subscriber handled it *and* everything those handlers
+published has been confirmed by NATS: a kill -9 at any point loses nothing, and re-handling
+after redelivery re-publishes identical, deduplicated output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from levibot.errors import DecodeError
+from levibot.messages import Codec, Message
+from levibot.runtime.actor import Partition
+from levibot.runtime.metrics import Metrics
+from levibot.settings import NatsConfig
+
+ORIGIN = "Lb-Origin"
+DURABLE_SUBJECTS = ("lb.order.>", "lb.ctl.>", "lb.alert.>")
+
+Deliver = Callable[[Message, Callable[[], None] | None], Awaitable[int]]
+
+
+def _minimal(subjects: set[str]) -> list[str]:
+    """Drop subjects that another ``prefix.>`` wildcard in the set already covers."""
+    wild = [w[:-1] for w in subjects if w.endswith(">")]
+    return sorted(s for s in subjects if not any(s != w + ">" and s.startswith(w) for w in wild))
+
+
+def _patterns(types: Iterable[type[Message]]) -> dict[str, bool]:
+    """Return the subject patterns to subscribe for ``types``, each with its durability."""
+    out: dict[str, bool] = {}
+    for cls in types:
+        if not cls.subject_root:
+            raise ValueError(f"{cls.__name__} has no subject_root and cannot cross NATS")
+        out[cls.subject_root + ".>"] = cls.durable
+        if not cls.durable:
+            out[cls.subject_root] = False  # e.g. lb.portfolio has no suffix
+    return out
+
+
+class NatsMirror:
+    """Mirrors a node's bus onto NATS. One instance per node."""
+
+    def __init__(
+        self,
+        config: NatsConfig,
+        *,
+        node: str,
+        consumer_name: str,
+        codec: Codec,
+        metrics: Metrics,
+        log: Any,
+        partition: Partition = Partition(),
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.consumer_name = consumer_name
+        self.codec = codec
+        self.log = log
+        self.partition = partition
+        self.nc: Any = None
+        self.js: Any = None
+        self._queue: deque[Message] = deque()
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._closing = False
+        self._enqueued = 0  # sequence number of the last message put in the egress queue
+        self._confirmed = 0  # every message up to this sequence is confirmed by NATS
+        self._pending_acks: deque[tuple[int, Msg]] = deque()
+        self._subs: list[Any] = []
+        self._pull_scopes: list[anyio.CancelScope] = []
+        self._core_headers = {ORIGIN: node}
+        self._ns = f"{config.namespace}." if config.namespace else ""
+        self.m_queue = metrics.gauge(
+            "levibot_nats_egress_queue", "Messages waiting to be published to NATS.",
+            fn=lambda: len(self._queue),
+        )  # fmt: skip
+        self.m_published = metrics.counter(
+            "levibot_nats_published_total", "Messages published to NATS."
+        )
+        self.m_dropped = metrics.counter(
+            "levibot_nats_egress_dropped_total", "Market data dropped: egress queue full."
+        )
+        self.m_errors = metrics.counter(
+            "levibot_nats_egress_errors_total", "Failed publishes (retried if durable)."
+        )
+        self.m_received = metrics.counter(
+            "levibot_nats_received_total", "Messages received from NATS and delivered."
+        )
+        self.m_bad = metrics.counter(
+            "levibot_nats_ingress_bad_total", "Malformed or unknown messages from NATS."
+        )
+        self.m_reconnects = metrics.counter("levibot_nats_reconnects_total", "Reconnections.")
+
+    # -- connection -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, and create the JetStream stream for durable types if it is missing."""
+
+        async def on_error(exc: Exception) -> None:
+            self.log.warning("nats.error", error=repr(exc))
+
+        async def on_disconnect() -> None:
+            self.log.warning("nats.disconnected")
+
+        async def on_reconnect() -> None:
+            self.m_reconnects.inc()
+            self.log.info("nats.reconnected")
+
+        self.nc = await nats.connect(
+            self.config.url,
+            name=self.node,
+            no_echo=True,  # the server never sends our own core publications back
+            connect_timeout=int(max(1, self.config.connect_timeout_s)),
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+        self.js = self.nc.jetstream()
+        subjects = {self._ns + s for s in DURABLE_SUBJECTS} | {
+            f"{self._ns}{t.subject_root}.>" for t in self.codec.types if t.durable and t.subject_root
+        }
+        try:
+            info = await self.js.stream_info(self.config.stream)
+            missing = set(_minimal(subjects)) - set(info.config.subjects or ())
+            if missing:  # another node's types: the stream carries the union
+                info.config.subjects = _minimal(set(info.config.subjects or ()) | subjects)
+                await self.js.update_stream(info.config)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(
+                api.StreamConfig(
+                    name=self.config.stream,
+                    subjects=_minimal(subjects),
+                    storage=api.StorageType.FILE,
+                    duplicate_window=self.config.duplicate_window_s,
+                    max_age=86_400.0,
+                )
+            )
+        self.log.info("nats.connected", url=self.config.url, stream=self.config.stream)
+
+    # -- egress ---------------------------------------------------------------------------
+
+    async def enqueue(self, msg: Message) -> None:
+        """Queue ``msg`` for publishing. Market data is dropped when full; durable waits."""
+        if len(self._queue) >= self.config.egress_queue:
+            if not msg.durable:
+                self.m_dropped.inc()
+                return
+            while len(self._queue) >= self.config.egress_queue and not self._closing:
+                self._space.clear()
+                await self._space.wait()
+        self._queue.append(msg)
+        self._enqueued += 1
+        self._wakeup.set()
+
+    async def run_egress(self) -> None:
+        """Publish queued messages in batches until ``close`` and the queue is empty."""
+        batch_size = self.config.egress_batch
+        while True:
+            if self._pending_acks:
+                await self._release_acks()
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                if self._pending_acks and self._pending_acks[0][0] <= self._confirmed:
+                    continue
+                await self._wakeup.wait()
+                continue
+            n = min(batch_size, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._space.set()
+            await self._publish_batch(batch)
+            self._confirmed += n
+
+    async def _publish_batch(self, batch: list[Message]) -> None:
+        durable: list[tuple[str, bytes, dict[str, str]]] = []
+        for msg in batch:
+            try:
+                data = self.codec.encode(msg)
+            except Exception as exc:  # a message that cannot be encoded is a bug: say so
+                self.m_errors.inc()
+                self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+                continue
+            if msg.durable:
+                headers = {"Nats-Msg-Id": msg.dedup_id(), ORIGIN: self.node}
+                durable.append((self._ns + msg.subject(), data, headers))
+                continue
+            try:
+                await self.nc.publish(self._ns + msg.subject(), data, headers=self._core_headers)
+                self.m_published.inc()
+            except Exception as exc:  # at most once: counted and dropped
+                self.m_errors.inc()
+                self.m_dropped.inc()
+                self.log.debug("nats.publish_failed", error=repr(exc))
+        if durable:
+            await self._publish_durable(durable)
+
+    async def _publish_durable(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        backoff = 0.05
+        while items:
+            futures = []
+            for subject, data, headers in items:
+                try:
+                    futures.append(await self.js.publish_async(subject, data, headers=headers))
+                except Exception as exc:
+                    futures.append(exc)
+            failed = []
+            for item, fut in zip(items, futures, strict=True):
+                if isinstance(fut, Exception):
+                    failed.append(item)
+                    continue
+                try:
+                    await asyncio.wait_for(fut, timeout=self.config.connect_timeout_s)
+                    self.m_published.inc()
+                except Exception:
+                    failed.append(item)
+            if failed:
+                # Retrying is safe: the server deduplicates on Nats-Msg-Id.
+                self.m_errors.inc(len(failed))
+                self.log.warning("nats.durable_retry", count=len(failed), backoff_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            items = failed
+
+    async def _release_acks(self) -> None:
+        while self._pending_acks and self._pending_acks[0][0] <= self._confirmed:
+            _, raw = self._pending_acks.popleft()
+            try:
+                await raw.ack()
+            except Exception as exc:  # unacked: it will be redelivered and deduplicated
+                self.log.warning("nats.ack_failed", error=repr(exc))
+
+    def ack_after_egress(self, raw: Msg) -> Callable[[], None]:
+        """Return a ``done`` callback that acks ``raw`` once our resulting output is confirmed."""
+
+        def done() -> None:
+            self._pending_acks.append((self._enqueued, raw))
+            self._wakeup.set()
+
+        return done
+
+    # -- ingress --------------------------------------------------------------------------
+
+    async def start_ingress(
+        self,
+        types: Iterable[type[Message]],
+        deliver: Deliver,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        """Subscribe to ``types``: core subjects by callback, durable ones by pull consumer."""
+        wanted = tuple(types)
+        for pattern, durable in sorted(_patterns(wanted).items()):
+            pattern = self._ns + pattern
+            if durable:
+                await self._start_pull(pattern, wanted, deliver, task_group)
+            else:
+                self._subs.append(
+                    await self.nc.subscribe(pattern, cb=self._core_cb(wanted, deliver))
+                )
+        self.log.info("nats.ingress", types=[t.__name__ for t in wanted])
+
+    def _decode(self, raw: Msg, wanted: tuple[type[Message], ...]) -> Message | None:
+        if raw.headers and raw.headers.get(ORIGIN) == self.node:
+            return None  # our own message, e.g. a JetStream redelivery: never echo
+        try:
+            msg = self.codec.decode(raw.data)
+        except DecodeError as exc:
+            self.m_bad.inc()
+            self.log.warning("nats.bad_message", subject=raw.subject, error=str(exc))
+            return None
+        if not isinstance(msg, wanted):
+            return None  # another type sharing the subject root
+        symbol = getattr(msg, "symbol", None)
+        if symbol is not None and not self.partition.owns(symbol):
+            return None
+        return msg
+
+    def _core_cb(
+        self, wanted: tuple[type[Message], ...], deliver: Deliver
+    ) -> Callable[[Msg], Awaitable[None]]:
+        async def cb(raw: Msg) -> None:
+            msg = self._decode(raw, wanted)
+            if msg is not None:
+                self.m_received.inc()
+                await deliver(msg, None)
+
+        return cb
+
+    async def _start_pull(
+        self,
+        pattern: str,
+        wanted: tuple[type[Message], ...],
+        deliver: Deliver,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        suffix = pattern[len(self._ns) :].replace(".", "_").replace(">", "all")
+        durable = f"{self.consumer_name}_{suffix}"
+        psub = await self.js.pull_subscribe(
+            pattern,
+            durable=durable,
+            stream=self.config.stream,
+            config=api.ConsumerConfig(
+                ack_wait=self.config.ack_wait_s,
+                max_ack_pending=self.config.fetch_batch * 8,
+                deliver_policy=api.DeliverPolicy.ALL,
+            ),
+        )
+        self._subs.append(psub)
+        scope = anyio.CancelScope()
+        self._pull_scopes.append(scope)
+
+        async def pull() -> None:
+            with scope:
+                while True:
+                    try:
+                        batch = await psub.fetch(self.config.fetch_batch, timeout=0.5)
+                    except nats.errors.TimeoutError:
+                        continue
+                    except (
+                        nats.errors.ConnectionClosedError,
+                        nats.errors.ConnectionReconnectingError,
+                    ):
+                        await anyio.sleep(0.1)
+                        continue
+                    except Exception as exc:
+                        self.log.warning("nats.fetch_failed", error=repr(exc))
+                        await anyio.sleep(0.2)
+                        continue
+                    for raw in batch:
+                        msg = self._decode(raw, wanted)
+                        if msg is None:
+                            await raw.ack()  # not ours, or garbage: never redeliver it
+                            continue
+                        self.m_received.inc()
+                        await deliver(msg, self.ack_after_egress(raw))
+
+        task_group.start_soon(pull)
+
+    async def stop_ingress(self) -> None:
+        """Stop taking messages from NATS; unacked durable ones will be redelivered later."""
+        for scope in self._pull_scopes:
+            scope.cancel()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                self.log.debug("nats.unsubscribe_failed", error=repr(exc))
+        self._subs.clear()
+
+    async def close(self) -> None:
+        """Stop egress once its queue is published, then drain the connection."""
+        self._closing = True
+        self._wakeup.set()
+        self._space.set()
+
+    async def drain(self) -> None:
+        """Drain and close the connection (after ``run_egress`` has returned)."""
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception as exc:
+                self.log.warning("nats.drain_failed", error=repr(exc))

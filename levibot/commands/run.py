@@ -1,0 +1,60 @@
+"""``levibot run``: run some (by default all) actor groups in this process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from levibot.settings import load_settings
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` (default: ./config.toml when it exists, else built-in defaults)."""
+    parser.add_argument(
+        "--config", metavar="PATH", default=None, help="config file (default: ./config.toml)"
+    )
+
+
+def config_path(args: argparse.Namespace) -> str | None:
+    """Return the config file to load: ``--config``, ``$LEVIBOT_CONFIG`` or ./config.toml."""
+    path = args.config or os.environ.get("LEVIBOT_CONFIG")
+    if path is None and os.path.exists("config.toml"):
+        path = "config.toml"
+    return path
+
+
+def register(sub: Any) -> None:
+    """Register ``levibot run``."""
+    p = sub.add_parser("run", help="run actor groups (all of the node's groups by default)")
+    add_common(p)
+    p.add_argument("--groups", help="comma-separated groups to run, e.g. ingest,scoring")
+    p.add_argument("--partition", metavar="I/N", help="this replica's partition, e.g. 0/2")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the settings and run a node until it is stopped."""
+    overrides: dict[str, dict[str, Any]] = {"node": {}}
+    if args.groups:
+        overrides["node"]["groups"] = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if args.partition:
+        index, _, count = args.partition.partition("/")
+        overrides["node"].update(partition_index=int(index), partition_count=int(count))
+    settings = load_settings(config_path(args), overrides=overrides)
+    return run_node(settings)
+
+
+def run_node(settings: Any) -> int:
+    """Configure logging and run a ``Node`` for ``settings`` on uvloop; return its exit code."""
+    import anyio
+
+    from levibot.logging import configure
+    from levibot.runtime.node import Node
+
+    configure(settings.log.level, settings.log.format)
+
+    async def main() -> int:
+        return await Node(settings).run()
+
+    return anyio.run(main, backend_options={"use_uvloop": True})

@@ -1,0 +1,300 @@
+"""A node: one OS process running some actor groups, with an orderly start and drain.
+
+Start: HTTP endpoint → NATS (if configured) → every actor's ``on_start`` (the readiness barrier)
+→ receive loops → NATS ingress → sources. ``/ready`` turns true only then.
+
+Stop (first SIGTERM/SIGINT, a crash, or sources done when so configured): sources are
+cancelled, NATS ingress stops, the node waits until every mailbox is empty and every actor
+idle (the drain cascades downstream), closes the mailboxes upstream-first calling ``on_stop``,
+publishes what is left in the NATS egress queue, and drains NATS last. A second signal cancels
+everything at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import anyio
+
+from levibot.actors import resolve
+from levibot.bus import LocalBus, Mailbox, NatsMirror
+from levibot.clock import Clock, LiveClock, ReplayClock
+from levibot.logging import get_logger
+from levibot.messages import CORE_TYPES, Codec, Message
+from levibot.runtime._runner import ActorRunner
+from levibot.runtime.actor import Actor, ActorContext, Partition
+from levibot.runtime.http import NodeHttp
+from levibot.runtime.metrics import Metrics
+from levibot.settings import Settings
+
+EXIT_OK = 0
+EXIT_CRASH = 70  # an actor crashed or exhausted its restart budget
+EXIT_CANCELLED = 130
+
+
+def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
+    """Return ``actors`` upstream first (sources, then by the consumes/emits graph).
+
+    Cycles (risk ⇄ order) are broken in the declared order.
+    """
+    remaining = list(actors)
+    ordered: list[Actor[Any]] = []
+    while remaining:
+        for actor in remaining:
+            upstream = [
+                other
+                for other in remaining
+                if other is not actor
+                and any(issubclass(t, actor.consumes) for t in other.emits if actor.consumes)
+            ]
+            if not upstream:
+                break
+        else:
+            actor = remaining[0]  # a cycle: take the first declared
+        remaining.remove(actor)
+        ordered.append(actor)
+    return ordered
+
+
+class Node:
+    """Builds the actors of some groups and runs them until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        groups: tuple[str, ...] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        node = settings.node
+        self.groups = groups if groups is not None else node.groups
+        self.node_id = f"{node.name}-{socket.gethostname()}-{os.getpid()}"
+        self.clock: Clock = clock or (ReplayClock() if node.replay else LiveClock())
+        self.metrics = Metrics()
+        self.log = get_logger(node=node.name)
+        self.bus = LocalBus()
+        self.partition = Partition(node.partition_index, node.partition_count)
+        self.runners: list[ActorRunner] = []
+        self.actors: dict[str, Actor[Any]] = {}
+        self.mirror: NatsMirror | None = None
+        self.http = NodeHttp(self.metrics, self.health, lambda: self.ready)
+        self.ready = False
+        self.exit_code = EXIT_OK
+        self._stop = anyio.Event()
+        self._cancel_scope: anyio.CancelScope | None = None
+        self._tick_scope = anyio.CancelScope()
+        self._egress_done = anyio.Event()
+        self._source_scopes: list[tuple[ActorRunner, anyio.CancelScope]] = []
+        self._sources_left = 0
+        self._started_at = time.time()
+        self._build()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        names = self.settings.actors_of(self.groups)
+        conflate = not self.settings.node.replay
+        for name in names:
+            cls = resolve(name)
+            partition = self.partition if cls.partitioned else Partition()
+            ctx = ActorContext(
+                name=name,
+                publish=self.bus.publish,
+                clock=self.clock,
+                metrics=self.metrics,
+                log=self.log.bind(actor=name),
+                partition=partition,
+                node=self.node_id,
+            )
+            actor = cls(ctx, self.settings.actor_config(name))
+            mailbox = None
+            if cls.consumes:
+                mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate)
+                self.bus.subscribe(mailbox, cls.consumes, partition)
+            self.actors[name] = actor
+            self.runners.append(
+                ActorRunner(
+                    actor, mailbox, clock=self.clock, metrics=self.metrics,
+                    log=ctx.log, on_fatal=self._on_fatal,
+                )
+            )  # fmt: skip
+        if self.settings.nats.url:
+            types = {*CORE_TYPES}
+            for actor in self.actors.values():
+                types.update(actor.consumes)
+                types.update(actor.emits)
+            consumer = f"{self.settings.nats.durable_prefix}_{'-'.join(sorted(self.groups))}"
+            if self.partition.count > 1:
+                consumer += f"_p{self.partition.index}of{self.partition.count}"
+            self.mirror = NatsMirror(
+                self.settings.nats,
+                node=self.node_id,
+                consumer_name=consumer,
+                codec=Codec(sorted(types, key=lambda t: t.__name__)),
+                metrics=self.metrics,
+                log=self.log.bind(component="nats"),
+                partition=self.partition,
+            )
+            self.bus.egress = self.mirror.enqueue
+
+    def remote_types(self) -> set[type[Message]]:
+        """Return the types local actors consume that no local actor produces."""
+        consumed = {t for a in self.actors.values() for t in a.consumes}
+        produced = {t for a in self.actors.values() for t in a.emits}
+        return {t for t in consumed if not any(issubclass(t, p) for p in produced)}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful drain (idempotent)."""
+        self._stop.set()
+
+    def cancel(self) -> None:
+        """Cancel everything at once."""
+        self.exit_code = EXIT_CANCELLED
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def _on_fatal(self, actor: str, exc: BaseException) -> None:
+        self.exit_code = EXIT_CRASH
+        self.log.error("node.fatal", failed_actor=actor, error=repr(exc))
+        self.stop()
+
+    def health(self) -> dict[str, Any]:
+        """Return the node's health document."""
+        return {
+            "node": self.node_id,
+            "groups": list(self.groups),
+            "ready": self.ready,
+            "uptime_s": round(time.time() - self._started_at, 3),
+            "nats": bool(self.mirror),
+            "actors": {r.name: {"started": r.started, **r.actor.health()} for r in self.runners},
+        }
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until stopped; return the process exit code."""
+        node = self.settings.node
+        with anyio.CancelScope() as self._cancel_scope:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(self._watch_signals)
+                if node.http_port >= 0:
+                    await self.http.start(node.http_host, node.http_port)
+                try:
+                    await self._start(tg)
+                except Exception as exc:
+                    self.log.error("node.start_failed", error=str(exc) or repr(exc))
+                    self.exit_code = EXIT_CRASH
+                    self._stop.set()
+                if self.exit_code == EXIT_OK and not self._stop.is_set():
+                    self.ready = True
+                    self.log.info("node.ready", groups=list(self.groups), actors=list(self.actors))
+                await self._stop.wait()
+                self.ready = False
+                await self._drain(tg)
+                tg.cancel_scope.cancel()  # the signal watcher, tick loops
+        await self.http.stop()
+        self.log.info("node.stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self._stop.is_set():
+                    self.log.warning("node.cancelled", signal=signum)
+                    self.cancel()
+                    return
+                self.log.info("node.draining", signal=signum)
+                self.stop()
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        if self.mirror is not None:
+            await self.mirror.connect()
+
+            async def egress() -> None:
+                assert self.mirror is not None
+                try:
+                    await self.mirror.run_egress()
+                finally:
+                    self._egress_done.set()
+
+            tg.start_soon(egress)
+        for runner in self.runners:  # the readiness barrier: every on_start has returned
+            await runner.start()
+        for runner in self.runners:
+            if runner.mailbox is not None:
+                tg.start_soon(runner.run_inbox)
+            if runner.actor.tick_interval_s > 0 and not self.clock.is_replay:
+                tg.start_soon(self._ticks, runner)
+        if self.mirror is not None:
+            remote = self.remote_types()
+            if remote:
+                await self.mirror.start_ingress(remote, self.bus.deliver_remote, tg)
+        sources = [r for r in self.runners if r.is_source]
+        self._sources_left = len(sources)
+        for runner in sources:
+            scope = anyio.CancelScope()
+            self._source_scopes.append((runner, scope))
+            tg.start_soon(self._source, runner, scope)
+
+    async def _ticks(self, runner: ActorRunner) -> None:
+        with self._tick_scope:
+            await runner.run_ticks(runner.actor.tick_interval_s)
+
+    async def _source(self, runner: ActorRunner, scope: anyio.CancelScope) -> None:
+        await runner.run_source(scope)
+        self._sources_left -= 1
+        if self._sources_left == 0 and self.settings.node.stop_when_sources_done:
+            self.log.info("node.sources_done")
+            self.stop()
+
+    async def _drain(self, tg: anyio.abc.TaskGroup) -> None:
+        started = time.monotonic()
+        for _, scope in self._source_scopes:
+            scope.cancel()
+        for runner, _ in self._source_scopes:
+            if runner.looping:
+                await runner.finished.wait()
+        if self.mirror is not None:
+            await self.mirror.stop_ingress()
+        self._tick_scope.cancel()
+        await self._quiescent(self.settings.node.drain_timeout_s)
+        by_actor = {id(r.actor): r for r in self.runners}
+        for actor in drain_order(list(self.actors.values())):
+            runner = by_actor[id(actor)]
+            if runner.mailbox is not None:
+                runner.mailbox.close()
+            if runner.looping:
+                with anyio.move_on_after(self.settings.node.drain_timeout_s):
+                    await runner.finished.wait()
+            await runner.stop()
+        if self.mirror is not None:
+            await self.mirror.close()
+            with anyio.move_on_after(self.settings.node.drain_timeout_s):
+                await self._egress_done.wait()
+            await self.mirror.drain()
+        self.log.info("node.drained", seconds=round(time.monotonic() - started, 3))
+
+    async def _quiescent(self, timeout: float) -> None:
+        """Wait until every mailbox is empty and no actor is busy, twice in a row."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            idle = all(
+                r.finished.is_set() or (not r.busy and (r.mailbox is None or not len(r.mailbox)))
+                for r in self.runners
+            )
+            calm = calm + 1 if idle else 0
+            if calm >= 2:
+                return
+            await anyio.sleep(0.001)
+        pending = {r.name: len(r.mailbox) for r in self.runners if r.mailbox and len(r.mailbox)}
+        self.log.warning("node.drain_timeout", pending=pending)
+
+
+__all__ = ["EXIT_CANCELLED", "EXIT_CRASH", "EXIT_OK", "Node", "drain_order"]

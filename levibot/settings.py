@@ -1,0 +1,142 @@
+"""The node's settings: core sections typed here, one section per actor validated by the actor.
+
+A top-level table is either a core section below or the name of a registered actor (``[risk]``),
+validated against that actor's ``config_type``; anything else is a typo and fails with its path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from levibot.actors import REGISTRY, resolve
+from levibot.config import Config, ConfigError, convert, overlay_env, read_toml
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "ingest": ("feed", "feature"),
+    "scoring": ("scoring",),
+    "execution": ("risk", "order"),
+    "store": ("store",),
+    "gateway": ("gateway",),
+    "telegram": ("telegram",),
+}
+
+
+class NodeConfig(Config, frozen=True, kw_only=True):
+    """This process: which groups it runs, which partition it is, its HTTP endpoint."""
+
+    name: str = "levibot"
+    groups: tuple[str, ...] = ("ingest", "scoring", "execution", "store", "gateway")
+    partition_index: Annotated[int, Meta(ge=0)] = 0
+    partition_count: PositiveInt = 1
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Meta(ge=-1, le=65535)] = 9100  # 0: any free port; -1: off
+    drain_timeout_s: PositiveFloat = 15.0
+    stop_when_sources_done: bool = False
+    replay: bool = False  # event-time clock, lossless mailboxes: bit-for-bit reproducible
+    plugins: tuple[str, ...] = ()  # modules imported at start; they may register actors
+
+
+class NatsConfig(Config, frozen=True, kw_only=True):
+    """The NATS mirror. An empty ``url`` means no NATS: everything stays in this process."""
+
+    url: str = ""
+    namespace: str = ""  # prefixes every subject (``<namespace>.lb...``): isolates deployments
+    stream: str = "LEVIBOT"
+    durable_prefix: str = "lb"
+    egress_queue: PositiveInt = 65_536
+    egress_batch: PositiveInt = 512
+    connect_timeout_s: PositiveFloat = 5.0
+    ack_wait_s: PositiveFloat = 30.0
+    duplicate_window_s: PositiveFloat = 600.0
+    fetch_batch: PositiveInt = 256
+
+
+class LogConfig(Config, frozen=True, kw_only=True):
+    """Structured logs: JSON, or a console renderer on a terminal (``auto``)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class StorageConfig(Config, frozen=True, kw_only=True):
+    """Where state lives: a local data dir always; PostgreSQL and Redis when configured."""
+
+    data_dir: str = "var"
+    postgres_dsn: str = ""
+    redis_url: str = ""
+
+
+class Settings(Config, frozen=True, kw_only=True):
+    """Everything a node is configured with."""
+
+    node: NodeConfig = NodeConfig()
+    nats: NatsConfig = NatsConfig()
+    log: LogConfig = LogConfig()
+    storage: StorageConfig = StorageConfig()
+    groups: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(DEFAULT_GROUPS))
+    actors: dict[str, Any] = msgspec.field(default_factory=dict)  # validated actor sections
+
+    def actor_config(self, name: str) -> Any:
+        """Return the validated config of actor ``name`` (its defaults when unset)."""
+        cfg = self.actors.get(name)
+        if cfg is None:
+            cfg = resolve(name).config_type()
+        return cfg
+
+    def actors_of(self, groups: tuple[str, ...]) -> list[str]:
+        """Return the actor names of ``groups``, in order, each once."""
+        names: list[str] = []
+        for group in groups:
+            if group not in self.groups:
+                known = ", ".join(sorted(self.groups))
+                raise ConfigError(f"unknown group {group!r}; groups are: {known}", "$.node.groups")
+            names.extend(a for a in self.groups[group] if a not in names)
+        return names
+
+
+_CORE = {"node", "nats", "log", "storage", "groups"}
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load ``path`` (or defaults), apply the environment and ``overrides``, validate it all."""
+    raw = read_toml(path) if path is not None else {}
+    raw = overlay_env(raw, environ)
+    for section, values in (overrides or {}).items():
+        raw[section] = {**raw.get(section, {}), **values}
+    core = {k: v for k, v in raw.items() if k in _CORE}
+    settings = convert(core, Settings)
+    for module in settings.node.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import plugin {module!r}: {exc}", "$.node.plugins") from None
+    for group, members in settings.groups.items():
+        for name in members:
+            if name not in REGISTRY:
+                known = ", ".join(sorted(REGISTRY))
+                raise ConfigError(
+                    f"group {group!r} names unknown actor {name!r}; known actors: {known}",
+                    f"$.groups.{group}",
+                )
+    actors: dict[str, Any] = {}
+    for name, section in raw.items():
+        if name in _CORE:
+            continue
+        if name not in REGISTRY:
+            known = ", ".join(sorted(_CORE | set(REGISTRY)))
+            raise ConfigError(f"unknown section [{name}]; known sections: {known}", f"$.{name}")
+        actors[name] = convert(section, resolve(name).config_type, prefix=f"$.{name}")
+    return msgspec.structs.replace(settings, actors=actors)
