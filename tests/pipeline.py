@@ -117,6 +117,7 @@ class Square(Actor[SquareConfig]):
 class SinkConfig(Config, frozen=True, kw_only=True):
     path: str = ""
     fail_on: tuple[int, ...] = ()
+    delay_s: float = 0.0  # a slow consumer
 
 
 class Sink(Actor[SinkConfig]):
@@ -133,6 +134,10 @@ class Sink(Actor[SinkConfig]):
     async def handle(self, msg: Squared) -> None:
         if msg.value in self.config.fail_on:
             raise RuntimeError(f"sink refuses {msg.value}")
+        if self.config.delay_s:
+            import anyio
+
+            await anyio.sleep(self.config.delay_s)
         self.seen.append(msg)
         if self._fh is not None:
             self._fh.write(f"{msg.symbol} {msg.value} {msg.square}\n")

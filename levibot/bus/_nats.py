@@ -85,6 +85,10 @@ class NatsMirror:
         self._pull_scopes: list[anyio.CancelScope] = []
         self._core_headers = {ORIGIN: node}
         self._ns = f"{config.namespace}." if config.namespace else ""
+        # Ids of durable messages handled lately: a redelivery (an ack lost to a broker crash)
+        # is acked and skipped instead of being handled twice. Bounded, oldest forgotten.
+        self._handled_ids: dict[str, None] = {}
+        self._handled_max = 100_000
         self.m_queue = metrics.gauge(
             "levibot_nats_egress_queue", "Messages waiting to be published to NATS.",
             fn=lambda: len(self._queue),
@@ -105,6 +109,9 @@ class NatsMirror:
             "levibot_nats_ingress_bad_total", "Malformed or unknown messages from NATS."
         )
         self.m_reconnects = metrics.counter("levibot_nats_reconnects_total", "Reconnections.")
+        self.m_redelivered = metrics.counter(
+            "levibot_nats_redelivered_skipped_total", "Durable redeliveries already handled."
+        )
 
     # -- connection -----------------------------------------------------------------------
 
@@ -134,7 +141,9 @@ class NatsMirror:
         )
         self.js = self.nc.jetstream()
         subjects = {self._ns + s for s in DURABLE_SUBJECTS} | {
-            f"{self._ns}{t.subject_root}.>" for t in self.codec.types if t.durable and t.subject_root
+            f"{self._ns}{t.subject_root}.>"
+            for t in self.codec.types
+            if t.durable and t.subject_root
         }
         try:
             info = await self.js.stream_info(self.config.stream)
@@ -214,23 +223,19 @@ class NatsMirror:
 
     async def _publish_durable(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         backoff = 0.05
+        timeout = self.config.connect_timeout_s
         while items:
-            futures = []
-            for subject, data, headers in items:
-                try:
-                    futures.append(await self.js.publish_async(subject, data, headers=headers))
-                except Exception as exc:
-                    futures.append(exc)
-            failed = []
-            for item, fut in zip(items, futures, strict=True):
-                if isinstance(fut, Exception):
-                    failed.append(item)
-                    continue
-                try:
-                    await asyncio.wait_for(fut, timeout=self.config.connect_timeout_s)
-                    self.m_published.inc()
-                except Exception:
-                    failed.append(item)
+            # Each publish awaits its own PubAck; gathering them keeps the batch in flight at
+            # once. (js.publish_async is avoided: a publish that fails mid-reconnect leaks its
+            # pending-slot semaphore, and enough of those stall the client for good.)
+            results = await asyncio.gather(
+                *(self.js.publish(s, d, timeout=timeout, headers=h) for s, d, h in items),
+                return_exceptions=True,
+            )
+            failed = [
+                item for item, r in zip(items, results, strict=True) if isinstance(r, BaseException)
+            ]
+            self.m_published.inc(len(items) - len(failed))
             if failed:
                 # Retrying is safe: the server deduplicates on Nats-Msg-Id.
                 self.m_errors.inc(len(failed))
@@ -249,8 +254,13 @@ class NatsMirror:
 
     def ack_after_egress(self, raw: Msg) -> Callable[[], None]:
         """Return a ``done`` callback that acks ``raw`` once our resulting output is confirmed."""
+        msg_id = raw.headers.get("Nats-Msg-Id") if raw.headers else None
 
         def done() -> None:
+            if msg_id:
+                self._handled_ids[msg_id] = None
+                if len(self._handled_ids) > self._handled_max:
+                    del self._handled_ids[next(iter(self._handled_ids))]
             self._pending_acks.append((self._enqueued, raw))
             self._wakeup.set()
 
@@ -344,6 +354,10 @@ class NatsMirror:
                         await anyio.sleep(0.2)
                         continue
                     for raw in batch:
+                        if raw.headers and raw.headers.get("Nats-Msg-Id") in self._handled_ids:
+                            self.m_redelivered.inc()
+                            await raw.ack()
+                            continue
                         msg = self._decode(raw, wanted)
                         if msg is None:
                             await raw.ack()  # not ours, or garbage: never redeliver it

@@ -66,7 +66,8 @@ class Bar(SymbolMessage, frozen=True, kw_only=True):
     volume: float
     trades: int = 0
 
-    overflow: ClassVar[Overflow] = Overflow.CONFLATE
+    # A closed bar is rare and every one changes the features: never conflate it away.
+    overflow: ClassVar[Overflow] = Overflow.BLOCK
     subject_root: ClassVar[str] = "lb.md.bar"
 
     def subject(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import NatsServer, NodeProcess, wait_until, write_config
+from levibot.testing import NatsServer, NodeProcess, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ def config(tmp_path: Path, nats_url: str, count: int, *, jobs: bool, name: str) 
         tmp_path / f"{name}.toml",
         {
             "node": {"plugins": ["tests.pipeline"], "drain_timeout_s": 10.0},
-            "nats": {"url": nats_url, "namespace": ns, "stream": ns.upper()},
+            "nats": {"url": nats_url, "namespace": ns, "stream": ns.upper(), "ack_wait_s": 3.0},
             "groups": {"source": ["counter"], "work": ["square"], "out": ["sink"]},
             "counter": {"count": count, "jobs": jobs, "pace_every": 50},
             "sink": {"path": str(tmp_path / f"{name}.out")},

@@ -1,0 +1,31 @@
+# The README names these targets. `make demo` and `make test` are the two commands.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo run test test-fast lint bench setup clean
+
+setup:
+	@scripts/setup-test-env.sh
+
+demo: setup
+	$(VENV)/bin/levibot demo
+
+run: setup
+	$(VENV)/bin/levibot run
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check levibot sidecars tests bench
+	$(VENV)/bin/ruff format --check levibot sidecars tests bench
+
+bench: setup
+	$(VENV)/bin/levibot bench
+
+clean:
+	rm -rf var/test-services bench/results tests/artifacts
