@@ -35,6 +35,7 @@ class RecordingContext(ActorContext):
         *,
         clock: Any | None = None,
         partition: Partition = Partition(),
+        storage: Any = None,
     ) -> None:
         self.published: list[Message] = []
 
@@ -48,6 +49,7 @@ class RecordingContext(ActorContext):
             metrics=Metrics(),
             log=structlog.get_logger().bind(actor=name),
             partition=partition,
+            storage=storage,
         )
 
     def of_type(self, type_: type[M]) -> list[M]:

@@ -68,9 +68,13 @@ class ActorContext:
         log: Any,
         partition: Partition = Partition(),
         node: str = "local",
+        settle: Callable[[], Awaitable[None]] | None = None,
+        storage: Any = None,
     ) -> None:
         self.name = name
         self.publish = publish
+        self._settle = settle
+        self.storage = storage  # the shared [storage] section: data_dir, postgres_dsn, redis_url
         self.clock = clock
         self.metrics = metrics
         self.log = log
@@ -80,6 +84,16 @@ class ActorContext:
     def owns(self, symbol: str) -> bool:
         """Return True when this actor's replica owns ``symbol``."""
         return self.partition.owns(symbol)
+
+    async def settle(self) -> None:
+        """Wait until everything published so far has been handled, downstream included.
+
+        A replay source calls this after each event so that the pipeline processes events one
+        at a time, as they happened: the bit-for-bit determinism of replay and backtest rests
+        on it. Outside a node (unit tests) it returns at once.
+        """
+        if self._settle is not None:
+            await self._settle()
 
 
 class Actor(Generic[ConfigT]):

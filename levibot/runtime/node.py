@@ -110,6 +110,8 @@ class Node:
                 log=self.log.bind(actor=name),
                 partition=partition,
                 node=self.node_id,
+                settle=self.settle,
+                storage=self.settings.storage,
             )
             actor = cls(ctx, self.settings.actor_config(name))
             mailbox = None
@@ -141,6 +143,17 @@ class Node:
                 partition=self.partition,
             )
             self.bus.egress = self.mirror.enqueue
+
+    async def settle(self) -> None:
+        """Wait until no local mailbox holds a message and no actor is handling one."""
+        runners = [r for r in self.runners if r.mailbox is not None]
+        while True:
+            if all(
+                r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
+                for r in runners
+            ):
+                return
+            await anyio.sleep(0)
 
     def remote_types(self) -> set[type[Message]]:
         """Return the types local actors consume that no local actor produces."""

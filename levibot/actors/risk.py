@@ -1,0 +1,300 @@
+"""The risk actor: signals and manual orders in, sized ``OrderIntent``s or coded denials out.
+
+All decisions are ``levibot.risk.RiskEngine``'s (pure, unit-tested); this actor feeds it
+messages and the clock, publishes what it decides, and persists its state to
+``<state_dir>/risk.json`` (atomic write) after every change that matters, loading it back in
+``on_start``: kill switch, trading state, policy, daily counters, cooldowns and the equity peak
+survive a restart. The persisted policy and trading state win over the config's on restart.
+
+Equity and positions come only from the order actor (``PortfolioSnapshot`` and ``Fill``):
+there is one portfolio, and it is not here. A drawdown or daily-loss breach publishes a
+CRITICAL ``Alert`` and moves trading to HALTED, which persists until an operator's
+``SetTradingState``.
+
+Time: ``ctx.clock`` live; in replay the event time of the message being handled (cooldowns,
+rate window, UTC day, ``ts_init``), so a replay is repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
+
+from levibot.config import Config
+from levibot.messages import (
+    Alert,
+    AlertLevel,
+    Fill,
+    Message,
+    OrderClosed,
+    OrderDenied,
+    OrderIntent,
+    PortfolioSnapshot,
+    SetKillSwitch,
+    SetRiskPolicy,
+    SetTradingState,
+    Signal,
+    SubmitOrder,
+)
+from levibot.risk import (
+    EXIT_POLICIES,
+    Breach,
+    RiskEngine,
+    RiskLimits,
+    RiskState,
+    SizingMode,
+    SizingParams,
+    default_state_dir,
+    read_state,
+    resolve_limits,
+    sane_fill,
+    sane_snapshot,
+    write_atomic,
+)
+from levibot.runtime.actor import Actor, Policy, Supervision
+
+NonNeg = Annotated[float, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+
+class RiskConfig(Config, frozen=True, kw_only=True):
+    """The ``[risk]`` section. A limit left unset takes the preset's value; 0 disables it."""
+
+    preset: Literal["safe", "normal", "aggressive", "off"] = "normal"
+    min_confidence: Fraction | None = None
+    max_orders_per_window: NonNegInt | None = None
+    rate_window_s: Annotated[float, Meta(gt=0)] | None = None
+    max_order_notional: NonNeg | None = None
+    min_order_notional: NonNeg | None = None
+    max_position_notional: NonNeg | None = None
+    max_exposure_pct: NonNeg | None = None
+    max_open_positions: NonNegInt | None = None
+    max_trades_per_day: NonNegInt | None = None
+    max_daily_loss_pct: Fraction | None = None
+    max_drawdown_pct: Fraction | None = None
+    cooldown_loss_s: NonNeg | None = None
+    cooldown_loss_global_s: NonNeg | None = None
+    cooldown_stop_loss_s: NonNeg | None = None
+    cooldown_stop_loss_global_s: NonNeg | None = None
+    min_time_between_trades_s: NonNeg | None = None
+    max_spread_bps: NonNeg | None = None
+    # sizing
+    sizing: SizingMode = "fixed_notional"
+    notional: Annotated[float, Meta(gt=0)] = 1_000.0
+    equity_fraction: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    risk_fraction: Annotated[float, Meta(gt=0, le=1)] = 0.01
+    kelly_fraction: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    vol_target: Annotated[float, Meta(gt=0)] = 0.02
+    max_leverage: Annotated[float, Meta(gt=0)] = 1.0
+    fee_bps: NonNeg = 10.0
+    qty_step: Annotated[float, Meta(gt=0)] = 1e-8
+    # exits
+    policy: Literal["conservative", "moderate", "aggressive"] = "moderate"
+    atr_exits: bool = True  # False: intents carry no ATR stop-loss / take-profit
+    max_hold_s: NonNeg = 0.0
+    # state
+    initial_equity: Annotated[float, Meta(gt=0)] = 10_000.0  # until the first snapshot
+    halt_on_breach: bool = True
+    pending_timeout_s: NonNeg = 86_400.0  # forget an approved order unfilled this long; 0: never
+    state_dir: str = ""  # empty: var/state under the cwd
+    persist: bool = True
+    fsync: bool = True
+
+    def limits(self) -> RiskLimits:
+        """Return the preset's limits with this section's explicit values applied."""
+        overrides = {f: getattr(self, f) for f in RiskLimits.__struct_fields__}
+        return resolve_limits(self.preset, overrides)
+
+    def sizing_params(self) -> SizingParams:
+        """Return the sizing parameters."""
+        return SizingParams(
+            mode=self.sizing,
+            notional=self.notional,
+            equity_fraction=self.equity_fraction,
+            risk_fraction=self.risk_fraction,
+            kelly_fraction=self.kelly_fraction,
+            vol_target=self.vol_target,
+            max_leverage=self.max_leverage,
+            fee_bps=self.fee_bps,
+            qty_step=self.qty_step,
+        )
+
+
+RiskIn = (
+    Signal
+    | Fill
+    | OrderClosed
+    | PortfolioSnapshot
+    | SetKillSwitch
+    | SetTradingState
+    | SetRiskPolicy
+    | SubmitOrder
+)
+
+
+class RiskActor(Actor[RiskConfig]):
+    """Run the risk engine on the bus and keep its state on disk."""
+
+    name = "risk"
+    consumes = (
+        Signal,
+        Fill,
+        OrderClosed,
+        PortfolioSnapshot,
+        SetKillSwitch,
+        SetTradingState,
+        SetRiskPolicy,
+        SubmitOrder,
+    )
+    emits = (OrderIntent, OrderDenied, Alert)
+    config_type = RiskConfig
+    supervision = Supervision(policy=Policy.CRASH)
+
+    engine: RiskEngine
+
+    @property
+    def state_path(self) -> Path:
+        """Return the state file's path."""
+        return default_state_dir(self.config.state_dir) / "risk.json"
+
+    async def on_start(self) -> None:
+        """Load the persisted state (a corrupt file refuses to start) and build the engine."""
+        cfg = self.config
+        state = read_state(self.state_path, RiskState) if cfg.persist else None
+        if state is not None and state.policy not in EXIT_POLICIES:
+            state.policy = cfg.policy
+        if state is None:
+            state = RiskState(
+                policy=cfg.policy, cash=cfg.initial_equity, peak_equity=cfg.initial_equity
+            )
+        self.engine = RiskEngine(
+            cfg.limits(),
+            cfg.sizing_params(),
+            initial_equity=cfg.initial_equity,
+            state=state,
+            max_hold_s=cfg.max_hold_s,
+            halt_on_breach=cfg.halt_on_breach,
+            pending_timeout_s=cfg.pending_timeout_s,
+            atr_exits=cfg.atr_exits,
+        )
+        m = self.ctx.metrics
+        self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
+        self._denied: dict[str, Any] = {}
+        self._denied_family = m
+        self.ctx.log.info(
+            "risk.started",
+            kill_switch=state.kill_switch,
+            trading_state=state.trading_state.value,
+            policy=state.policy,
+            peak_equity=state.peak_equity,
+        )
+
+    async def handle(self, msg: RiskIn) -> None:
+        """Decide, follow the portfolio, or obey a command; persist what changed."""
+        clock = self.ctx.clock
+        # Replay decides on the message's own event time, so a run does not depend on how far
+        # a shared replay clock has been pushed by other actors: bit-for-bit repeatable.
+        now = msg.ts_event if clock.is_replay else clock.now_ns()
+        eng = self.engine
+        match msg:
+            case Signal():
+                await self._emit(eng.decide_signal(msg, now))
+            case SubmitOrder():
+                await self._emit(eng.decide_manual(msg, now))
+            case Fill() if not sane_fill(msg):
+                self.ctx.log.warning("risk.bad_input", type="Fill", fill_id=msg.fill_id)
+            case Fill():
+                await self._alert_breaches(eng.on_fill(msg, now), msg, now)
+            case PortfolioSnapshot() if not sane_snapshot(msg):
+                self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
+            case PortfolioSnapshot():
+                await self._alert_breaches(eng.on_snapshot(msg, now), msg, now)
+            case OrderClosed():
+                eng.on_closed(msg)
+            case SetKillSwitch():
+                eng.set_kill_switch(msg.on)
+                self.ctx.log.warning("risk.kill_switch", on=msg.on, by=msg.issued_by)
+                level = AlertLevel.CRITICAL if msg.on else AlertLevel.WARNING
+                text = f"kill switch {'ON' if msg.on else 'off'} (by {msg.issued_by})"
+                await self._alert(msg, now, level, text, "KILL_SWITCH", msg.command_id)
+            case SetTradingState():
+                eng.set_trading_state(msg.state)
+                self.ctx.log.warning("risk.trading_state", state=msg.state.value)
+                text = f"trading state {msg.state.value} (by {msg.issued_by})"
+                await self._alert(
+                    msg, now, AlertLevel.WARNING, text, "TRADING_STATE", msg.command_id
+                )
+            case SetRiskPolicy():
+                if eng.set_policy(msg.policy):
+                    self.ctx.log.info("risk.policy", policy=msg.policy)
+                else:
+                    text = f"unknown risk policy {msg.policy!r}; one of {sorted(EXIT_POLICIES)}"
+                    self.ctx.log.warning("risk.bad_policy", policy=msg.policy)
+                    await self._alert(
+                        msg, now, AlertLevel.WARNING, text, "BAD_POLICY", msg.command_id
+                    )
+            case _:
+                self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
+        if eng.dirty:
+            self.save()
+
+    def save(self) -> None:
+        """Write the state file now (atomically) when persistence is on."""
+        if self.config.persist:
+            write_atomic(self.state_path, self.engine.state, fsync=self.config.fsync)
+        self.engine.dirty = False
+
+    async def on_stop(self) -> None:
+        """Write the state one last time (the book marks may have moved)."""
+        if hasattr(self, "engine"):
+            self.save()
+
+    async def _emit(self, out: OrderIntent | OrderDenied | None) -> None:
+        if out is None:
+            return
+        if isinstance(out, OrderIntent):
+            self._intents.inc()
+            self.ctx.log.info(
+                "order.intent", coid=out.client_order_id, side=out.side.value, qty=out.quantity
+            )
+        else:
+            counter = self._denied.get(out.code)
+            if counter is None:
+                counter = self._denied_family.counter(
+                    "levibot_risk_denied_total", "Orders denied, by code", code=out.code
+                )
+                self._denied[out.code] = counter
+            counter.inc()
+            self.ctx.log.debug("order.denied", coid=out.client_order_id, code=out.code)
+        await self.ctx.publish(out)
+
+    async def _alert_breaches(self, breaches: list[Breach], cause: Message, now: int) -> None:
+        for b in breaches:
+            self.ctx.log.error("risk.breach", code=b.code.value, text=b.text)
+            await self._alert(
+                cause,
+                now,
+                AlertLevel.CRITICAL,
+                f"{b.text}; trading HALTED",
+                b.code.value,
+                str(cause.ts_event),
+            )
+
+    async def _alert(
+        self, cause: Message, now: int, level: AlertLevel, text: str, code: str, key: str
+    ) -> None:
+        await self.ctx.publish(
+            Alert(
+                ts_event=cause.ts_event,
+                ts_init=now,
+                ts_ingress=cause.ts_ingress,
+                alert_id=f"risk-{code}-{key}",
+                level=level,
+                source="risk",
+                text=text,
+                code=code,
+            )
+        )

@@ -1,0 +1,26 @@
+"""Execution: the one portfolio, the paper venue and the exchange-adapter interface."""
+
+from levibot.execution.portfolio import Applied, Holding, Portfolio, PortfolioState
+from levibot.execution.venue import (
+    ExchangeAdapter,
+    Execution,
+    FillMode,
+    MarketView,
+    PaperVenue,
+    bar_exit,
+    tick_exit,
+)
+
+__all__ = [
+    "Applied",
+    "ExchangeAdapter",
+    "Execution",
+    "FillMode",
+    "Holding",
+    "MarketView",
+    "PaperVenue",
+    "Portfolio",
+    "PortfolioState",
+    "bar_exit",
+    "tick_exit",
+]
