@@ -58,6 +58,9 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     ack_wait_s: PositiveFloat = 30.0
     duplicate_window_s: PositiveFloat = 600.0
     fetch_batch: PositiveInt = 256
+    # Replay split across processes: how many nodes a replay source waits for after each event
+    # (itself included) so that every process handles events in order. 0: none (live).
+    settle_nodes: Annotated[int, Meta(ge=0)] = 0
 
 
 class LogConfig(Config, frozen=True, kw_only=True):

@@ -82,6 +82,7 @@ class NatsMirror:
         self._confirmed = 0  # every message up to this sequence is confirmed by NATS
         self._pending_acks: deque[tuple[int, Msg]] = deque()
         self._subs: list[Any] = []
+        self._pull_subs: list[Any] = []
         self._pull_scopes: list[anyio.CancelScope] = []
         self._core_headers = {ORIGIN: node}
         self._ns = f"{config.namespace}." if config.namespace else ""
@@ -333,6 +334,7 @@ class NatsMirror:
             ),
         )
         self._subs.append(psub)
+        self._pull_subs.append(psub)
         scope = anyio.CancelScope()
         self._pull_scopes.append(scope)
 
@@ -366,6 +368,62 @@ class NatsMirror:
                         await deliver(msg, self.ack_after_egress(raw))
 
         task_group.start_soon(pull)
+
+    # -- distributed settle (replay across processes) ---------------------------------------
+    #
+    # A replay source that waits for "everything caused so far has been handled" must see past
+    # its own process. A settle round asks every node to become quiescent (mailboxes empty,
+    # egress confirmed, its JetStream consumers with nothing pending or unacked), flush its
+    # connection and answer with how many messages it has published. NATS delivers one
+    # connection's messages in order, so a round's request reaches each node after everything
+    # flushed before the previous round's answers. Two rounds in a row with the same total
+    # means no node published in between: the whole system is quiescent.
+
+    def _settle_subject(self) -> str:
+        return f"{self._ns}lb.settle"
+
+    async def _quiesce(self, local_settle: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await local_settle()
+            if self._queue or self._confirmed < self._enqueued or self._pending_acks:
+                await anyio.sleep(0)
+                continue
+            pending = 0
+            for psub in self._pull_subs:
+                info = await psub.consumer_info()
+                pending += info.num_pending + info.num_ack_pending
+            if pending:
+                await anyio.sleep(0.0005)
+                continue
+            await self.nc.flush()
+            return
+
+    async def serve_settle(self, local_settle: Callable[[], Awaitable[None]]) -> None:
+        """Answer settle rounds from a replay source on another node."""
+
+        async def cb(raw: Msg) -> None:
+            await self._quiesce(local_settle)
+            await raw.respond(str(int(self.m_published.value)).encode())
+
+        self._subs.append(await self.nc.subscribe(self._settle_subject(), cb=cb))
+
+    async def settle_cluster(
+        self, nodes: int, local_settle: Callable[[], Awaitable[None]], timeout: float = 30.0
+    ) -> None:
+        """Return once all ``nodes`` (this one included) are quiescent together."""
+        previous = -1
+        while True:
+            await self._quiesce(local_settle)
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox, max_msgs=nodes - 1)
+            await self.nc.publish(self._settle_subject(), b"", reply=inbox)
+            total = int(self.m_published.value)
+            with anyio.fail_after(timeout):
+                for _ in range(nodes - 1):
+                    total += int((await sub.next_msg(timeout=timeout)).data)
+            if total == previous:
+                return
+            previous = total
 
     async def stop_ingress(self) -> None:
         """Stop taking messages from NATS; unacked durable ones will be redelivered later."""

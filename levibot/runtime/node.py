@@ -145,6 +145,13 @@ class Node:
             self.bus.egress = self.mirror.enqueue
 
     async def settle(self) -> None:
+        """Wait until everything published so far is handled, across nodes when configured."""
+        await self._settle_local()
+        nodes = self.settings.nats.settle_nodes
+        if self.mirror is not None and nodes > 1:
+            await self.mirror.settle_cluster(nodes, self._settle_local)
+
+    async def _settle_local(self) -> None:
         """Wait until no local mailbox holds a message and no actor is handling one."""
         runners = [r for r in self.runners if r.mailbox is not None]
         while True:
@@ -248,6 +255,8 @@ class Node:
             remote = self.remote_types()
             if remote:
                 await self.mirror.start_ingress(remote, self.bus.deliver_remote, tg)
+            if self.settings.nats.settle_nodes > 1:
+                await self.mirror.serve_settle(self._settle_local)
         sources = [r for r in self.runners if r.is_source]
         self._sources_left = len(sources)
         for runner in sources:
