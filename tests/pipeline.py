@@ -161,3 +161,36 @@ for _cls in (CounterSource, Square, Sink, CrashySink, FatalSink):
     register(_cls.name, f"{__name__}:{_cls.__name__}")
 
 GROUPS = {"source": ("counter",), "work": ("square",), "out": ("sink",)}
+
+
+class OrderLogConfig(Config, frozen=True, kw_only=True):
+    path: str = ""
+
+
+class OrderLog(Actor[OrderLogConfig]):
+    """Appends every order decision and fill, msgpack-encoded, one hex line each."""
+
+    name = "order_log"
+    config_type = OrderLogConfig
+
+    async def on_start(self) -> None:
+        import msgspec
+
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._fh = open(self.config.path, "a", buffering=1)  # noqa: SIM115
+
+    async def handle(self, msg: Message) -> None:
+        self._fh.write(self._encode(msg).hex() + "\n")
+
+    async def on_stop(self) -> None:
+        self._fh.close()
+
+
+def _order_types() -> tuple[type[Message], ...]:
+    from levibot.messages import Fill, OrderDenied, OrderIntent
+
+    return (OrderIntent, OrderDenied, Fill)
+
+
+OrderLog.consumes = _order_types()
+register(OrderLog.name, f"{__name__}:OrderLog")

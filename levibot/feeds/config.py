@@ -26,7 +26,7 @@ class ReplayConfig(Config, frozen=True, kw_only=True):
     symbol: str = ""  # "" → the symbol named in the file name (klines) or the `symbol` column
     timeframe: str = ""  # klines only; "" → inferred from the data (most common step)
     limit: Annotated[int, Meta(ge=0)] = 0  # emit at most this many messages; 0: all
-    # Where ensure_btcusdt caches the real data; "" → $LEVIBOT__STORAGE__DATA_DIR/data or var/data.
+    # Where ensure_btcusdt caches the real data; "" → <[storage] data_dir>/data.
     data_dir: str = ""
 
     def __post_init__(self) -> None:

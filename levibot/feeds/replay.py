@@ -93,7 +93,12 @@ class ReplaySource(Source[ReplayConfig]):
         if cfg.path:
             self.path = Path(cfg.path)
         else:
-            data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+            storage = self.ctx.storage
+            data_dir = (
+                Path(cfg.data_dir)
+                if cfg.data_dir
+                else (Path(storage.data_dir) / "data" if storage is not None else None)
+            )
             self.path = await anyio.to_thread.run_sync(lambda: ensure_btcusdt(data_dir, False))
         if not self.path.is_file():
             raise KlinesError("replay file not found", path=self.path)

@@ -1,0 +1,422 @@
+"""The scoring actor: Features in, Signals out, from the ONNX model and rule strategies.
+
+Micro-batching: the runtime hands over everything pending (up to ``max_batch`` messages) and
+every Features message of that batch, across symbols, is scored in one ONNX Runtime ``run``
+(chunks of ``ScoringConfig.max_batch`` rows). There is no artificial wait: when idle a batch is
+one message, so latency is one small run. Commands are applied in their place in the batch:
+Features before an ``ActivateModel`` are scored by the old model, those after by the new one,
+and none is dropped. ONNX runs inline on the event loop: a small batch costs microseconds and a
+worker-thread hop would cost more (see ``bench/bench_scoring.py``). Building a session on
+``ActivateModel`` also runs inline: tens of milliseconds once per swap, during which messages
+queue in the mailbox rather than being dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from msgspec import Meta
+
+from levibot.config import Config
+from levibot.errors import LevibotError, SchemaMismatchError
+from levibot.messages import (
+    ActivateModel,
+    Alert,
+    AlertLevel,
+    Features,
+    Signal,
+    SignalSide,
+    StartStrategy,
+    StopStrategy,
+)
+from levibot.ml.card import ModelError
+from levibot.ml.registry import ModelRegistry, check_schema
+from levibot.ml.scorer import Scorer
+from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
+from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
+from levibot.runtime.metrics import Counter, Gauge
+from levibot.strategies import STRATEGIES, EmaCross, RsiMacd, RuleStrategy, side_for
+
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+
+class ScoringConfig(Config, frozen=True, kw_only=True):
+    """The scoring actor's section (``[scoring]``)."""
+
+    registry_dir: str = "var/models"  # local registry, or the cache of the PostgreSQL one
+    postgres_dsn: str = ""  # set: models come from the PostgreSQL registry (rows + files)
+    postgres_schema: str = "public"
+    model_id: str = ""  # "": the registry's active model
+    shadow_model_id: str = ""
+    canary_model_id: str = ""
+    canary_fraction: Fraction = 0.0
+    providers: tuple[str, ...] = ("cpu",)  # ("cuda", "cpu") to use a GPU when there is one
+    graph: Literal["auto", "tree", "gemm"] = "auto"  # auto: gemm on CUDA, tree on CPU
+    intra_op_num_threads: Annotated[int, Meta(ge=1)] = 1
+    max_batch: Annotated[int, Meta(ge=1)] = 256  # rows per ONNX run
+    strategies: tuple[str, ...] = ("onnx",)  # started at start; others by StartStrategy
+    long_threshold: Fraction = 0.55
+    short_threshold: Fraction = 0.45
+    allow_short: bool = False  # below the short threshold: SHORT, or FLAT when False
+    rule_probability: Fraction = 0.8  # probability a rule strategy's LONG carries
+    ema_fast: str = "ema_12"
+    ema_slow: str = "ema_26"
+    rsi_feature: str = "rsi_14"
+    macd_hist_feature: str = "macd_hist"
+    rsi_overbought: float = 70.0
+    rsi_oversold: float = 30.0
+    atr_feature: str = "atr_14"
+    max_model_age_s: Annotated[float, Meta(ge=0)] = 30 * 86_400.0  # 0: never expires
+    drift_tolerance: Annotated[float, Meta(ge=0)] = 0.1  # × training range, on each side
+    drift_window: Annotated[int, Meta(ge=1)] = 500  # rows
+    drift_max_fraction: Fraction = 0.05
+
+
+class ScoringActor(Actor[ScoringConfig]):
+    """Hosts the strategies; emits one ``Signal`` per decision."""
+
+    name = "scoring"
+    consumes = (Features, StartStrategy, StopStrategy, ActivateModel)
+    emits = (Signal, Alert)
+    config_type = ScoringConfig
+    supervision = Supervision(policy=Policy.SKIP)
+    partitioned = True  # per-symbol strategy state (last crossing): replicas split the symbols
+    max_batch = 4096
+
+    def __init__(self, ctx: ActorContext, config: ScoringConfig, *, schema: Any = None) -> None:
+        super().__init__(ctx, config)
+        self._schema = schema
+        self.policy = ServingPolicy(
+            max_batch=config.max_batch,
+            long_threshold=config.long_threshold,
+            short_threshold=config.short_threshold,
+            allow_short=config.allow_short,
+            canary_fraction=config.canary_fraction,
+            max_model_age_s=config.max_model_age_s,
+            drift_tolerance=config.drift_tolerance,
+            drift_window=config.drift_window,
+            drift_max_fraction=config.drift_max_fraction,
+        )
+        self.models = ModelSet(self.policy)
+        self.running: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        self._alerts = 0
+        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
+        self._provider_gauges: dict[str, Gauge] = {}
+
+    def _counter(self, name: str, help_: str, **labels: str) -> Counter:
+        key = (name, tuple(sorted(labels.items())))
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = self.ctx.metrics.counter(name, help_, **labels)
+        return c
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        if self._schema is None:
+            from levibot.features import SCHEMA
+
+            self._schema = SCHEMA
+        names = tuple(self._schema.names)
+        self._hash = str(self._schema.hash)
+        self._size = len(names)
+        cfg = self.config
+        idx = {n: i for i, n in enumerate(names)}
+        missing = [
+            n
+            for n in (cfg.ema_fast, cfg.ema_slow, cfg.rsi_feature, cfg.macd_hist_feature)
+            if n not in idx
+        ]
+        if missing:
+            raise LevibotError(f"scoring: unknown feature names in config: {missing}")
+        self._atr = idx.get(cfg.atr_feature, -1)
+        rule_kw: dict[str, Any] = {
+            "probability": cfg.rule_probability,
+            "allow_short": cfg.allow_short,
+        }
+        self.rules: dict[str, RuleStrategy] = {
+            "ema_cross": EmaCross(idx[cfg.ema_fast], idx[cfg.ema_slow], **rule_kw),
+            "rsi_macd": RsiMacd(
+                idx[cfg.rsi_feature],
+                idx[cfg.macd_hist_feature],
+                overbought=cfg.rsi_overbought,
+                oversold=cfg.rsi_oversold,
+                **rule_kw,
+            ),
+        }
+        self.registry = ModelRegistry(Path(cfg.registry_dir), schema_hash=self._hash)
+        m = self.ctx.metrics
+        self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
+        self._m_runs = m.counter("scoring_runs_total", "ONNX Runtime runs")
+        self._m_batch = m.histogram(
+            "scoring_batch_rows", "Rows per ONNX run", buckets=(1, 4, 16, 64, 256, 1024, 4096)
+        )
+        self._m_skipped = m.counter(
+            "scoring_skipped_total", "Rows not scored (warm-up or no model)"
+        )
+        m.gauge(
+            "scoring_shadow_agreement",
+            "Shadow vs served side agreement",
+            fn=lambda: self.models.shadow_stats.agreement,
+        )
+        m.gauge(
+            "scoring_shadow_drift",
+            "Mean |p_served - p_shadow|",
+            fn=lambda: self.models.shadow_stats.drift,
+        )
+        m.gauge(
+            "scoring_model_loaded",
+            "1 when an active model is loaded",
+            fn=lambda: 1.0 if self.models.active else 0.0,
+        )
+        for name in cfg.strategies:
+            self._start(name)
+        self._pg: Any = None
+        if cfg.postgres_dsn:
+            from levibot.ml.registry_pg import PgModelRegistry
+
+            self._pg = PgModelRegistry(
+                cfg.postgres_dsn,
+                cfg.registry_dir,
+                schema=cfg.postgres_schema,
+                schema_hash=self._hash,
+            )
+            await self._pg.open()
+        start_id = cfg.model_id or None
+        if start_id is None:
+            card = await self._pg.active() if self._pg else self.registry.active()
+            start_id = card.model_id if card else None
+        if start_id:
+            await self._activate(start_id, "active", quiet=True)
+        else:
+            self.ctx.log.warning("scoring.no_model", registry=str(self.registry.root))
+        for role, mid in (("shadow", cfg.shadow_model_id), ("canary", cfg.canary_model_id)):
+            if mid:
+                await self._activate(mid, role, quiet=True)
+
+    async def _fetch(self, model_id: str) -> None:
+        """Copy a model's files from PostgreSQL into the local cache (once)."""
+        try:
+            await self._pg.path(model_id)
+        except LevibotError:
+            raise
+        except Exception as exc:  # asyncpg and OS errors: the swap fails, the actor lives
+            raise ModelError(f"cannot fetch model {model_id} from PostgreSQL: {exc}") from None
+
+    async def on_stop(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+
+    def health(self) -> dict[str, Any]:
+        """Return the model and the ONNX provider actually in use."""
+        a, shadow, canary = self.models.active, self.models.shadow, self.models.canary
+        return {
+            "model_id": a.card.model_id if a else None,
+            "provider": a.scorer.provider if a else None,
+            "graph": a.scorer.graph if a else None,
+            "strategies": sorted(self.running),
+            "shadow": shadow.card.model_id if shadow else None,
+            "canary": canary.card.model_id if canary else None,
+        }
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def handle(self, msg: Any) -> None:
+        await self.handle_batch([msg])
+
+    async def handle_batch(self, msgs: Sequence[Any]) -> None:
+        pending: list[Features] = []
+        for msg in msgs:
+            if isinstance(msg, Features):
+                pending.append(msg)
+                continue
+            if pending:
+                await self._score(pending)
+                pending = []
+            await self._command(msg)
+        if pending:
+            await self._score(pending)
+
+    async def _command(self, msg: Any) -> None:
+        match msg:
+            case StartStrategy():
+                if not self._start(msg.strategy):
+                    await self._alert(
+                        AlertLevel.WARNING,
+                        "strategy.unknown",
+                        f"unknown strategy {msg.strategy!r}; known: {STRATEGIES}",
+                    )
+            case StopStrategy():
+                if msg.strategy in self.running:
+                    self.running.discard(msg.strategy)
+                    if msg.strategy in self.rules:
+                        self.rules[msg.strategy].reset()
+                    self.ctx.log.info("scoring.strategy_stopped", strategy=msg.strategy)
+            case ActivateModel():
+                await self._activate(msg.model_id, msg.role)
+            case _:
+                self.ctx.log.warning("scoring.unexpected_message", type=type(msg).__name__)
+
+    def _start(self, name: str) -> bool:
+        if name not in STRATEGIES:
+            return False
+        self.running.add(name)
+        self.ctx.log.info("scoring.strategy_started", strategy=name)
+        return True
+
+    async def _activate(self, model_id: str, role: str, *, quiet: bool = False) -> None:
+        if role not in ("active", "shadow", "canary"):
+            await self._alert(AlertLevel.WARNING, "model.bad_role", f"unknown model role {role!r}")
+            return
+        if not model_id and role != "active":
+            self.models.set(role, None)  # an empty id switches the shadow or canary off
+            return
+        cfg = self.config
+        try:
+            if self._pg is not None:
+                await self._fetch(model_id)
+            card = self.registry.get(model_id)
+            check_schema(card, self._hash)
+            scorer = Scorer(
+                card,
+                self.registry.path(model_id),
+                providers=cfg.providers,
+                graph=cfg.graph,
+                intra_op_num_threads=cfg.intra_op_num_threads,
+            )
+        except SchemaMismatchError as exc:
+            self.ctx.log.error(
+                "scoring.model_refused", model_id=model_id, role=role, error=str(exc)
+            )
+            await self._alert(AlertLevel.WARNING, "model.schema_mismatch", str(exc))
+            return
+        except LevibotError as exc:
+            self.ctx.log.error("scoring.model_load_failed", model_id=model_id, error=str(exc))
+            await self._alert(AlertLevel.WARNING, "model.load_failed", str(exc))
+            return
+        self.models.set(role, Served(scorer, self.policy))
+        old = self._provider_gauges.pop(role, None)
+        if old is not None:
+            old.set(0.0)
+        gauge = self.ctx.metrics.gauge(
+            "scoring_provider",
+            "ONNX provider in use (1 per role)",
+            role=role,
+            provider=scorer.provider,
+            model_id=model_id,
+        )
+        gauge.set(1.0)
+        self._provider_gauges[role] = gauge
+        self.ctx.log.info(
+            "scoring.model_activated",
+            model_id=model_id,
+            role=role,
+            provider=scorer.provider,
+            graph=scorer.graph,
+        )
+        if not quiet:
+            await self._alert(
+                AlertLevel.INFO,
+                "model.activated",
+                f"{role} model {model_id} on {scorer.provider} ({scorer.graph})",
+            )
+
+    async def _alert(self, level: AlertLevel, code: str, text: str, ts_ingress: int = 0) -> None:
+        now = self.ctx.clock.now_ns()
+        self._alerts += 1
+        await self.ctx.publish(
+            Alert(
+                ts_event=now,
+                ts_init=now,
+                ts_ingress=ts_ingress,
+                level=level,
+                source=self.name,
+                code=code,
+                text=text,
+                alert_id=f"{self.name}:{code}:{now}:{self._alerts}",
+            )
+        )
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def _valid(self, msg: Features) -> bool:
+        reason = ""
+        if msg.schema_hash != self._hash:
+            reason = "schema"
+        elif len(msg.values) != self._size:
+            reason = "size"
+        if not reason:
+            return True
+        self._counter("scoring_rejected_total", "Features refused", reason=reason).inc()
+        if (msg.symbol, reason) not in self._warned:  # once per symbol, not per tick
+            self._warned.add((msg.symbol, reason))
+            self.ctx.log.warning(
+                "scoring.features_rejected",
+                symbol=msg.symbol,
+                reason=reason,
+                schema_hash=msg.schema_hash,
+                expected=self._hash,
+            )
+        return False
+
+    async def _score(self, batch: list[Features]) -> None:
+        msgs = [m for m in batch if self._valid(m)]
+        if not msgs:
+            return
+        scored: Scored | None = None
+        if "onnx" in self.running:
+            rows = np.asarray([m.values for m in msgs], dtype=np.float32)
+            scored = self.models.score(rows, [m.symbol for m in msgs], self.ctx.clock.now_ns())
+            self._account(scored)
+        pol = self.policy
+        for i, msg in enumerate(msgs):
+            if scored is not None and not np.isnan(scored.p[i]):
+                p = float(scored.p[i])
+                side = side_for(p, pol.long_threshold, pol.short_threshold, pol.allow_short)
+                await self._emit(msg, "onnx", side, p, scored.model_ids[i])
+            for name, rule in self.rules.items():
+                if name in self.running:
+                    d = rule.update(msg.symbol, msg.values)
+                    if d is not None:
+                        await self._emit(msg, name, d.side, d.probability, "")
+        if scored is not None:
+            for code, text in scored.alerts:
+                await self._alert(AlertLevel.WARNING, code, text, msgs[0].ts_ingress)
+
+    def _account(self, scored: Scored) -> None:
+        self._m_skipped.inc(scored.skipped)
+        for n in scored.runs:
+            self._m_runs.inc()
+            self._m_rows.inc(n)
+            self._m_batch.observe(n)
+        if self.models.shadow is not None:
+            stats = self.models.shadow_stats
+            self.ctx.log.debug(
+                "scoring.shadow", rows=stats.rows, agreement=stats.agreement, drift=stats.drift
+            )
+
+    async def _emit(
+        self, msg: Features, strategy: str, side: SignalSide, p: float, model_id: str
+    ) -> None:
+        atr = float(msg.values[self._atr]) if self._atr >= 0 else 0.0
+        await self.ctx.publish(
+            Signal(
+                ts_event=msg.ts_event,
+                ts_init=self.ctx.clock.now_ns(),
+                ts_ingress=msg.ts_ingress,
+                symbol=msg.symbol,
+                strategy=strategy,
+                side=side,
+                probability=p,
+                confidence=abs(p - 0.5) * 2.0,
+                price=msg.price,
+                atr=atr if atr == atr else 0.0,
+                spread_bps=msg.spread_bps,
+                model_id=model_id,
+            )
+        )
+        self._counter("scoring_signals_total", "Signals emitted", strategy=strategy).inc()

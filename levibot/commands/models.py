@@ -1,0 +1,111 @@
+"""``levibot models list|show|activate|rollback``: the model registry from the terminal.
+
+``activate`` and ``rollback`` move the registry's ``ACTIVE`` pointer, which a scoring actor
+reads when it starts; a running actor swaps live on an ``ActivateModel`` command (the gateway's
+``POST /models/activate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+from levibot.ml.card import ModelCard
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``models`` sub-command."""
+    p = sub.add_parser("models", help="list, show, activate or roll back models")
+    p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
+    p.add_argument("--dsn", default="", help="PostgreSQL DSN: use the PostgreSQL registry")
+    p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs.add_parser("list", help="list registered models")
+    show = verbs.add_parser("show", help="show a model card and its metrics")
+    show.add_argument("model_id", nargs="?", help="default: the active model")
+    show.add_argument("--json", action="store_true", help="print the card as JSON")
+    act = verbs.add_parser("activate", help="make a model active (schema hash must match)")
+    act.add_argument("model_id")
+    verbs.add_parser("rollback", help="re-activate the previously active model")
+    p.set_defaults(func=run)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _list(cards: list[ModelCard], active: str | None) -> str:
+    head = f"  {'model_id':<36} {'created':<20} {'H':>3} {'feat':>4} {'AUC':>6} {'net ret':>8}"
+    lines = [head]
+    for c in cards:
+        m = c.metrics.get("model", {})
+        mark = "*" if c.model_id == active else " "
+        lines.append(
+            f"{mark} {c.model_id:<36} {c.created_at[:19]:<20} {c.horizon:>3} "
+            f"{len(c.features):>4} {_fmt(m.get('auc'), '.3f'):>6} "
+            f"{_fmt(m.get('net_return'), '+.3f'):>8}"
+        )
+    return "\n".join(lines)
+
+
+async def _pg(args: argparse.Namespace, cache: Path) -> tuple[list[ModelCard], str | None, Any]:
+    from levibot.ml.registry_pg import PgModelRegistry
+
+    async with PgModelRegistry(args.dsn, cache, schema=args.pg_schema) as reg:
+        match args.verb:
+            case "list":
+                active = await reg.active()
+                return await reg.list(), active.model_id if active else None, None
+            case "show":
+                card = await reg.get(args.model_id) if args.model_id else await reg.active()
+                return [], None, card
+            case "activate":
+                return [], None, await reg.activate(args.model_id)
+            case _:
+                return [], None, await reg.rollback()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one registry verb."""
+    from levibot.ml.card import ModelError
+    from levibot.ml.registry import ModelRegistry, default_registry_dir
+    from levibot.ml.report import metrics_table, summary
+
+    root = args.registry or default_registry_dir()
+    if args.dsn:
+        cards, active, card = asyncio.run(_pg(args, root))
+    else:
+        reg = ModelRegistry(root)
+        cards, active, card = [], None, None
+        match args.verb:
+            case "list":
+                cards = reg.list()
+                current = reg.active()
+                active = current.model_id if current else None
+            case "show":
+                card = reg.get(args.model_id) if args.model_id else reg.active()
+            case "activate":
+                card = reg.activate(args.model_id)
+            case _:
+                card = reg.rollback()
+    if args.verb == "list":
+        print(_list(cards, active) if cards else f"no models in {root}")
+        return 0
+    if card is None:
+        raise ModelError("no active model")
+    if args.verb == "show":
+        if args.json:
+            print(card.to_json().decode())
+        else:
+            print(summary(card))
+            print()
+            print(metrics_table(card))
+        return 0
+    verb = "activated" if args.verb == "activate" else "rolled back to"
+    print(f"{verb} {card.model_id}")
+    return 0

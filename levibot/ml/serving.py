@@ -1,0 +1,148 @@
+"""Serving models: the active, shadow and canary slots, routing, batching and monitoring.
+
+Plain synchronous code (no event loop, no bus): the scoring actor hands it a batch of full
+feature vectors and gets back probabilities, the model that produced each, and the alerts to
+raise. Rows with a NaN in the model's columns (warm-up) are not scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from levibot.ml.card import ModelCard
+from levibot.ml.monitor import DriftMonitor, ShadowStats, in_canary
+from levibot.ml.scorer import Scorer
+
+
+@dataclass(frozen=True)
+class ServingPolicy:
+    """How models are served: batch size, thresholds, canary share, expiry and drift."""
+
+    max_batch: int = 256
+    long_threshold: float = 0.55
+    short_threshold: float = 0.45
+    allow_short: bool = False
+    canary_fraction: float = 0.0
+    max_model_age_s: float = 0.0
+    drift_tolerance: float = 0.1
+    drift_window: int = 500
+    drift_max_fraction: float = 0.05
+
+
+class Served:
+    """A loaded model with its own drift monitor and expiry flag."""
+
+    def __init__(self, scorer: Scorer, policy: ServingPolicy) -> None:
+        self.scorer = scorer
+        self.card: ModelCard = scorer.card
+        self.drift = DriftMonitor(
+            scorer.card,
+            tolerance=policy.drift_tolerance,
+            window=policy.drift_window,
+            max_fraction=policy.drift_max_fraction,
+        )
+        self.expiry_alerted = False
+
+
+@dataclass
+class Scored:
+    """One batch's outcome. ``p[i]`` is NaN where row ``i`` was not scored."""
+
+    p: np.ndarray
+    model_ids: list[str]
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (code, text)
+    runs: list[int] = field(default_factory=list)  # rows per ONNX run
+    skipped: int = 0
+
+
+class ModelSet:
+    """The active model, and optionally a shadow (compared, never served) and a canary (serves
+    the symbols in its stable-hash bucket)."""
+
+    def __init__(self, policy: ServingPolicy) -> None:
+        self.policy = policy
+        self.active: Served | None = None
+        self.shadow: Served | None = None
+        self.canary: Served | None = None
+        self.shadow_stats = ShadowStats()
+
+    def set(self, role: str, served: Served | None) -> None:
+        """Put ``served`` in slot ``role`` (active, shadow or canary); None empties it."""
+        if role not in ("active", "shadow", "canary"):
+            raise ValueError(f"unknown model role {role!r}")
+        setattr(self, role, served)
+        if role == "shadow":
+            self.shadow_stats = ShadowStats()
+
+    def _sides(self, p: np.ndarray) -> np.ndarray:
+        pol = self.policy
+        short = -1 if pol.allow_short else 0
+        return np.where(p >= pol.long_threshold, 1, np.where(p <= pol.short_threshold, short, 0))
+
+    def score(self, rows: np.ndarray, symbols: list[str], now_ns: int) -> Scored:
+        """Score full feature vectors ``rows`` (n, k) of ``symbols`` at time ``now_ns``."""
+        n = len(rows)
+        out = Scored(p=np.full(n, np.nan), model_ids=[""] * n)
+        if self.active is None:
+            out.skipped = n
+            return out
+        canary, frac = self.canary, self.policy.canary_fraction
+        groups: dict[int, tuple[Served, list[int]]] = {}
+        for i, sym in enumerate(symbols):
+            served = canary if canary is not None and in_canary(sym, frac) else self.active
+            groups.setdefault(id(served), (served, []))[1].append(i)
+        for served, idx in groups.values():
+            sel = np.asarray(idx)
+            out.p[sel] = self._predict(served, rows[sel], now_ns, out)
+            for j in idx:
+                out.model_ids[j] = served.card.model_id
+        if self.shadow is not None:
+            shadow_out = Scored(p=np.full(n, np.nan), model_ids=[])
+            ps = self._predict(self.shadow, rows, now_ns, shadow_out)
+            out.alerts += shadow_out.alerts
+            ok = ~(np.isnan(ps) | np.isnan(out.p))
+            if ok.any():
+                self.shadow_stats.update(
+                    self._sides(out.p[ok]), self._sides(ps[ok]), out.p[ok] - ps[ok]
+                )
+        return out
+
+    def _predict(self, served: Served, rows: np.ndarray, now_ns: int, out: Scored) -> np.ndarray:
+        x = rows[:, served.scorer.columns]
+        ready = ~np.isnan(x).any(axis=1)
+        p = np.full(len(rows), np.nan)
+        out.skipped += int((~ready).sum())
+        idx = np.flatnonzero(ready)
+        step = self.policy.max_batch
+        for lo in range(0, len(idx), step):
+            part = idx[lo : lo + step]
+            p[part] = served.scorer.predict(rows[part])
+            out.runs.append(len(part))
+        if len(idx):
+            self._monitor(served, x[ready], now_ns, out)
+        return p
+
+    def _monitor(self, served: Served, x: np.ndarray, now_ns: int, out: Scored) -> None:
+        card = served.card
+        if served.drift.update(x, card.features):
+            out.alerts.append(
+                (
+                    "model.input_drift",
+                    f"model {card.model_id}: {served.drift.fraction:.1%} of the last "
+                    f"{served.drift.window} rows are outside the training range "
+                    f"(most often {served.drift.worst})",
+                )
+            )
+        max_age = self.policy.max_model_age_s
+        age = (now_ns - card.created_at_ns) / 1e9
+        if max_age > 0 and not served.expiry_alerted and age > max_age:
+            served.expiry_alerted = True
+            out.alerts.append(
+                (
+                    "model.expired",
+                    f"model {card.model_id} is {age / 86400:.1f} days old "
+                    f"(limit {max_age / 86400:.1f}); retrain it",
+                )
+            )
