@@ -249,7 +249,7 @@ class Node:
         for runner in self.runners:
             if runner.mailbox is not None:
                 tg.start_soon(runner.run_inbox)
-            if runner.actor.tick_interval_s > 0 and not self.clock.is_replay:
+            if runner.actor.tick_interval_s > 0:  # wall-clock timers run in replay too
                 tg.start_soon(self._ticks, runner)
         if self.mirror is not None:
             remote = self.remote_types()

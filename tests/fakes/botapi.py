@@ -1,0 +1,254 @@
+"""A local Telegram Bot API stand-in: real HTTP, real protocol, every call recorded.
+
+It serves ``POST /bot<token>/<method>`` (JSON, urlencoded or multipart bodies, as aiogram and
+other clients send them) and answers ``{"ok": true, "result": ...}`` with result objects shaped
+like Telegram's, so an unmodified aiogram ``Bot`` and ``Dispatcher`` run against it. A test
+queues updates (``send_text``), reads what the bot did (``calls``, ``sent_messages``) and injects
+failures: 429 flood control with ``retry_after`` (``fail_next``) or a chat that blocked the bot.
+
+    async with FakeBotAPI(token) as api:
+        api.send_text(user_id=1, text="/start")
+        ...TelegramConfig(api_base=api.base_url, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_INT_PARAMS = {"chat_id", "offset", "limit", "timeout", "message_id", "user_id"}
+
+
+@dataclass
+class Call:
+    """One Bot API request as the stand-in received it."""
+
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    token_ok: bool = True  # False: the stand-in answered 401 Unauthorized
+
+
+class FakeBotAPI:
+    """An aiohttp server on 127.0.0.1:<free port> speaking the Bot API."""
+
+    def __init__(
+        self, token: str, *, bot_id: int = 777000111, username: str = "levibot_test_bot"
+    ) -> None:
+        self.token = token
+        self.bot_user = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": "levibot",
+            "username": username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        self.calls: list[Call] = []
+        self._updates: list[dict[str, Any]] = []
+        self._next_update_id = 100
+        self._next_message_id = 1
+        self._new_update = asyncio.Event()
+        self._failures: dict[str, deque[int]] = {}
+        self.blocked_chats: set[int] = set()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> str:
+        """Start serving on ``port`` (0: a free one); return the base URL for ``from_base``."""
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
+        # Cut pending long polls at once on stop instead of waiting out their timeout.
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving (pending long polls are cut off)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeBotAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- what a test does --------------------------------------------------------------------
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue a raw update (its ``update_id`` is assigned here); return the id."""
+        update_id = self._next_update_id
+        self._next_update_id += 1
+        self._updates.append({**update, "update_id": update_id})
+        self._new_update.set()
+        return update_id
+
+    def send_text(
+        self, user_id: int, text: str, *, chat_id: int | None = None, first_name: str = "Trader"
+    ) -> int:
+        """Queue a text message from ``user_id`` (in their private chat unless ``chat_id``)."""
+        chat_id = user_id if chat_id is None else chat_id
+        chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": first_name}
+        if chat_id < 0:
+            chat = {"id": chat_id, "type": "group", "title": "traders"}
+        message: dict[str, Any] = {
+            "message_id": self._message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return self.push_update({"message": message})
+
+    def fail_next(self, method: str, count: int = 1, *, retry_after: int = 1) -> None:
+        """Answer the next ``count`` calls of ``method`` with a 429 asking to retry later."""
+        self._failures.setdefault(method.lower(), deque()).extend([retry_after] * count)
+
+    def calls_of(self, method: str) -> list[Call]:
+        """Return the recorded calls of ``method`` (case-insensitive)."""
+        return [c for c in self.calls if c.method.lower() == method.lower()]
+
+    def sent_messages(self, chat_id: int | None = None) -> list[Call]:
+        """Return the successful-or-not ``sendMessage`` calls (to ``chat_id`` if given)."""
+        return [
+            c
+            for c in self.calls_of("sendMessage")
+            if chat_id is None or c.params.get("chat_id") == chat_id
+        ]
+
+    def texts(self, chat_id: int) -> list[str]:
+        """Return the texts the bot sent to ``chat_id``, oldest first (429-refused ones too)."""
+        return [str(c.params.get("text", "")) for c in self.sent_messages(chat_id)]
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def _message_id(self) -> int:
+        self._next_message_id += 1
+        return self._next_message_id
+
+    @staticmethod
+    def _error(status: int, description: str, **parameters: Any) -> web.Response:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if parameters:
+            body["parameters"] = parameters
+        return web.json_response(body, status=status)
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            body = await request.json()
+            if isinstance(body, dict):
+                params.update(body)
+            return params
+        if request.can_read_body:
+            form = await request.post()
+            for key, value in form.items():
+                if not isinstance(value, str):
+                    params[key] = f"<file {getattr(value, 'filename', '')}>"
+                elif key in _INT_PARAMS and value.lstrip("-").isdigit():
+                    params[key] = int(value)
+                elif value[:1] in "{[":
+                    params[key] = json.loads(value)
+                else:
+                    params[key] = value
+        return params
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            params = await self._params(request)
+        except ValueError:
+            return self._error(400, "Bad Request: can't parse request body")
+        if request.match_info["token"] != self.token:
+            self.calls.append(Call(method, params, token_ok=False))
+            return self._error(401, "Unauthorized")
+        self.calls.append(Call(method, params))
+        pending = self._failures.get(method.lower())
+        if pending:
+            retry_after = pending.popleft()
+            return self._error(
+                429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
+            )
+        handler = getattr(self, f"_m_{method.lower()}", None)
+        if handler is None:
+            return self._error(404, "Not Found: method not found")
+        result = await handler(params)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, "result": result})
+
+    async def _m_getme(self, params: dict[str, Any]) -> Any:
+        return self.bot_user
+
+    async def _m_getupdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset") or 0)
+        limit = int(params.get("limit") or 100)
+        timeout = float(params.get("timeout") or 0)
+        if offset:  # every update below the offset is confirmed and forgotten
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        while not self._updates:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), remaining)
+            except TimeoutError:
+                return []
+        return self._updates[:limit]
+
+    async def _m_sendmessage(self, params: dict[str, Any]) -> Any:
+        chat_id, text = params.get("chat_id"), params.get("text")
+        if chat_id is None:
+            return self._error(400, "Bad Request: chat_id is empty")
+        if not text:
+            return self._error(400, "Bad Request: message text is empty")
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": "Trader"}
+        if isinstance(chat_id, int) and chat_id < 0:
+            chat = {"id": chat_id, "type": "group", "title": "traders"}
+        message: dict[str, Any] = {
+            "message_id": self._message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self.bot_user,
+            "text": text,
+        }
+        if "reply_markup" in params:
+            message["reply_markup"] = params["reply_markup"]
+        return message
+
+    async def _m_answercallbackquery(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_setmycommands(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_deletewebhook(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_getwebhookinfo(self, params: dict[str, Any]) -> Any:
+        return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
