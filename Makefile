@@ -3,15 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo run test test-fast lint bench setup clean
+.PHONY: demo run test test-fast lint bench venv setup clean
+
+venv:
+	@scripts/setup-test-env.sh --venv-only
 
 setup:
 	@scripts/setup-test-env.sh
 
-demo: setup
+demo: venv
 	$(VENV)/bin/levibot demo
 
-run: setup
+run: venv
 	$(VENV)/bin/levibot run
 
 test: setup

@@ -3,7 +3,8 @@
 # dependencies, and the servers the integration tests talk to (NATS with JetStream, PostgreSQL,
 # Redis) plus Chromium for the Mini App browser test. Whatever is already there is reused;
 # what is missing is started, or installed from the distribution's packages when we are root.
-# Idempotent: running it twice changes nothing.
+# Idempotent: running it twice changes nothing. `--venv-only` stops after the virtualenv (the
+# demo needs no servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q -e '.[cpu,dev]'
   touch "$stamp"
 fi
+
+if [ "${1:-}" = "--venv-only" ]; then exit 0; fi
 
 # -- NATS (JetStream) -----------------------------------------------------------------------
 if ! listening 4222; then

@@ -194,3 +194,25 @@ def _order_types() -> tuple[type[Message], ...]:
 
 OrderLog.consumes = _order_types()
 register(OrderLog.name, f"{__name__}:OrderLog")
+
+
+class Ticker(Actor[Config]):
+    """Counts its periodic ticks."""
+
+    name = "ticker"
+    consumes = (Squared,)
+    tick_interval_s = 0.005
+
+    async def on_start(self) -> None:
+        self.ticks = 0
+
+    async def on_tick(self) -> None:
+        self.ticks += 1
+
+
+class Ticker2(Ticker):
+    name = "ticker2"
+
+
+register("ticker", f"{__name__}:Ticker")
+register("ticker2", f"{__name__}:Ticker2")

@@ -87,7 +87,7 @@ class Node:
         self.exit_code = EXIT_OK
         self._stop = anyio.Event()
         self._cancel_scope: anyio.CancelScope | None = None
-        self._tick_scope = anyio.CancelScope()
+        self._tick_scopes: list[anyio.CancelScope] = []
         self._egress_done = anyio.Event()
         self._source_scopes: list[tuple[ActorRunner, anyio.CancelScope]] = []
         self._sources_left = 0
@@ -265,7 +265,9 @@ class Node:
             tg.start_soon(self._source, runner, scope)
 
     async def _ticks(self, runner: ActorRunner) -> None:
-        with self._tick_scope:
+        scope = anyio.CancelScope()
+        self._tick_scopes.append(scope)
+        with scope:
             await runner.run_ticks(runner.actor.tick_interval_s)
 
     async def _source(self, runner: ActorRunner, scope: anyio.CancelScope) -> None:
@@ -284,7 +286,8 @@ class Node:
                 await runner.finished.wait()
         if self.mirror is not None:
             await self.mirror.stop_ingress()
-        self._tick_scope.cancel()
+        for scope in self._tick_scopes:
+            scope.cancel()
         await self._quiescent(self.settings.node.drain_timeout_s)
         by_actor = {id(r.actor): r for r in self.runners}
         for actor in drain_order(list(self.actors.values())):

@@ -158,3 +158,13 @@ async def test_drain_order_is_upstream_first_even_with_a_cycle() -> None:
     node = Node(settings(("sink", "square", "counter")))
     order = [a.ctx.name for a in drain_order(list(node.actors.values()))]
     assert order == ["counter", "square", "sink"]
+
+
+async def test_periodic_ticks_run_for_every_actor_that_asks_and_stop_with_the_node() -> None:
+    node = Node(settings(("counter", "square", "ticker", "ticker2"),
+                         counter={"count": 10**9, "pace_every": 10}))  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_until_stopped, node)
+        await eventually(lambda: all(getattr(node.actors[n], "ticks", 0) > 3 for n in ("ticker", "ticker2")))
+        node.stop()
+    assert node.exit_code == EXIT_OK
