@@ -70,8 +70,10 @@ class ActorContext:
         node: str = "local",
         settle: Callable[[], Awaitable[None]] | None = None,
         storage: Any = None,
+        config: Any = None,
     ) -> None:
         self.name = name
+        self.config = config  # the actor's own section (also ``Actor.config``)
         self.publish = publish
         self._settle = settle
         self.storage = storage  # the shared [storage] section: data_dir, postgres_dsn, redis_url

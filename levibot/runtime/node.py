@@ -102,6 +102,7 @@ class Node:
         for name in names:
             cls = resolve(name)
             partition = self.partition if cls.partitioned else Partition()
+            config = self.settings.actor_config(name)
             ctx = ActorContext(
                 name=name,
                 publish=self.bus.publish,
@@ -112,8 +113,9 @@ class Node:
                 node=self.node_id,
                 settle=self.settle,
                 storage=self.settings.storage,
+                config=config,
             )
-            actor = cls(ctx, self.settings.actor_config(name))
+            actor = cls(ctx, config)
             mailbox = None
             if cls.consumes:
                 mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate)
