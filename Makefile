@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo run test test-fast lint bench venv setup clean
+.PHONY: demo run test test-fast lint bench venv setup image clean
 
 venv:
 	@scripts/setup-test-env.sh --venv-only
@@ -29,6 +29,9 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/levibot bench
+
+image:  # needs a container engine (none on the development VM)
+	docker build -f Containerfile -t levibot:$$($(PY) -c 'import levibot; print(levibot.__version__)') .
 
 clean:
 	rm -rf var/test-services bench/results tests/artifacts

@@ -44,6 +44,13 @@ class NodeConfig(Config, frozen=True, kw_only=True):
     replay: bool = False  # event-time clock, lossless mailboxes: bit-for-bit reproducible
     plugins: tuple[str, ...] = ()  # modules imported at start; they may register actors
 
+    def __post_init__(self) -> None:
+        if self.partition_index >= self.partition_count:
+            raise ValueError(
+                f"partition_index {self.partition_index} must be < partition_count "
+                f"{self.partition_count}"
+            )
+
 
 class NatsConfig(Config, frozen=True, kw_only=True):
     """The NATS mirror. An empty ``url`` means no NATS: everything stays in this process."""
@@ -61,6 +68,9 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # Replay split across processes: how many nodes a replay source waits for after each event
     # (itself included) so that every process handles events in order. 0: none (live).
     settle_nodes: Annotated[int, Meta(ge=0)] = 0
+    # Every type over JetStream (deduplicated, acked after handling), not only the durable ones:
+    # a replay split across processes then survives a kill -9 of any process. Slower.
+    durable_all: bool = False
 
 
 class LogConfig(Config, frozen=True, kw_only=True):

@@ -59,6 +59,7 @@ class FeedActor(SourceActor[FeedConfig]):
 
     name = "feed"
     emits = (Tick, Quote, Bar)
+    partitioned = True  # a replica publishes only the symbols it owns
     config_type = FeedConfig
     supervision = Supervision(policy=Policy.RESTART, budget=10, window_s=300.0, max_backoff_s=30.0)
     tick_interval_s = 0.25  # how often a live feed checks for bars a quiet market left open

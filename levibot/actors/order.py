@@ -111,6 +111,11 @@ class OrderActor(Actor[OrderConfig]):
         self._fills = m.counter("levibot_order_fills_total", "Fills executed")
         self._dupes = m.counter("levibot_order_duplicates_total", "Duplicate intents dropped")
         m.gauge("levibot_portfolio_equity", "Portfolio equity", fn=lambda: self.portfolio.equity)
+        if state is not None and state.curve:
+            # A restarted process tells risk the portfolio it restored: a fill whose message
+            # died with the previous process (persisted here, never published) is then known.
+            ts = state.curve[-1][0]
+            await self.ctx.publish(self.portfolio.snapshot(ts, ts, 0))
         self.ctx.log.info(
             "order.started",
             cash=self.portfolio.state.cash,

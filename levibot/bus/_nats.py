@@ -11,11 +11,13 @@ after redelivery re-publishes identical, deduplicated output.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import nats
 import nats.errors
 import nats.js.errors
@@ -40,15 +42,16 @@ def _minimal(subjects: set[str]) -> list[str]:
     return sorted(s for s in subjects if not any(s != w + ">" and s.startswith(w) for w in wild))
 
 
-def _patterns(types: Iterable[type[Message]]) -> dict[str, bool]:
+def _patterns(types: Iterable[type[Message]], durable_all: bool) -> dict[str, bool]:
     """Return the subject patterns to subscribe for ``types``, each with its durability."""
     out: dict[str, bool] = {}
     for cls in types:
         if not cls.subject_root:
             raise ValueError(f"{cls.__name__} has no subject_root and cannot cross NATS")
-        out[cls.subject_root + ".>"] = cls.durable
-        if not cls.durable:
-            out[cls.subject_root] = False  # e.g. lb.portfolio has no suffix
+        durable = cls.durable or durable_all
+        out[cls.subject_root + ".>"] = durable
+        if cls.subject is Message.subject:
+            out[cls.subject_root] = durable  # the subject is the bare root (lb.portfolio)
     return out
 
 
@@ -82,8 +85,7 @@ class NatsMirror:
         self._confirmed = 0  # every message up to this sequence is confirmed by NATS
         self._pending_acks: deque[tuple[int, Msg]] = deque()
         self._subs: list[Any] = []
-        self._pull_subs: list[Any] = []
-        self._pull_scopes: list[anyio.CancelScope] = []
+        self._durable_subs: list[Any] = []
         self._core_headers = {ORIGIN: node}
         self._ns = f"{config.namespace}." if config.namespace else ""
         # Ids of durable messages handled lately: a redelivery (an ack lost to a broker crash)
@@ -141,11 +143,12 @@ class NatsMirror:
             reconnected_cb=on_reconnect,
         )
         self.js = self.nc.jetstream()
-        subjects = {self._ns + s for s in DURABLE_SUBJECTS} | {
-            f"{self._ns}{t.subject_root}.>"
-            for t in self.codec.types
-            if t.durable and t.subject_root
-        }
+        durable_types = [
+            t for t in self.codec.types if (t.durable or self.config.durable_all) and t.subject_root
+        ]
+        subjects = {self._ns + s for s in DURABLE_SUBJECTS}
+        for pattern in _patterns(durable_types, self.config.durable_all):
+            subjects.add(self._ns + pattern)
         try:
             info = await self.js.stream_info(self.config.stream)
             missing = set(_minimal(subjects)) - set(info.config.subjects or ())
@@ -169,7 +172,7 @@ class NatsMirror:
     async def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` for publishing. Market data is dropped when full; durable waits."""
         if len(self._queue) >= self.config.egress_queue:
-            if not msg.durable:
+            if not (msg.durable or self.config.durable_all):
                 self.m_dropped.inc()
                 return
             while len(self._queue) >= self.config.egress_queue and not self._closing:
@@ -208,8 +211,15 @@ class NatsMirror:
                 self.m_errors.inc()
                 self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
                 continue
-            if msg.durable:
-                headers = {"Nats-Msg-Id": msg.dedup_id(), ORIGIN: self.node}
+            if msg.durable or self.config.durable_all:
+                # Market types have no domain id: an identical payload is the same fact (replay
+                # is deterministic, so a restarted producer re-publishes identical bytes).
+                msg_id = (
+                    msg.dedup_id()
+                    if msg.durable
+                    else hashlib.blake2b(data, digest_size=12).hexdigest()
+                )
+                headers = {"Nats-Msg-Id": msg_id, ORIGIN: self.node}
                 durable.append((self._ns + msg.subject(), data, headers))
                 continue
             try:
@@ -273,14 +283,13 @@ class NatsMirror:
         self,
         types: Iterable[type[Message]],
         deliver: Deliver,
-        task_group: anyio.abc.TaskGroup,
     ) -> None:
-        """Subscribe to ``types``: core subjects by callback, durable ones by pull consumer."""
+        """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
         wanted = tuple(types)
-        for pattern, durable in sorted(_patterns(wanted).items()):
+        for pattern, durable in sorted(_patterns(wanted, self.config.durable_all).items()):
             pattern = self._ns + pattern
             if durable:
-                await self._start_pull(pattern, wanted, deliver, task_group)
+                await self._start_durable(pattern, wanted, deliver)
             else:
                 self._subs.append(
                     await self.nc.subscribe(pattern, cb=self._core_cb(wanted, deliver))
@@ -314,60 +323,45 @@ class NatsMirror:
 
         return cb
 
-    async def _start_pull(
+    async def _start_durable(
         self,
         pattern: str,
         wanted: tuple[type[Message], ...],
         deliver: Deliver,
-        task_group: anyio.abc.TaskGroup,
     ) -> None:
+        # A durable push consumer: the server sends as soon as a message is stored (a pull
+        # consumer's long poll would add up to its expiry to every idle-to-busy transition),
+        # in order, at most max_ack_pending unacked at once.
         suffix = pattern[len(self._ns) :].replace(".", "_").replace(">", "all")
-        durable = f"{self.consumer_name}_{suffix}"
-        psub = await self.js.pull_subscribe(
+        if not pattern.endswith(">"):
+            suffix += "_root"
+
+        async def cb(raw: Msg) -> None:
+            if raw.headers and raw.headers.get("Nats-Msg-Id") in self._handled_ids:
+                self.m_redelivered.inc()
+                await raw.ack()  # handled before the ack was lost: never twice
+                return
+            msg = self._decode(raw, wanted)
+            if msg is None:
+                await raw.ack()  # not ours, or garbage: never redeliver it
+                return
+            self.m_received.inc()
+            await deliver(msg, self.ack_after_egress(raw))
+
+        sub = await self.js.subscribe(
             pattern,
-            durable=durable,
+            durable=f"{self.consumer_name}_{suffix}",
             stream=self.config.stream,
+            cb=cb,
+            manual_ack=True,
             config=api.ConsumerConfig(
                 ack_wait=self.config.ack_wait_s,
                 max_ack_pending=self.config.fetch_batch * 8,
                 deliver_policy=api.DeliverPolicy.ALL,
             ),
         )
-        self._subs.append(psub)
-        self._pull_subs.append(psub)
-        scope = anyio.CancelScope()
-        self._pull_scopes.append(scope)
-
-        async def pull() -> None:
-            with scope:
-                while True:
-                    try:
-                        batch = await psub.fetch(self.config.fetch_batch, timeout=0.5)
-                    except nats.errors.TimeoutError:
-                        continue
-                    except (
-                        nats.errors.ConnectionClosedError,
-                        nats.errors.ConnectionReconnectingError,
-                    ):
-                        await anyio.sleep(0.1)
-                        continue
-                    except Exception as exc:
-                        self.log.warning("nats.fetch_failed", error=repr(exc))
-                        await anyio.sleep(0.2)
-                        continue
-                    for raw in batch:
-                        if raw.headers and raw.headers.get("Nats-Msg-Id") in self._handled_ids:
-                            self.m_redelivered.inc()
-                            await raw.ack()
-                            continue
-                        msg = self._decode(raw, wanted)
-                        if msg is None:
-                            await raw.ack()  # not ours, or garbage: never redeliver it
-                            continue
-                        self.m_received.inc()
-                        await deliver(msg, self.ack_after_egress(raw))
-
-        task_group.start_soon(pull)
+        self._subs.append(sub)
+        self._durable_subs.append(sub)
 
     # -- distributed settle (replay across processes) ---------------------------------------
     #
@@ -386,10 +380,10 @@ class NatsMirror:
         while True:
             await local_settle()
             if self._queue or self._confirmed < self._enqueued or self._pending_acks:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
                 continue
             pending = 0
-            for psub in self._pull_subs:
+            for psub in self._durable_subs:
                 info = await psub.consumer_info()
                 pending += info.num_pending + info.num_ack_pending
             if pending:
@@ -403,32 +397,45 @@ class NatsMirror:
 
         async def cb(raw: Msg) -> None:
             await self._quiesce(local_settle)
-            await raw.respond(str(int(self.m_published.value)).encode())
+            await raw.respond(f"{self.node} {int(self.m_published.value)}".encode())
 
         self._subs.append(await self.nc.subscribe(self._settle_subject(), cb=cb))
 
     async def settle_cluster(
-        self, nodes: int, local_settle: Callable[[], Awaitable[None]], timeout: float = 30.0
+        self, nodes: int, local_settle: Callable[[], Awaitable[None]], deadline_s: float = 600.0
     ) -> None:
-        """Return once all ``nodes`` (this one included) are quiescent together."""
+        """Return once all ``nodes`` (this one included) are quiescent together.
+
+        A node that does not answer (it crashed and is being restarted) makes the round start
+        over, until ``deadline_s`` has passed.
+        """
         previous = -1
-        while True:
-            await self._quiesce(local_settle)
-            inbox = self.nc.new_inbox()
-            sub = await self.nc.subscribe(inbox, max_msgs=nodes - 1)
-            await self.nc.publish(self._settle_subject(), b"", reply=inbox)
-            total = int(self.m_published.value)
-            with anyio.fail_after(timeout):
-                for _ in range(nodes - 1):
-                    total += int((await sub.next_msg(timeout=timeout)).data)
-            if total == previous:
-                return
-            previous = total
+        with anyio.fail_after(deadline_s):
+            while True:
+                await self._quiesce(local_settle)
+                inbox = self.nc.new_inbox()
+                sub = await self.nc.subscribe(inbox)
+                await self.nc.publish(self._settle_subject(), b"", reply=inbox)
+                total = int(self.m_published.value)
+                answers: dict[str, int] = {}
+                try:
+                    while len(answers) < nodes - 1:
+                        raw = await sub.next_msg(timeout=2.0)
+                        node, _, count = raw.data.decode().partition(" ")
+                        answers[node] = int(count)
+                except nats.errors.TimeoutError:
+                    self.log.warning("nats.settle_waiting", answered=len(answers), nodes=nodes)
+                    previous = -1
+                    continue
+                finally:
+                    await sub.unsubscribe()
+                total += sum(answers.values())
+                if total == previous:
+                    return
+                previous = total
 
     async def stop_ingress(self) -> None:
         """Stop taking messages from NATS; unacked durable ones will be redelivered later."""
-        for scope in self._pull_scopes:
-            scope.cancel()
         for sub in self._subs:
             try:
                 await sub.unsubscribe()

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from levibot.actors import resolve
 from levibot.bus import LocalBus, Mailbox, NatsMirror
@@ -162,13 +163,19 @@ class Node:
                 for r in runners
             ):
                 return
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     def remote_types(self) -> set[type[Message]]:
-        """Return the types local actors consume that no local actor produces."""
+        """Return the types to take from NATS.
+
+        Those local actors consume and no local actor produces; and the durable types local
+        actors consume even when produced here too: our own copies are skipped by origin, but a
+        restarted process gets what its predecessor published and never handled (an order
+        intent risk approved just before a kill -9, a command from another node).
+        """
         consumed = {t for a in self.actors.values() for t in a.consumes}
         produced = {t for a in self.actors.values() for t in a.emits}
-        return {t for t in consumed if not any(issubclass(t, p) for p in produced)}
+        return {t for t in consumed if t.durable or not any(issubclass(t, p) for p in produced)}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -256,7 +263,7 @@ class Node:
         if self.mirror is not None:
             remote = self.remote_types()
             if remote:
-                await self.mirror.start_ingress(remote, self.bus.deliver_remote, tg)
+                await self.mirror.start_ingress(remote, self.bus.deliver_remote)
             if self.settings.nats.settle_nodes > 1:
                 await self.mirror.serve_settle(self._settle_local)
         sources = [r for r in self.runners if r.is_source]

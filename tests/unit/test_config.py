@@ -105,3 +105,11 @@ def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("levibot ")
+
+
+def test_a_partition_index_outside_the_count_is_refused() -> None:
+    env = {"LEVIBOT__NODE__PARTITION_INDEX": "2", "LEVIBOT__NODE__PARTITION_COUNT": "2"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ=env)
+    assert "partition_index 2 must be < partition_count 2" in str(info.value)
+    assert info.value.path == "$.node"
