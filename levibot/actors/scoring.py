@@ -192,7 +192,7 @@ class ScoringActor(Actor[ScoringConfig]):
             start_id = card.model_id if card else None
         if start_id:
             await self._activate(start_id, "active", quiet=True)
-        else:
+        elif "onnx" in self.running:
             self.ctx.log.warning("scoring.no_model", registry=str(self.registry.root))
         for role, mid in (("shadow", cfg.shadow_model_id), ("canary", cfg.canary_model_id)):
             if mid:

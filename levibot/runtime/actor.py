@@ -113,6 +113,7 @@ class Actor(Generic[ConfigT]):
     supervision: ClassVar[Supervision] = Supervision()
     partitioned: ClassVar[bool] = False  # per-symbol state: replicas split the symbols
     mailbox_size: ClassVar[int] = 4096
+    lossless: ClassVar[bool] = False  # True: every type blocks in this inbox, nothing conflates
     max_batch: ClassVar[int] = 1
     tick_interval_s: ClassVar[float] = 0.0
 

@@ -119,7 +119,7 @@ class Node:
             actor = cls(ctx, config)
             mailbox = None
             if cls.consumes:
-                mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate)
+                mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate and not cls.lossless)
                 self.bus.subscribe(mailbox, cls.consumes, partition)
             self.actors[name] = actor
             self.runners.append(

@@ -1,0 +1,90 @@
+"""The recorder actor: keeps what a replay or backtest produced, in memory, in arrival order.
+
+A backtest or replay node runs it beside the real actors (``[groups] backtest = [..., "recorder"]``)
+and reads it back from ``node.actors["recorder"]`` when the node has stopped. It never publishes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from levibot.actors import register
+from levibot.config import Config
+from levibot.messages import (
+    Bar,
+    Fill,
+    Message,
+    OrderClosed,
+    OrderDenied,
+    OrderIntent,
+    PortfolioSnapshot,
+    Signal,
+)
+from levibot.runtime.actor import Actor, Policy, Supervision
+
+#: Every type the recorder can keep, by name.
+RECORDABLE: dict[str, type[Message]] = {
+    t.__name__: t
+    for t in (Bar, Signal, OrderIntent, OrderDenied, Fill, OrderClosed, PortfolioSnapshot)
+}
+
+
+class RecorderConfig(Config, frozen=True, kw_only=True):
+    """The ``[recorder]`` section."""
+
+    #: Names of the message types to keep (``Bar``, ``Signal``, ``OrderIntent``, ...).
+    types: tuple[str, ...] = tuple(RECORDABLE)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.types) - set(RECORDABLE))
+        if unknown:
+            raise ValueError(f"recorder.types: unknown {unknown}; known: {sorted(RECORDABLE)}")
+
+
+class RecorderActor(Actor[RecorderConfig]):
+    """Keep every consumed message, per type and all together, for the report."""
+
+    name = "recorder"
+    consumes = tuple(RECORDABLE.values())
+    config_type = RecorderConfig
+    supervision = Supervision(policy=Policy.SKIP)
+    mailbox_size = 65_536
+    max_batch = 4096  # nothing here depends on seeing messages one at a time
+
+    async def on_start(self) -> None:
+        """Start with empty lists."""
+        keep = set(self.config.types)
+        self._keep = tuple(RECORDABLE[n] for n in keep)
+        self.messages: list[Message] = []
+        self.by_type: dict[type[Message], list[Any]] = {t: [] for t in RECORDABLE.values()}
+
+    async def handle(self, msg: Message) -> None:
+        """Record one message."""
+        if isinstance(msg, self._keep):
+            self.messages.append(msg)
+            self.by_type[type(msg)].append(msg)
+
+    async def handle_batch(self, msgs: Any) -> None:
+        """Record a batch in order."""
+        keep, messages, by_type = self._keep, self.messages, self.by_type
+        for msg in msgs:
+            if isinstance(msg, keep):
+                messages.append(msg)
+                by_type[type(msg)].append(msg)
+
+    def of_type(self, type_: type[Any]) -> list[Any]:
+        """Return the recorded messages of ``type_``, in arrival order."""
+        return self.by_type.get(type_, [])
+
+    def encoded(self, *types: type[Message]) -> bytes:
+        """Return the recorded messages of ``types`` (all when none) as one msgpack array.
+
+        Two runs of the same input must give the same bytes: that is the determinism check.
+        """
+        wanted = tuple(types) or tuple(RECORDABLE.values())
+        return msgspec.msgpack.encode([m for m in self.messages if isinstance(m, wanted)])
+
+
+register("recorder", "levibot.backtest.recorder:RecorderActor")
