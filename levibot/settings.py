@@ -153,3 +153,25 @@ def load_settings(
             raise ConfigError(f"unknown section [{name}]; known sections: {known}", f"$.{name}")
         actors[name] = convert(section, resolve(name).config_type, prefix=f"$.{name}")
     return msgspec.structs.replace(settings, actors=actors)
+
+
+_SHARED_SERVICES = ("postgres_dsn", "redis_url")
+
+
+def with_storage(config: Any, storage: StorageConfig | None, **paths: str) -> Any:
+    """Return an actor's ``config`` with its empty storage fields taken from ``[storage]``.
+
+    ``postgres_dsn`` and ``redis_url``, when the actor has them and leaves them empty, come from
+    the shared section; each of ``paths`` (a field name → a sub-directory of ``data_dir``, "" for
+    ``data_dir`` itself) likewise. Outside a node (``storage`` None) the defaults apply, so there
+    is one place that says where state lives.
+    """
+    storage = storage if storage is not None else StorageConfig()
+    updates: dict[str, Any] = {}
+    for name in _SHARED_SERVICES:
+        if hasattr(config, name) and not getattr(config, name) and getattr(storage, name):
+            updates[name] = getattr(storage, name)
+    for name, sub in paths.items():
+        if not getattr(config, name):
+            updates[name] = str(Path(storage.data_dir) / sub) if sub else storage.data_dir
+    return msgspec.structs.replace(config, **updates) if updates else config

@@ -68,7 +68,7 @@ class OrderConfig(Config, frozen=True, kw_only=True):
     equity_curve_max: PosInt = 100_000
     seen_ids_max: PosInt = 100_000
     qty_step: Annotated[float, Meta(gt=0)] = 1e-8
-    state_dir: str = ""  # empty: var/state under the cwd
+    state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True
 
@@ -88,7 +88,7 @@ class OrderActor(Actor[OrderConfig]):
     @property
     def state_path(self) -> Path:
         """Return the portfolio file's path."""
-        return default_state_dir(self.config.state_dir) / "portfolio.json"
+        return default_state_dir(self.config.state_dir, self.ctx.storage) / "portfolio.json"
 
     async def on_start(self) -> None:
         """Load the persisted portfolio (a corrupt file refuses to start) and the venue."""

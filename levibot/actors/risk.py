@@ -99,7 +99,7 @@ class RiskConfig(Config, frozen=True, kw_only=True):
     initial_equity: Annotated[float, Meta(gt=0)] = 10_000.0  # until the first snapshot
     halt_on_breach: bool = True
     pending_timeout_s: NonNeg = 86_400.0  # forget an approved order unfilled this long; 0: never
-    state_dir: str = ""  # empty: var/state under the cwd
+    state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True
 
@@ -158,7 +158,7 @@ class RiskActor(Actor[RiskConfig]):
     @property
     def state_path(self) -> Path:
         """Return the state file's path."""
-        return default_state_dir(self.config.state_dir) / "risk.json"
+        return default_state_dir(self.config.state_dir, self.ctx.storage) / "risk.json"
 
     async def on_start(self) -> None:
         """Load the persisted state (a corrupt file refuses to start) and build the engine."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 from msgspec import Meta
 
@@ -46,7 +47,7 @@ Fraction = Annotated[float, Meta(ge=0, le=1)]
 class ScoringConfig(Config, frozen=True, kw_only=True):
     """The scoring actor's section (``[scoring]``)."""
 
-    registry_dir: str = "var/models"  # local registry, or the cache of the PostgreSQL one
+    registry_dir: str = ""  # "": <[storage] data_dir>/models (also the PostgreSQL registry's cache)
     postgres_dsn: str = ""  # set: models come from the PostgreSQL registry (rows + files)
     postgres_schema: str = "public"
     model_id: str = ""  # "": the registry's active model
@@ -73,6 +74,13 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     drift_tolerance: Annotated[float, Meta(ge=0)] = 0.1  # × training range, on each side
     drift_window: Annotated[int, Meta(ge=1)] = 500  # rows
     drift_max_fraction: Fraction = 0.05
+
+
+def _with_models_dir(config: ScoringConfig, storage: Any) -> ScoringConfig:
+    if config.registry_dir:
+        return config
+    data_dir = storage.data_dir if storage is not None else "var"
+    return msgspec.structs.replace(config, registry_dir=str(Path(data_dir) / "models"))
 
 
 class ScoringActor(Actor[ScoringConfig]):
@@ -124,7 +132,8 @@ class ScoringActor(Actor[ScoringConfig]):
         names = tuple(self._schema.names)
         self._hash = str(self._schema.hash)
         self._size = len(names)
-        cfg = self.config
+        # registry_dir only: the PostgreSQL registry is chosen explicitly, never inherited.
+        cfg = self.config = _with_models_dir(self.config, self.ctx.storage)
         idx = {n: i for i, n in enumerate(names)}
         missing = [
             n

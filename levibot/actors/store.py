@@ -41,6 +41,7 @@ from levibot.messages import (
     Tick,
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
+from levibot.settings import with_storage
 from levibot.storage.journal import Journal
 
 _JOURNAL_FLUSH_BYTES = 1 << 20  # write the journal buffer out at least every MiB
@@ -50,7 +51,7 @@ class StoreConfig(Config, frozen=True, kw_only=True):
     """The ``[store]`` section."""
 
     journal: bool = True
-    journal_dir: str = "var/journal"
+    journal_dir: str = ""  # "": <[storage] data_dir>/journal
     fsync: Literal["always", "batch", "never"] = "batch"
     segment_bytes: Annotated[int, Meta(ge=4096)] = 64 * 1024 * 1024
     postgres_dsn: str = ""
@@ -137,7 +138,7 @@ class StoreActor(Actor[StoreConfig]):
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def on_start(self) -> None:
-        cfg = self.config
+        cfg = self.config = with_storage(self.config, self.ctx.storage, journal_dir="journal")
         if cfg.journal:
             self.journal = Journal(
                 cfg.journal_dir, segment_bytes=cfg.segment_bytes, fsync=cfg.fsync

@@ -66,9 +66,11 @@ class RiskState(msgspec.Struct, kw_only=True):
     last_atr: dict[str, float] = {}
 
 
-def default_state_dir(configured: str) -> Path:
-    """Return the state directory: ``configured``, or ``var/state`` under the cwd when empty."""
-    return Path(configured) if configured else Path.cwd() / "var" / "state"
+def default_state_dir(configured: str, storage: Any = None) -> Path:
+    """Return the state directory: ``configured``, else ``<[storage] data_dir>/state``."""
+    if configured:
+        return Path(configured)
+    return Path(storage.data_dir if storage is not None else "var") / "state"
 
 
 def write_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:

@@ -36,6 +36,7 @@ from levibot.messages import (
     SignalSide,
 )
 from levibot.runtime.actor import ActorContext, Policy, SourceActor, Supervision
+from levibot.settings import with_storage
 from sidecars.telegram import views
 from sidecars.telegram.bot import COMMANDS, BotDeps, build_router
 from sidecars.telegram.notify import Outbox, RetryAfterMiddleware, Sender
@@ -64,7 +65,7 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
     symbols: tuple[str, ...] = ()  # symbols users may subscribe to; empty: any well-formed one
     redis_url: str = ""  # persist subscriptions in Redis when set, else a JSON file
     redis_prefix: str = "levibot:telegram:"
-    data_dir: str = "var"  # the JSON file lives at <data_dir>/telegram/subscriptions.json
+    data_dir: str = ""  # "": [storage] data_dir; the file is <data_dir>/telegram/subscriptions.json
     per_chat_interval_s: Annotated[float, Meta(ge=0)] = 1.0
     global_rate_per_s: PositiveFloat = 25.0
     chat_queue_size: PositiveInt = 50
@@ -110,6 +111,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
         super().__init__(ctx, config)
         self._token = config.token or os.environ.get(TOKEN_ENV, "")
         self.readmodel = ReadModel(recent=config.recent_size)
+        self.config = with_storage(self.config, ctx.storage, data_dir="")
         self.subscriptions = Subscriptions(self._store())
         self.outbox = Outbox(
             per_chat_size=config.chat_queue_size,
