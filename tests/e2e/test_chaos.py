@@ -117,8 +117,8 @@ async def stream_messages(ns: str, subject: str) -> list[Any]:
         while True:
             try:
                 batch = await sub.fetch(500, timeout=1.0)
-            except nats.errors.TimeoutError:
-                break
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                break  # the stream is read to its end
             for raw in batch:
                 out.append(codec.decode(raw.data))
                 await raw.ack()
@@ -143,7 +143,9 @@ def test_kill_9_of_each_group_in_turn_changes_no_order_fill_or_portfolio(
 ) -> None:
     calm = outcome(run(tmp_path, models, "calm", {}))
     assert len(calm["fills"]) >= 4, "the model should trade on the replayed span"
-    chaos = outcome(run(tmp_path, models, "chaos", {"execution": 300, "scoring": 600, "ingest": 900}))
+    chaos = outcome(
+        run(tmp_path, models, "chaos", {"execution": 300, "scoring": 600, "ingest": 900})
+    )
     assert len(chaos["intents"]) == len(set(chaos["intents"]))  # none twice
     assert chaos["intents"] == calm["intents"]  # none lost
     assert chaos["fills"] == calm["fills"]

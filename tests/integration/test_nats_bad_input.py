@@ -37,14 +37,18 @@ async def test_malformed_and_unknown_messages_are_counted_and_skipped() -> None:
         good = Num(ts_event=1, ts_init=1, symbol="AAA", value=7)
         await nc.publish(f"{ns}.lbtest.num.AAA", b"\xc1garbage")
         await nc.publish(f"{ns}.lbtest.num.AAA", msgspec.msgpack.encode({"type": "levibot.Nope"}))
-        await nc.publish(f"{ns}.lbtest.num.AAA", msgspec.msgpack.encode({"type": "Num", "value": "x"}))
+        await nc.publish(
+            f"{ns}.lbtest.num.AAA", msgspec.msgpack.encode({"type": "Num", "value": "x"})
+        )
         await js.publish(f"{ns}.lbtest.job.all", b"not msgpack", headers={"Nats-Msg-Id": "junk-1"})
         await nc.publish(f"{ns}.lbtest.num.AAA", msgspec.msgpack.encode(good))
         await eventually(lambda: len(node.actors["sink"].seen) == 1)
         await eventually(lambda: node.metrics.value("levibot_nats_ingress_bad_total") == 4)
         assert node.actors["sink"].seen[0].value == 7
         consumer = next(
-            c for c in await js.consumers_info(ns.upper()) if c.config.filter_subject.endswith("job.>")
+            c
+            for c in await js.consumers_info(ns.upper())
+            if c.config.filter_subject.endswith("job.>")
         )
         with anyio.fail_after(10):  # the garbage is acked (terminal), never redelivered
             while (info := await js.consumer_info(ns.upper(), consumer.name)).num_ack_pending:

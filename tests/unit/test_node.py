@@ -165,6 +165,8 @@ async def test_periodic_ticks_run_for_every_actor_that_asks_and_stop_with_the_no
                          counter={"count": 10**9, "pace_every": 10}))  # fmt: skip
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_until_stopped, node)
-        await eventually(lambda: all(getattr(node.actors[n], "ticks", 0) > 3 for n in ("ticker", "ticker2")))
+        await eventually(
+            lambda: all(getattr(node.actors[n], "ticks", 0) > 3 for n in ("ticker", "ticker2"))
+        )
         node.stop()
     assert node.exit_code == EXIT_OK

@@ -1,0 +1,148 @@
+"""The aiohttp application: REST routes behind the guard, ``/ws``, ``/openapi.json``, Mini App."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from typing import Any
+
+import anyio
+import msgspec
+from aiohttp import web
+
+from sidecars.gateway import openapi
+from sidecars.gateway.auth import AuthError, Principal
+from sidecars.gateway.errors import ApiError, Handler, error_middleware
+from sidecars.gateway.rest import ROUTES, Route
+from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
+from sidecars.gateway.ws import Session
+
+MINIAPP_MODULE = "sidecars.miniapp.routes"
+OPENAPI = web.AppKey("openapi", bytes)
+_UNLIMITED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes are never limited
+
+
+async def _limit(services: Services, *limits: tuple[str, int]) -> None:
+    retry = await services.limiter.hit(*limits)
+    if retry is not None:
+        services.extra["rate_limited"].inc()
+        raise ApiError(
+            429, "rate_limited", f"too many requests; retry in {math.ceil(retry)} s",
+            headers={"Retry-After": str(math.ceil(retry))},
+        )  # fmt: skip
+
+
+async def authorize(
+    request: web.Request, services: Services, scope: str, *, allow_query_token: bool = False
+) -> Principal:
+    """Return the caller if it holds ``scope``: 401 without a valid credential, 403 without it.
+
+    Every request counts against its IP's limit, failed ones included (guessing keys is
+    throttled); an authenticated one also against its key's, in the same round trip.
+    """
+    config = services.config
+    by_ip = (f"ip:{request.remote}", config.rate_limit_per_ip)
+    try:
+        who = await services.auth.request(request, allow_query_token=allow_query_token)
+    except AuthError as exc:
+        await _limit(services, by_ip)
+        status = 403 if exc.code == "ip_not_allowed" else 401
+        raise ApiError(
+            status, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+    if scope not in who.scopes:
+        await _limit(services, by_ip)
+        raise ApiError(403, "insufficient_scope", f"this route needs the {scope!r} scope")
+    await _limit(services, by_ip, (f"key:{who.subject}", config.rate_limit_per_key))
+    request[PRINCIPAL] = who
+    return who
+
+
+def guard(route: Route) -> Handler:
+    """Wrap a route's handler with authentication, its scope and the rate limits."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        if route.scope is not None:
+            await authorize(request, services, route.scope)
+        elif route.path not in _UNLIMITED:
+            await _limit(services, (f"ip:{request.remote}", services.config.rate_limit_per_ip))
+        return await route.handler(request)
+
+    guarded.__name__ = route.handler.__name__
+    return guarded
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Serve ``/ws``: authenticate, upgrade, run the session, close with the session's code."""
+    services = request.app[SERVICES]
+    config = services.config
+    who = await authorize(request, services, "read", allow_query_token=True)
+    ws = web.WebSocketResponse(max_msg_size=config.ws_max_frame, autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "not_websocket", "this endpoint needs a websocket upgrade")
+    await ws.prepare(request)
+    client = services.hub.connect(who.subject)
+    try:
+        await Session(ws, client, services.hub, services.models, services.now_ns,
+                      config.heartbeat_s).run()  # fmt: skip
+    finally:
+        services.hub.disconnect(client)
+        with anyio.move_on_after(config.ws_close_timeout_s, shield=True):
+            await ws.close(code=client.close_code, message=client.close_reason.encode())
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # a client that never reads never acknowledges the close either
+    return ws
+
+
+async def _close_websockets(app: web.Application) -> None:
+    app[SERVICES].hub.close_all(1001, "server shutting down")
+
+
+def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[str, Any]]:
+    """Mount ``sidecars.miniapp`` when it is installed; return the OpenAPI paths it added."""
+    if importlib.util.find_spec("sidecars.miniapp") is None or (
+        importlib.util.find_spec(MINIAPP_MODULE) is None
+    ):
+        services.log.info("gateway.miniapp_absent", module=MINIAPP_MODULE)
+        return {}
+    module = importlib.import_module(MINIAPP_MODULE)
+    before = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    module.setup_routes(app, **services.extra["miniapp_options"])
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.resource is None or route.method in ("HEAD", "*"):
+            continue
+        key = (route.method, route.resource.canonical)
+        if key in before:
+            continue
+        handler = getattr(route.handler, "__name__", "handler")
+        paths.setdefault(route.resource.canonical, {})[route.method.lower()] = {
+            "operationId": f"miniapp_{route.method.lower()}_{handler}",
+            "summary": (route.handler.__doc__ or "Telegram Mini App").strip().splitlines()[0],
+            "tags": ["miniapp"],
+            "responses": {"200": {"description": "success"}},
+        }
+    return paths
+
+
+def create_app(services: Services) -> web.Application:
+    """Return the gateway's aiohttp application."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=services.config.max_body_bytes
+    )
+    app[SERVICES] = services
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, guard(route))
+    app.router.add_get("/ws", websocket)
+    extra = _mount_miniapp(app, services)
+    app[OPENAPI] = msgspec.json.encode(openapi.build(ROUTES, extra))
+
+    async def document(request: web.Request) -> web.Response:
+        return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+    app.router.add_get("/openapi.json", document)
+    app.on_shutdown.append(_close_websockets)
+    return app

@@ -1,0 +1,149 @@
+"""The gateway's window on ``levibot.ml``: score one vector, list models, train in a thread.
+
+``levibot.ml`` (ONNX Runtime, LightGBM) is imported lazily, on the first request that needs it,
+so the gateway starts fast and runs on a node without the ML extras; a missing library is a 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from sidecars.gateway.errors import ApiError
+
+Trainer = Callable[[Mapping[str, Any]], Any]
+
+
+def _ml_unavailable(exc: BaseException) -> ApiError:
+    return ApiError(503, "ml_unavailable", f"the ML runtime is not available here: {exc}")
+
+
+def _model_error() -> type[Exception]:
+    from levibot.ml.card import ModelError
+
+    return ModelError
+
+
+class ModelBridge:
+    """Score with the registry's active model, reloading it when the ``ACTIVE`` pointer moves."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._scorer: Any = None
+
+    def registry(self) -> Any:
+        """Return a ``ModelRegistry`` on ``root``."""
+        try:
+            from levibot.ml.registry import ModelRegistry
+        except ImportError as exc:
+            raise _ml_unavailable(exc) from None
+        return ModelRegistry(self.root)
+
+    async def scorer(self) -> Any:
+        """Return a scorer of the active model; 409 ``no_active_model`` when there is none."""
+        registry = self.registry()
+        model_error = _model_error()
+        try:
+            card = registry.active()
+        except model_error as exc:
+            raise ApiError(503, "registry_unreadable", str(exc)) from None
+        if card is None:
+            raise ApiError(409, "no_active_model", f"no active model in {self.root}; activate one")
+        if self._scorer is None or self._scorer.model_id != card.model_id:
+            try:
+                from levibot.ml.scorer import Scorer
+            except ImportError as exc:
+                raise _ml_unavailable(exc) from None
+            try:
+                # Building an ONNX Runtime session takes milliseconds: off the event loop.
+                self._scorer = await anyio.to_thread.run_sync(Scorer.from_registry, registry)
+            except model_error as exc:
+                raise ApiError(503, "model_unloadable", str(exc)) from None
+        return self._scorer
+
+    async def predict(
+        self, features: Mapping[str, float] | None, values: Sequence[float] | None
+    ) -> dict[str, Any]:
+        """Return the model id, probability, side and confidence for one vector."""
+        if (features is None) == (values is None):
+            raise ApiError(422, "invalid_body", "give exactly one of 'features' or 'values'")
+        scorer = await self.scorer()
+        card = scorer.card
+        if features is not None:
+            missing = [n for n in card.features if n not in features]
+            if missing:
+                raise ApiError(422, "missing_features", f"missing features: {missing[:10]}")
+            row = [0.0] * card.schema_size  # only the model's columns are read
+            for name, index in zip(card.features, card.feature_indices, strict=True):
+                row[index] = float(features[name])
+        else:
+            row = [float(v) for v in values or ()]
+            if len(row) != card.schema_size:
+                raise ApiError(
+                    422, "wrong_length", f"expected {card.schema_size} values, got {len(row)}"
+                )
+        import numpy as np
+
+        try:
+            probability = float(scorer.predict(np.asarray([row]))[0])
+        except _model_error() as exc:
+            raise ApiError(422, "unscorable", str(exc)) from None
+        long_at, short_at = card.thresholds
+        side = "long" if probability >= long_at else "short" if probability <= short_at else "flat"
+        return {
+            "model_id": card.model_id,
+            "probability": probability,
+            "side": side,
+            "confidence": abs(probability - 0.5) * 2,
+        }
+
+    def models(self) -> dict[str, Any]:
+        """Return the registered models (without their bulky fold details) and the active id."""
+        registry = self.registry()
+        try:
+            cards = registry.list()
+            active = registry.active()
+        except _model_error() as exc:
+            raise ApiError(503, "registry_unreadable", str(exc)) from None
+        keep = ("model_id", "created_at", "schema_hash", "schema_version", "horizon", "metrics")
+        models = [{k: msgspec.to_builtins(getattr(c, k)) for k in keep} for c in cards]
+        return {"active": None if active is None else active.model_id, "models": models}
+
+    def exists(self, model_id: str) -> bool:
+        """Return True when ``model_id`` is registered."""
+        try:
+            self.registry().get(model_id)
+        except _model_error():
+            return False
+        return True
+
+    def default_trainer(self) -> Trainer:
+        """Return a trainer that runs ``levibot.ml.train.train_model`` into this registry."""
+
+        def train(options: Mapping[str, Any]) -> Any:
+            from levibot.config import convert
+            from levibot.ml.train import TrainConfig, train_model
+
+            config = convert(dict(options), TrainConfig, prefix="$.options")
+            card = train_model(config=config, registry=self.registry(), progress=False)
+            return {"model_id": card.model_id, "metrics": card.metrics}
+
+        return train
+
+    @staticmethod
+    def check_options(options: Mapping[str, Any]) -> None:
+        """Validate training options now, so a typo is a 422 rather than a failed job."""
+        try:
+            from levibot.config import convert
+            from levibot.errors import ConfigError
+            from levibot.ml.train import TrainConfig
+        except ImportError as exc:
+            raise _ml_unavailable(exc) from None
+        try:
+            convert(dict(options), TrainConfig, prefix="$.options")
+        except ConfigError as exc:
+            raise ApiError(422, "invalid_options", str(exc)) from None

@@ -1,0 +1,387 @@
+"""The REST API: handlers and the route table the app, the guard and the OpenAPI document share."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from levibot.messages import (
+    ActivateModel,
+    Command,
+    SetKillSwitch,
+    SetRiskPolicy,
+    SetTradingState,
+    StartStrategy,
+    StopStrategy,
+    SubmitOrder,
+)
+from sidecars.gateway import schemas as s
+from sidecars.gateway.auth import COOKIE_NAME, AuthError, Principal, ip_allowed
+from sidecars.gateway.errors import ApiError, decode_body
+from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path or query parameter, for the OpenAPI document."""
+
+    name: str
+    where: str  # "path" | "query"
+    schema: dict[str, Any]
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: method, path, handler, required scope (None: public) and its schemas."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: str | None
+    body: type | None = None
+    response: type | None = None
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    tag: str = "api"
+    media: str = "application/json"
+    errors: tuple[int, ...] = ()
+
+
+def ok(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Return ``value`` as a JSON response."""
+    return web.Response(
+        body=_json.encode(value), status=status, content_type="application/json", headers=headers
+    )
+
+
+def svc(request: web.Request) -> Services:
+    """Return the gateway's services."""
+    return request.app[SERVICES]
+
+
+def principal(request: web.Request) -> Principal:
+    """Return the authenticated caller (set by the guard)."""
+    return request[PRINCIPAL]
+
+
+def _name(request: web.Request, key: str) -> str:
+    value = request.match_info[key]
+    if not _NAME.match(value):
+        raise ApiError(400, f"invalid_{key}", f"{key} must match {_NAME.pattern}")
+    return value
+
+
+async def _body(request: web.Request, type_: type[Any]) -> Any:
+    return decode_body(await request.read(), type_)
+
+
+async def _command(request: web.Request, cmd_type: type[Command], **fields: Any) -> Command:
+    """Publish a command on behalf of the caller, audit it, return it."""
+    services, who = svc(request), principal(request)
+    now = services.now_ns()
+    cmd = cmd_type(
+        ts_event=now, ts_init=now, command_id=uuid.uuid4().hex, issued_by=f"gateway:{who.subject}",
+        **fields,
+    )  # fmt: skip
+    await services.publish(cmd)
+    return cmd
+
+
+def _audit(request: web.Request, action: str, **detail: Any) -> None:
+    svc(request).audit.record(principal(request).subject, request.remote, action, **detail)
+
+
+def _accepted(cmd: Command) -> s.CommandAccepted:
+    return s.CommandAccepted(command_id=cmd.command_id, command=type(cmd).__name__)
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return ok(s.Health(status="ok"))
+
+
+async def ready(request: web.Request) -> web.Response:
+    services = svc(request)
+    body = s.Ready(
+        ready=services.ready,
+        clients=len(services.hub.clients),
+        messages_seen=services.models.messages_seen,
+    )
+    return ok(body, 200 if services.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=svc(request).metrics.render(), content_type="text/plain")
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+async def auth_token(request: web.Request) -> web.Response:
+    body: s.TokenRequest = await _body(request, s.TokenRequest)
+    services = svc(request)
+    try:
+        who = await services.auth.api_key(body.api_key)
+    except AuthError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+    record = await services.auth.keys.get(who.subject)
+    pair = services.tokens.issue(who.subject, record.scopes if record else ())
+    return ok(msgspec.structs.asdict(pair))
+
+
+async def auth_refresh(request: web.Request) -> web.Response:
+    body: s.RefreshRequest = await _body(request, s.RefreshRequest)
+    services = svc(request)
+    try:
+        pair = services.tokens.refresh(body.refresh_token)
+    except AuthError as exc:
+        if exc.code == "refresh_reused":
+            services.audit.record("unknown", request.remote, "token.reuse_detected", "refused")
+        raise ApiError(401, exc.code, exc.message) from None
+    return ok(msgspec.structs.asdict(pair))
+
+
+async def auth_cookie(request: web.Request) -> web.Response:
+    services, who = svc(request), principal(request)
+    cookie = services.extra["cookie"]
+    if not ip_allowed(request.remote, cookie.allowlist):
+        _audit(request, "cookie.issue", outcome="refused")
+        raise ApiError(403, "ip_not_allowed", "admin cookies are issued only to allowlisted IPs")
+    response = ok(s.CookieResponse(expires_in=cookie.ttl_s))
+    response.set_cookie(
+        COOKIE_NAME, cookie.make(who.key_id or who.subject), max_age=cookie.ttl_s,
+        httponly=True, samesite="Strict", secure=services.config.cookie_secure,
+    )  # fmt: skip
+    _audit(request, "cookie.issue")
+    return response
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+async def predict(request: web.Request) -> web.Response:
+    body: s.PredictRequest = await _body(request, s.PredictRequest)
+    return ok(await svc(request).extra["ml"].predict(body.features, body.values))
+
+
+async def retrain(request: web.Request) -> web.Response:
+    body: s.RetrainRequest = await _body(request, s.RetrainRequest)
+    services = svc(request)
+    bridge = services.extra["ml"]
+    bridge.check_options(body.options)
+    trainer = services.trainer or bridge.default_trainer()
+    options = dict(body.options)
+    job = services.jobs.submit("retrain", lambda: trainer(options))
+    _audit(request, "model.retrain", job_id=job.job_id, options=options)
+    return ok(job, 202, {"Location": f"/retrain/{job.job_id}"})
+
+
+async def retrain_status(request: web.Request) -> web.Response:
+    job = svc(request).jobs.get(request.match_info["job_id"])
+    if job is None:
+        raise ApiError(404, "job_not_found", "no such job")
+    return ok(job)
+
+
+async def models(request: web.Request) -> web.Response:
+    return ok(svc(request).extra["ml"].models())
+
+
+async def activate_model(request: web.Request) -> web.Response:
+    body: s.ActivateModelRequest = await _body(request, s.ActivateModelRequest)
+    if not svc(request).extra["ml"].exists(body.model_id):
+        raise ApiError(404, "model_not_found", f"model {body.model_id!r} is not registered")
+    cmd = await _command(request, ActivateModel, model_id=body.model_id, role=body.role)
+    _audit(
+        request, "model.activate", model_id=body.model_id, role=body.role, command_id=cmd.command_id
+    )
+    return ok(_accepted(cmd), 202)
+
+
+# --- trading ----------------------------------------------------------------------------------
+
+
+async def submit_order(request: web.Request) -> web.Response:
+    body: s.OrderRequest = await _body(request, s.OrderRequest)
+    services = svc(request)
+    cmd = await _command(
+        request, SubmitOrder, symbol=body.symbol, side=body.side, quantity=body.quantity,
+        price=body.price,
+    )  # fmt: skip
+    assert isinstance(cmd, SubmitOrder)
+    state = services.models.submitted(cmd)
+    out = s.OrderSubmitted(client_order_id=state.client_order_id, command_id=cmd.command_id)
+    return ok(out, 202, {"Location": f"/orders/{state.client_order_id}"})
+
+
+async def get_order(request: web.Request) -> web.Response:
+    state = svc(request).models.orders.get(request.match_info["client_order_id"])
+    if state is None:
+        raise ApiError(404, "order_not_found", "no such order")
+    return ok(state)
+
+
+async def start_strategy(request: web.Request) -> web.Response:
+    name = _name(request, "name")
+    cmd = await _command(request, StartStrategy, strategy=name)
+    _audit(request, "strategy.start", strategy=name, command_id=cmd.command_id)
+    return ok(_accepted(cmd), 202)
+
+
+async def stop_strategy(request: web.Request) -> web.Response:
+    name = _name(request, "name")
+    cmd = await _command(request, StopStrategy, strategy=name)
+    _audit(request, "strategy.stop", strategy=name, command_id=cmd.command_id)
+    return ok(_accepted(cmd), 202)
+
+
+async def portfolio_summary(request: web.Request) -> web.Response:
+    snap = svc(request).models.portfolio
+    if snap is None:
+        return ok(s.PortfolioSummary(snapshot=None, open_positions=0, gross_exposure=0.0))
+    exposure = sum(abs(p.quantity * (p.last_price or p.avg_price)) for p in snap.positions)
+    body = s.PortfolioSummary(
+        snapshot=msgspec.to_builtins(snap),
+        open_positions=sum(1 for p in snap.positions if p.quantity != 0),
+        gross_exposure=exposure,
+    )
+    return ok(body)
+
+
+async def features(request: web.Request) -> web.Response:
+    symbol = _name(request, "symbol")
+    services = svc(request)
+    store = services.extra.get("feature_store")
+    if store is not None:
+        doc = await store.get(symbol)
+        if doc is None:
+            raise ApiError(404, "no_features", f"no features stored for {symbol}")
+        return ok(s.FeaturesView(symbol=symbol, source="redis", features=doc))
+    last = services.models.features.get(symbol)
+    if last is None:
+        raise ApiError(404, "no_features", f"no features seen for {symbol}")
+    from levibot.storage.feature_store import to_document
+
+    return ok(s.FeaturesView(symbol=symbol, source="memory", features=to_document(last)))
+
+
+async def recent_signals(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "invalid_limit", "limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_limit", "limit must be between 1 and 1000")
+    symbol = request.query.get("symbol") or None
+    signals = svc(request).models.recent_signals(limit, symbol)
+    return ok(s.SignalsResponse(signals=[msgspec.to_builtins(x) for x in signals]))
+
+
+async def get_risk(request: web.Request) -> web.Response:
+    models = svc(request).models
+    denials = Tally(o.code for o in models.orders.values() if o.status == "denied")
+    r = models.risk
+    body = s.RiskView(
+        kill_switch=r.kill_switch, trading_state=r.trading_state, policy=r.policy,
+        recent_denials=dict(denials),
+    )  # fmt: skip
+    return ok(body)
+
+
+async def put_risk(request: web.Request) -> web.Response:
+    body: s.RiskUpdate = await _body(request, s.RiskUpdate)
+    if body.policy is None and body.trading_state is None:
+        raise ApiError(422, "invalid_body", "set 'policy' and/or 'trading_state'")
+    services, cmds = svc(request), []
+    if body.policy is not None:
+        cmds.append(await _command(request, SetRiskPolicy, policy=body.policy))
+        services.models.risk.policy = body.policy
+    if body.trading_state is not None:
+        cmds.append(await _command(request, SetTradingState, state=body.trading_state))
+        services.models.risk.trading_state = body.trading_state.value
+    services.models.risk.updated_ns = services.now_ns()
+    _audit(
+        request, "risk.update", policy=body.policy,
+        trading_state=None if body.trading_state is None else body.trading_state.value,
+        command_ids=[c.command_id for c in cmds],
+    )  # fmt: skip
+    return ok(s.RiskUpdated(commands=[_accepted(c) for c in cmds]), 202)
+
+
+async def killswitch(request: web.Request) -> web.Response:
+    body: s.KillSwitchRequest = await _body(request, s.KillSwitchRequest)
+    cmd = await _command(request, SetKillSwitch, on=body.on)
+    services = svc(request)
+    services.models.risk.kill_switch = body.on
+    services.models.risk.updated_ns = services.now_ns()
+    _audit(request, "killswitch.set", on=body.on, command_id=cmd.command_id)
+    return ok(_accepted(cmd), 202)
+
+
+_SYMBOL = Param("symbol", "path", {"type": "string", "pattern": _NAME.pattern})
+_STRATEGY = Param("name", "path", {"type": "string", "pattern": _NAME.pattern})
+
+#: Every REST route; ``/ws`` and ``/openapi.json`` are added by the app factory.
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", health, "Liveness probe", None, response=s.Health, tag="ops"),
+    Route("GET", "/ready", ready, "Readiness probe (503 until started)", None,
+          response=s.Ready, tag="ops", errors=(503,)),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", None, tag="ops", media="text/plain"),
+    Route("POST", "/auth/token", auth_token, "Exchange an API key for tokens", None,
+          body=s.TokenRequest, response=s.TokenResponse, tag="auth", errors=(401,)),
+    Route("POST", "/auth/refresh", auth_refresh, "Rotate a refresh token (single use)", None,
+          body=s.RefreshRequest, response=s.TokenResponse, tag="auth", errors=(401,)),
+    Route("POST", "/auth/cookie", auth_cookie, "Set the admin cookie (allowlisted IPs)", "admin",
+          response=s.CookieResponse, tag="auth"),
+    Route("POST", "/predict", predict, "Score a feature vector with the active model", "read",
+          body=s.PredictRequest, response=s.PredictResponse, tag="models", errors=(409, 503)),
+    Route("POST", "/retrain", retrain, "Start retraining in the background", "admin",
+          body=s.RetrainRequest, response=s.JobView, status=202, tag="models", errors=(503,)),
+    Route("GET", "/retrain/{job_id}", retrain_status, "A retraining job's status", "admin",
+          response=s.JobView, params=(Param("job_id", "path", {"type": "string"}),),
+          tag="models", errors=(404,)),
+    Route("GET", "/models", models, "Registered models and the active one", "read",
+          response=s.ModelsResponse, tag="models", errors=(503,)),
+    Route("POST", "/models/activate", activate_model, "Activate a model (command)", "admin",
+          body=s.ActivateModelRequest, response=s.CommandAccepted, status=202, tag="models",
+          errors=(404, 503)),
+    Route("POST", "/orders", submit_order, "Submit a manual order (through risk)", "trade",
+          body=s.OrderRequest, response=s.OrderSubmitted, status=202, tag="trading"),
+    Route("GET", "/orders/{client_order_id}", get_order, "An order's state", "read",
+          params=(Param("client_order_id", "path", {"type": "string"}),), tag="trading",
+          errors=(404,)),
+    Route("POST", "/strategies/{name}/start", start_strategy, "Start a strategy (command)",
+          "admin", response=s.CommandAccepted, status=202, params=(_STRATEGY,), tag="trading"),
+    Route("POST", "/strategies/{name}/stop", stop_strategy, "Stop a strategy (command)",
+          "admin", response=s.CommandAccepted, status=202, params=(_STRATEGY,), tag="trading"),
+    Route("GET", "/portfolio/summary", portfolio_summary, "The latest portfolio", "read",
+          response=s.PortfolioSummary, tag="trading"),
+    Route("GET", "/features/{symbol}", features, "A symbol's latest features", "read",
+          response=s.FeaturesView, params=(_SYMBOL,), tag="trading", errors=(404,)),
+    Route("GET", "/signals/recent", recent_signals, "Recent signals", "read",
+          response=s.SignalsResponse, tag="trading", params=(
+              Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                    required=False),
+              Param("symbol", "query", {"type": "string"}, required=False))),
+    Route("GET", "/risk", get_risk, "Risk controls", "read", response=s.RiskView, tag="risk"),
+    Route("PUT", "/risk", put_risk, "Set exit policy / trading state (commands)", "admin",
+          body=s.RiskUpdate, response=s.RiskUpdated, status=202, tag="risk"),
+    Route("POST", "/killswitch", killswitch, "Turn the kill switch on or off (command)", "admin",
+          body=s.KillSwitchRequest, response=s.CommandAccepted, status=202, tag="risk"),
+)  # fmt: skip

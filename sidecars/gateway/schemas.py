@@ -1,0 +1,182 @@
+"""Request and response bodies of the REST API; the OpenAPI schemas are generated from these."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from levibot.messages import TradingState
+
+Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,32}$", description="e.g. BTCUSDT")]
+NonNegative = Annotated[float, Meta(ge=0, le=1e15)]
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of request bodies: unknown fields are a 422, not silently ignored."""
+
+
+class TokenRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Exchange an API key for an access token and a refresh token."""
+
+    api_key: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class RefreshRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Redeem a refresh token (single use) for a new pair."""
+
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class TokenResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """An access token (JWT, ``expires_in`` seconds) and its single-use refresh token."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scopes: list[str]
+    token_type: str = "bearer"
+
+
+class CookieResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The admin cookie was set (``Set-Cookie: lb_admin=...``)."""
+
+    expires_in: int
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """Liveness."""
+
+    status: str
+
+
+class Ready(msgspec.Struct, frozen=True, kw_only=True):
+    """Readiness: the gateway is serving and has its stores."""
+
+    ready: bool
+    clients: int
+    messages_seen: int
+
+
+class PredictRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A feature vector: by name (``features``) or in schema order (``values``); exactly one."""
+
+    features: dict[str, float] | None = None
+    values: Annotated[list[float], Meta(max_length=4096)] | None = None
+
+
+class PredictResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The active model's probability that the price goes up."""
+
+    model_id: str
+    probability: float
+    side: str
+    confidence: float
+
+
+class RetrainRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Options passed to ``levibot.ml.train.train_model`` as keyword arguments."""
+
+    options: dict[str, str | int | float | bool] = {}
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """A background job."""
+
+    job_id: str
+    kind: str
+    status: str
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str = ""
+
+
+class ModelsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The models in the registry and which one is active."""
+
+    active: str | None
+    models: list[dict[str, Any]]
+
+
+class ActivateModelRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Make a registered model the active one (or the shadow / canary)."""
+
+    model_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    role: Literal["active", "shadow", "canary"] = "active"
+
+
+class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """A command was published on the bus; its owner applies it."""
+
+    command_id: str
+    command: str
+
+
+class OrderRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A manual order. ``quantity`` 0 lets the risk engine size it; ``price`` 0 = last price."""
+
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    quantity: NonNegative = 0.0
+    price: NonNegative = 0.0
+
+
+class OrderSubmitted(msgspec.Struct, frozen=True, kw_only=True):
+    """The order went to the risk engine; follow it at ``/orders/{client_order_id}``."""
+
+    client_order_id: str
+    command_id: str
+    status: str = "submitted"
+
+
+class PortfolioSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest portfolio snapshot with a few derived figures (null before the first one)."""
+
+    snapshot: dict[str, Any] | None
+    open_positions: int
+    gross_exposure: float
+
+
+class FeaturesView(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest feature vector of a symbol and where it came from."""
+
+    symbol: str
+    source: Literal["redis", "memory"]
+    features: dict[str, Any]
+
+
+class SignalsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Recent signals, oldest first."""
+
+    signals: list[dict[str, Any]]
+
+
+class RiskView(msgspec.Struct, frozen=True, kw_only=True):
+    """The risk controls as last commanded through this gateway, and recent denial codes."""
+
+    kill_switch: bool | None
+    trading_state: str | None
+    policy: str | None
+    recent_denials: dict[str, int]
+
+
+class RiskUpdate(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Change the exit policy and/or the trading state; each set field becomes a command."""
+
+    policy: Literal["conservative", "moderate", "aggressive"] | None = None
+    trading_state: TradingState | None = None
+
+
+class RiskUpdated(msgspec.Struct, frozen=True, kw_only=True):
+    """The commands that were published."""
+
+    commands: list[CommandAccepted]
+
+
+class KillSwitchRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Turn the kill switch on or off."""
+
+    on: bool
