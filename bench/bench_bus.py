@@ -29,7 +29,6 @@ import anyio
 import numpy as np
 import uvloop
 
-import bench.bus_actors as ba
 from levibot.logging import configure
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
@@ -66,7 +65,7 @@ async def _bare(hops: int, count: int, rate: float, warmup: int) -> dict[str, fl
     async def sink() -> None:
         q = queues[-1]
         for _ in range(count + warmup):
-            seq, t0 = await q.get()
+            _seq, t0 = await q.get()
             now = time.monotonic_ns()
             times.append(now)
             lat.append(now - t0)
@@ -77,7 +76,7 @@ async def _bare(hops: int, count: int, rate: float, warmup: int) -> dict[str, fl
         for seq in range(count + warmup):
             if interval:
                 due = start + int(seq * interval)
-                while (now := time.monotonic_ns()) < due:
+                while (now := time.monotonic_ns()) < due:  # noqa: ASYNC110 (pacing to a deadline)
                     await asyncio.sleep(max(0.0, (due - now) / 1e9 - 0.0002))
             await queues[0].put((seq, time.monotonic_ns()))
 
@@ -153,7 +152,11 @@ def _procs(hops: int, count: int, rate: float, warmup: int, nats: str) -> dict[s
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_node.port}/metrics") as r:
             text = r.read().decode()
         line = next(
-            (x for x in text.splitlines() if x.startswith("levibot_actor_handled_total{actor=\"bsink")),
+            (
+                x
+                for x in text.splitlines()
+                if x.startswith('levibot_actor_handled_total{actor="bsink')
+            ),
             "x 0",
         )
         return float(line.rsplit(" ", 1)[1]) >= count + warmup

@@ -59,7 +59,7 @@ class BenchSource(SourceActor[SourceConfig]):
         for seq in range(self.config.count + self.config.warmup):
             if interval:
                 due = start + int(seq * interval)
-                while (now := time.monotonic_ns()) < due:
+                while (now := time.monotonic_ns()) < due:  # noqa: ASYNC110 (pacing to a deadline)
                     await anyio.sleep(max(0.0, (due - now) / 1e9 - 0.0002))
             t = time.monotonic_ns()
             await self.ctx.publish(hop(ts_event=t, ts_init=t, seq=seq, t0=t))

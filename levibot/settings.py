@@ -15,7 +15,8 @@ import msgspec
 from msgspec import Meta
 
 from levibot.actors import REGISTRY, resolve
-from levibot.config import Config, ConfigError, convert, overlay_env, read_toml
+from levibot.config import Config, convert, overlay_env, read_toml
+from levibot.errors import ConfigError
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]

@@ -53,7 +53,7 @@ def demo(args: argparse.Namespace) -> int:
     data_dir = Path(settings.storage.data_dir)
     data = ensure_btcusdt(data_dir / "data", progress=True)
     model = ensure_model(data_dir, train=not args.no_train)
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "node": {"replay": True},
         "feed": {"source": "replay"},
         "feed.replay": {"path": str(data), "speed": args.speed},

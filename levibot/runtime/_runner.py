@@ -53,12 +53,12 @@ class ActorRunner:
             "levibot_actor_restarts_total", "Restarts by supervision.", **labels
         )
         self.m_handle = metrics.histogram(
-            "levibot_actor_handle_seconds", "Time spent in handle, per message.", **labels
+            "levibot_actor_handle_seconds", "Time spent in handle, per message.", actor=self.name
         )
         self.m_latency = metrics.histogram(
             "levibot_actor_latency_seconds",
             "From the causing tick's ingress to the start of handle here (live clock).",
-            **labels,
+            actor=self.name,
         )
         if mailbox is not None:
             metrics.gauge(

@@ -108,7 +108,7 @@ class Metrics:
         return metric
 
     def histogram(
-        self, name: str, help_: str, buckets: tuple[float, ...] = LATENCY_BUCKETS, **labels: str
+        self, name: str, help_: str, *, buckets: tuple[float, ...] = LATENCY_BUCKETS, **labels: str
     ) -> Histogram:
         """Register and return a histogram."""
         metric = Histogram(labels, buckets)

@@ -93,7 +93,7 @@ def run(tmp: Path, models: Path, tag: str, kills: dict[str, int]) -> str:
     nodes = {g: start(cfg, g, tmp, tag) for g in GROUPS}
     try:
         for group, at in kills.items():
-            wait_until(lambda: bars_emitted(nodes["ingest"]) >= at, 120, f"{at} bars")
+            wait_until(lambda at=at: bars_emitted(nodes["ingest"]) >= at, 120, f"{at} bars")
             nodes[group].proc.kill()
             nodes[group].proc.wait(10)
             nodes[group].wait(1)
@@ -117,7 +117,7 @@ async def stream_messages(ns: str, subject: str) -> list[Any]:
         while True:
             try:
                 batch = await sub.fetch(500, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 break  # the stream is read to its end
             for raw in batch:
                 out.append(codec.decode(raw.data))

@@ -44,7 +44,7 @@ def lines(path: Path) -> list[str]:
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         text = resp.read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name))
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name))
 
 
 def start(cfg: Path, groups: str, tmp_path: Path, *extra: str, **kw: Any) -> NodeProcess:

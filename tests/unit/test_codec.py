@@ -114,7 +114,8 @@ def test_an_old_payload_without_a_new_trailing_field_still_decodes() -> None:
 @pytest.mark.parametrize(
     "payload",
     [b"", b"\xc1", b"not msgpack at all", msgspec.msgpack.encode({"type": "levibot.Nope"}),
-     msgspec.msgpack.encode({"type": "levibot.Tick", "price": "cheap"}), msgspec.msgpack.encode([1, 2])],
+     msgspec.msgpack.encode({"type": "levibot.Tick", "price": "cheap"}),
+     msgspec.msgpack.encode([1, 2])],
     ids=["empty", "reserved-byte", "text", "unknown-tag", "bad-field", "not-a-map"],
 )  # fmt: skip
 def test_malformed_payloads_raise_decode_error(payload: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from levibot.bus import Mailbox, MailboxClosed
@@ -86,7 +87,7 @@ async def test_block_policy_waits_for_room_and_loses_nothing() -> None:
             except MailboxClosed:
                 return
             got.append(msg.ts_event)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(producer)

@@ -1,0 +1,303 @@
+"""End-to-end pipeline benchmark: tick-to-order latency per stage and sustained throughput.
+
+For each configuration, the engine's real actors (feature, scoring with the ``onnx`` strategy
+on a real 200-tree model, risk, order) run beside the bare pipeline (``bench.bare_pipeline``:
+plain queues, the same stage work) measured in the same run, on the same bars at the same pace:
+
+  inproc   one process, in-memory bus (``levibot run`` with every group)
+  mirror   the same with the NATS mirror on (unique namespace and stream per run)
+  procs    the groups as three ``levibot run --groups`` processes over NATS:
+           ingest (source, feature) | scoring | execution (risk, order)
+
+Input: the real BTCUSDT 1h klines as 1s bars over ``--symbols`` symbols; one bar is one
+tick-equivalent that goes through every stage. After an unmeasured warm-up, the rate steps up
+(``--rates``, ×2 per step by default); each step lasts ``--step-s``, then ``--pause-s`` of
+quiet. Latency at a stage's output is its message's ``ts_init - ts_ingress`` (wall clock).
+Risk decides on a signal only when the wanted position changes (thresholds at the model's
+median probability: long at or above, flat below; preset "off"), so its "orders" are intents
+and denials counted alike. End to end is the order stage: the fill's ``ts_init`` minus the
+bar's ingress, for orders from signals (exit-rule fills, a bar straight to the order actor,
+are counted apart). Sustained throughput: the highest rate whose end-to-end p99 stays under
+``--bound-ms`` with the source keeping up and nothing conflated or dropped. CPU per bar (all
+the pipeline's processes, user + system) is reported too: on a machine shared with other
+work it is the steadier measure of the engine's overhead.
+
+Engine settings that differ from the defaults, in the engine and the bare pipeline alike:
+risk and order persistence off (no state file per order), paper fills at the signal bar's
+close, cash large enough that no order is refused. Recorder actors subscribe to each stage's
+output in the engine (a mailbox hop each, off the measured path but on the same loop).
+
+    python -m bench.bench_pipeline [--quick] [--configs inproc mirror procs] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvloop
+
+from bench import pipeline_model as pm
+from bench.bare_pipeline import CASH, run_bare
+from bench.pipeline_engine import run_inproc, run_procs
+from bench.pipeline_stats import STAGES, in_window, summarize, sustained
+
+RESULTS = Path(__file__).parent / "results"
+CONFIGS = ("inproc", "mirror", "procs")
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "symbols": args.symbols, "warmup_bars": args.warmup_bars, "settle_s": args.settle_s,
+        "warmup_rate": args.warmup_rate,
+        "rates": tuple(args.rates), "step_s": args.step_s, "pause_s": args.pause_s,
+    }  # fmt: skip
+
+
+def engine_sections(args: argparse.Namespace, model_id: str, threshold: float) -> dict[str, Any]:
+    """Return the config sections of the engine's actors under test."""
+    return {
+        "pbars": _params(args),
+        "scoring": {"registry_dir": str(pm.REGISTRY), "model_id": model_id,
+                    "long_threshold": threshold, "short_threshold": threshold,
+                    "strategies": ["onnx"]},
+        "risk": {"preset": "off", "initial_equity": CASH, "persist": False},
+        "order": {"cash": CASH, "fill": "close", "persist": False},
+    }  # fmt: skip
+
+
+def _median_steps(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Return per-step medians over repeated ladders (verdict: the majority)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = []
+    for group in zip(*runs, strict=False):  # a stuck run has fewer steps
+        step = dict(group[0])
+        for key in ("achieved_per_s", "lost_before_risk", "mailbox_drops", "cpu_us_per_bar"):
+            step[key] = statistics.median(s[key] for s in group)
+        step["stages"] = {
+            stage: {k: statistics.median(s["stages"][stage].get(k, 0) for s in group)
+                    for k in group[0]["stages"][stage]}
+            for stage in STAGES
+        }  # fmt: skip
+        step["e2e"] = step["stages"]["order"]
+        step["ok"] = sum(s["ok"] for s in group) * 2 > len(group)
+        out.append(step)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every configuration beside the bare pipeline; return the result document."""
+    klines = pm.load_real_klines()
+    model_id = pm.ensure_model(trees=args.trees)
+    threshold = pm.median_probability(pm.REGISTRY, model_id, klines)
+    from levibot.ml.registry import ModelRegistry
+    from levibot.ml.scorer import Scorer
+
+    scorer = Scorer.from_registry(ModelRegistry(pm.REGISTRY), model_id)
+    sections = engine_sections(args, model_id, threshold)
+    bound_us = args.bound_ms * 1e3
+    pause_ns = int(args.pause_s * 0.8e9)
+    results: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for config in args.configs:
+        ladders: dict[str, list[list[dict[str, Any]]]] = {"bare": [], "engine": []}
+        for _ in range(args.repeats):
+            for system in ("bare", "engine"):  # interleaved: both see the same load drift
+                t0 = time.monotonic()
+                if system == "bare":
+                    records, steps, cpu = uvloop.run(
+                        run_bare(klines, scorer=scorer, threshold=threshold, **_params(args))
+                    )
+                    drops: list[tuple[int, float]] = []
+                else:
+                    try:
+                        if config == "procs":
+                            records, steps, drops, cpu, error = run_procs(sections, args.nats)
+                        else:
+                            nats = args.nats if config == "mirror" else ""
+                            records, steps, drops, cpu, error = run_inproc(sections, nats)
+                    except RuntimeError as exc:  # a failed node: say so, go on
+                        records, steps, drops, cpu, error = {}, [], [], [], str(exc)
+                    if error:
+                        print(f"  {config}/{system}: FAILED: {error}", flush=True)
+                        errors[config] = error
+                    if not steps:
+                        break
+                ladder = summarize(records, steps, drops, cpu, bound_us=bound_us, pause_ns=pause_ns)
+                ladders[system].append(ladder)
+                first = steps[0]
+                rows = in_window(records["order"], first["start_ns"], first["end_ns"])
+                raw[f"{config}/{system}"] = rows[rows[:, 2] == 0, 1]
+                print(f"  {config}/{system}: {time.monotonic() - t0:.1f}s", flush=True)
+            if config in errors:
+                break
+        for system in ("bare", "engine"):
+            if not ladders[system]:
+                results[f"{config}/{system}"] = {"error": errors.get(config, "no run")}
+                continue
+            steps_out = _median_steps(ladders[system])
+            results[f"{config}/{system}"] = {
+                "steps": steps_out,
+                "latency": steps_out[0]["stages"] | {"e2e": steps_out[0]["e2e"]},
+                "latency_rate": steps_out[0]["rate"],
+                "sustained_per_s": sustained(steps_out),
+                **cpu_per_bar(steps_out),
+            }
+            if system == "engine" and config in errors:
+                results[f"{config}/{system}"]["error"] = errors[config]
+            print(line(f"{config}/{system}", results[f"{config}/{system}"]), flush=True)
+    return {"results": results, "errors": errors, "raw_e2e_ns": raw, "model_id": model_id,
+            "threshold": threshold}  # fmt: skip
+
+
+def cpu_per_bar(steps: list[dict[str, Any]]) -> dict[str, float]:
+    """Return CPU µs per bar at the highest rate that was kept up with and lost nothing.
+
+    The highest such rate, because at low rates the loop's idle work (timers, polls) is spread
+    over few bars and inflates the figure.
+    """
+    kept = [
+        s for s in steps if s["achieved_per_s"] >= 0.95 * s["rate"] and s["lost_before_risk"] <= 0
+    ]
+    if not kept:
+        return {"cpu_us_per_bar": float("nan"), "cpu_rate": 0.0}
+    best = max(kept, key=lambda s: s["rate"])
+    return {"cpu_us_per_bar": best["cpu_us_per_bar"], "cpu_rate": best["rate"]}
+
+
+def cpu_common(
+    engine: list[dict[str, Any]], bare: list[dict[str, Any]]
+) -> tuple[float, float, float]:
+    """Return (engine, bare) CPU µs per bar at the highest rate both kept up with, and it."""
+    kept = [
+        (e, b)
+        for e, b in zip(engine, bare, strict=False)
+        if all(s["achieved_per_s"] >= 0.95 * s["rate"] and s["lost_before_risk"] <= 0
+               for s in (e, b))
+    ]  # fmt: skip
+    if not kept:
+        return float("nan"), float("nan"), 0.0
+    e, b = kept[-1]
+    return e["cpu_us_per_bar"], b["cpu_us_per_bar"], e["rate"]
+
+
+def line(key: str, r: dict[str, Any]) -> str:
+    """Return one terminal line for a configuration."""
+    e = r["latency"]["e2e"]
+    return (f"{key:16s} e2e p50={e['p50_us']:.0f}µs p99={e['p99_us']:.0f}µs "
+            f"p99.9={e['p999_us']:.0f}µs max={e['max_us']:.0f}µs "
+            f"sustained={r['sustained_per_s']:,.0f}/s "
+            f"cpu={r['cpu_us_per_bar']:.0f}µs/bar@{r['cpu_rate']:,.0f}/s")  # fmt: skip
+
+
+def table(doc: dict[str, Any], configs: list[str]) -> str:
+    """Return the markdown table: per configuration and stage, engine vs bare."""
+    res = doc["results"]
+    failed = [c for c in configs if c in doc["errors"]]
+    configs = [c for c in configs if "latency" in res[f"{c}/engine"]]
+    rows = [
+        f"latency at {doc['args']['rates'][0]:,.0f} bars/s (µs); sustained: highest rate with "
+        f"e2e p99 < {doc['args']['bound_ms']} ms, no loss",
+        "| config | stage | p50 | p99 | p99.9 | max | bare p50 | bare p99 | ×bare p50 "
+        "| ×bare p99 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for config in configs:
+        eng, bare = res[f"{config}/engine"]["latency"], res[f"{config}/bare"]["latency"]
+        for stage in (*STAGES, "e2e"):
+            e, b = eng[stage], bare[stage]
+            rows.append(
+                f"| {config} | {stage} | {e['p50_us']:.0f} | {e['p99_us']:.0f} | "
+                f"{e['p999_us']:.0f} | {e['max_us']:.0f} | {b['p50_us']:.0f} | {b['p99_us']:.0f} | "
+                f"{e['p50_us'] / b['p50_us']:.2f} | {e['p99_us'] / b['p99_us']:.2f} |"
+            )
+    rows += [
+        "",
+        "| config | sustained bars/s | bare | ×bare | CPU µs/bar | bare | ×bare | at bars/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for config in configs:
+        e, b = res[f"{config}/engine"], res[f"{config}/bare"]
+        es, bs = e["sustained_per_s"], b["sustained_per_s"]
+        ec, bc, rate = cpu_common(e["steps"], b["steps"])
+        rows.append(
+            f"| {config} | {es:,.0f} | {bs:,.0f} | {es / bs if bs else float('nan'):.2f} | "
+            f"{ec:.0f} | {bc:.0f} | {ec / bc if bc else float('nan'):.2f} | {rate:,.0f} |"
+        )
+    rows += [
+        f"{c}: FAILED (figures above: the steps before it): {doc['errors'][c]}" for c in failed
+    ]
+    return "\n".join(rows)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    p.add_argument("--rates", type=float, nargs="+",
+                   default=[500.0, 1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0])  # fmt: skip
+    p.add_argument("--step-s", type=float, default=2.0)
+    p.add_argument("--pause-s", type=float, default=1.0)
+    p.add_argument("--symbols", type=int, default=16)
+    p.add_argument("--warmup-bars", type=int, default=240, help="per symbol (≥ 200: warm-up)")
+    p.add_argument("--warmup-rate", type=float, default=4_000.0, help="bars/s, unmeasured")
+    p.add_argument("--settle-s", type=float, default=1.0)
+    p.add_argument("--repeats", type=int, default=1, help="ladders per configuration (median)")
+    p.add_argument("--bound-ms", type=float, default=10.0, help="e2e p99 bound for throughput")
+    p.add_argument("--nats", default=os.environ.get("LEVIBOT_BENCH_NATS", "nats://127.0.0.1:4222"))
+    p.add_argument("--trees", type=int, default=200, help="trees of the bench model (cached)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--quick", action="store_true", help="two short steps (< 40 s in all)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rates, args.step_s, args.pause_s = [1_000.0, 4_000.0], 1.0, 0.5
+        args.symbols, args.warmup_bars, args.settle_s = 8, 210, 0.5
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write JSON and plots under ``--out``."""
+    from levibot.logging import configure
+
+    args = parse(argv)
+    configure("warning")
+    started = time.time()
+    doc = run(args)
+    raw = doc.pop("raw_e2e_ns")
+    doc |= {
+        "machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "seconds": round(time.time() - started, 1),
+        "notes": ["latency in µs at the first (lowest) rate; e2e is the order stage (fill)",
+                  "risk 'orders' are intents and denials alike; risk preset 'off'",
+                  "risk/order persistence off in both engine and bare"],
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.json").write_text(json.dumps(doc, indent=2))
+    print()
+    print(table(doc, args.configs))
+    try:
+        from bench.pipeline_plots import plot
+
+        for path in plot(doc, raw, args.out):
+            print(f"wrote {path}")
+    except ImportError as exc:  # matplotlib is a bench extra
+        print(f"no plots: {exc}", file=sys.stderr)
+    arrays = {k.replace("/", "_"): v for k, v in raw.items()}
+    np.savez_compressed(args.out / "pipeline_e2e.npz", **arrays)
+    print(f"wrote {args.out / 'pipeline.json'}")
+    return 1 if doc["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Smoke test of ``levibot bench``: the quickest run works end to end and writes its results.
+
+It runs the real benchmark (``levibot bench --quick``, a child process that starts node
+processes over the local NATS server) with a small cached model, and checks the shape of
+``pipeline.json`` and that the plots exist. It never asserts timings: those belong to
+``bench/``, not to tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from levibot.commands.bench import checkout_root
+from levibot.errors import LevibotError
+
+STAGES = ("feature", "scoring", "risk", "order", "e2e")
+PERCENTILES = ("n", "p50_us", "p99_us", "p999_us", "max_us")
+
+
+@pytest.mark.integration
+def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "levibot", "bench", "--quick", "--configs", "inproc", "procs",
+         "--trees", "20", "--out", str(out)],
+        cwd=checkout_root(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| config | stage |" in proc.stdout  # the terminal table
+
+    doc = json.loads((out / "pipeline.json").read_text())
+    assert {"results", "machine", "cpus", "args", "model_id", "threshold"} <= doc.keys()
+    assert set(doc["results"]) == {"inproc/bare", "inproc/engine", "procs/bare", "procs/engine"}
+    for key, result in doc["results"].items():
+        assert {"steps", "latency", "latency_rate", "sustained_per_s"} <= result.keys(), key
+        assert set(result["latency"]) == set(STAGES), key
+        for stage in STAGES:
+            assert set(PERCENTILES) <= result["latency"][stage].keys(), (key, stage)
+        assert [s["rate"] for s in result["steps"]] == doc["args"]["rates"], key
+        # every bar of the first step reached scoring and produced an order decision or fill
+        first = result["steps"][0]
+        assert first["bars"] > 0 and first["stages"]["scoring"]["n"] > 0, key
+        assert first["e2e"]["n"] > 0, key
+    for png in ("pipeline_cdf.png", "pipeline_throughput.png"):
+        assert (out / png).stat().st_size > 0
+
+
+def test_levibot_bench_outside_a_checkout_fails_with_a_clear_error(tmp_path: Path) -> None:
+    package = tmp_path / "site-packages" / "levibot"
+    package.mkdir(parents=True)
+    with pytest.raises(LevibotError, match="source checkout"):
+        checkout_root(package)
