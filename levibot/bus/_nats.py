@@ -50,8 +50,11 @@ def _patterns(types: Iterable[type[Message]], durable_all: bool) -> dict[str, bo
             raise ValueError(f"{cls.__name__} has no subject_root and cannot cross NATS")
         durable = cls.durable or durable_all
         out[cls.subject_root + ".>"] = durable
-        if cls.subject is Message.subject:
-            out[cls.subject_root] = durable  # the subject is the bare root (lb.portfolio)
+        # A subject may be the bare root (lb.portfolio). Core subscriptions cost nothing, so
+        # always take it; a durable one needs its own consumer, made only where the type does
+        # not override subject() (durable types with their own subject() add a suffix).
+        if not durable or cls.subject is Message.subject:
+            out[cls.subject_root] = durable
     return out
 
 
@@ -294,6 +297,7 @@ class NatsMirror:
                 self._subs.append(
                     await self.nc.subscribe(pattern, cb=self._core_cb(wanted, deliver))
                 )
+        await self.nc.flush()  # the server has our interest before we report ready
         self.log.info("nats.ingress", types=[t.__name__ for t in wanted])
 
     def _decode(self, raw: Msg, wanted: tuple[type[Message], ...]) -> Message | None:
