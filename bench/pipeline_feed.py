@@ -17,6 +17,7 @@ from levibot.messages import Bar
 
 NS = 1_000_000_000
 BURST = 1024  # most bars emitted between two yields to the loop (the synthetic feed's 4 × 256)
+MIN_SLEEP_S = 0.001  # the event loop's timer resolution
 
 
 def symbols(n: int) -> list[str]:
@@ -69,7 +70,9 @@ async def paced(
             break
         due = min(total, int(elapsed * rate + 1e-6) + 1, i + BURST)
         if due <= i:
-            await anyio.sleep(i / rate - elapsed)
+            # Never less than a timer tick: uvloop rounds a sub-millisecond sleep down to 0,
+            # and the loop would spin a core between two bars (it did at 4,000 bars/s).
+            await anyio.sleep(max(i / rate - elapsed, MIN_SLEEP_S))
             continue
         while i < due:
             await emit(i)

@@ -62,6 +62,7 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     durable_prefix: str = "lb"
     egress_queue: PositiveInt = 65_536
     egress_batch: PositiveInt = 512
+    egress_yield: Annotated[int, Meta(ge=0)] = 8  # loop turns the egress waits for after a wakeup
     connect_timeout_s: PositiveFloat = 5.0
     ack_wait_s: PositiveFloat = 30.0
     duplicate_window_s: PositiveFloat = 600.0

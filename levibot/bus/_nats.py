@@ -198,6 +198,10 @@ class NatsMirror:
                 if self._pending_acks and self._pending_acks[0][0] <= self._confirmed:
                     continue
                 await self._wakeup.wait()
+                # Let the local pipeline run on first: what it is about to publish joins this
+                # batch, and the mirror stays off the hot path instead of interleaving with it.
+                for _ in range(self.config.egress_yield):
+                    await asyncio.sleep(0)
                 continue
             n = min(batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
