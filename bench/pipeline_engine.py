@@ -56,7 +56,7 @@ def limit_s(sections: dict[str, Any]) -> float:
     """Return how long a run of the source in ``sections`` may take, with a generous margin."""
     p = sections["pbars"]
     warmup = p["symbols"] * p["warmup_bars"] / p["warmup_rate"]
-    return warmup + p["settle_s"] + len(p["rates"]) * (p["step_s"] + p["pause_s"]) + 60.0
+    return float(warmup + p["settle_s"] + len(p["rates"]) * (p["step_s"] + p["pause_s"]) + 60)
 
 
 async def _inproc(sections: dict[str, Any], nats: str, limit_s: float) -> Result:

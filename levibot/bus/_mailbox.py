@@ -93,6 +93,13 @@ class Mailbox:
         if slot is not None:
             slot[0] = msg  # the newer value replaces the pending one in place
             return True
+        if self._evict_one():
+            self._append(msg, done)
+            return True
+        return False
+
+    def _evict_one(self) -> bool:
+        """Drop the oldest pending conflatable message; return False if there is none."""
         while self._conflatable:
             victim = self._conflatable.popleft()
             if victim[0] is not None:
@@ -101,7 +108,6 @@ class Mailbox:
                     del self._keyed[key]
                 victim[0] = None  # tombstone: get() skips it
                 self.size -= 1
-                self._append(msg, done)
                 return True
         return False
 
@@ -113,7 +119,14 @@ class Mailbox:
         return False
 
     async def put(self, msg: Message, done: Done = None) -> None:
-        """Enqueue, waiting while the mailbox is full (back-pressure)."""
+        """Enqueue, waiting while the mailbox is full (back-pressure).
+
+        A full mailbox first gives up its oldest market data: a message that must not be lost
+        never waits behind one that may be. (Two actors feeding each other, risk and order,
+        would otherwise block each other for good under overload.)
+        """
+        if self.size >= self.capacity and not self._closed and self._evict_one():
+            self.dropped += 1
         while self.size >= self.capacity and not self._closed:
             fut = asyncio.get_running_loop().create_future()
             self._putters.append(fut)

@@ -103,14 +103,21 @@ class PaperVenue:
 
     def on_market(self, msg: Tick | Bar) -> list[Execution]:
         """Fill every pending order of the symbol at this tick's price or this bar's open."""
-        queue = self._pending.pop(msg.symbol, None)
+        queue = self._pending.get(msg.symbol)
         if not queue:
             return []
         if isinstance(msg, Tick):
             raw, ts = msg.price, msg.ts_event
         else:
             raw, ts = msg.open, msg.start
-        return [Execution(i, self.price(i.side, raw), ts) for i in queue]
+        # Only market data from after the order fills it: a late or re-delivered older bar
+        # (after a restart, say) must not fill an order at a price from before it existed.
+        due = [i for i in queue if ts >= i.ts_event]
+        if len(due) == len(queue):
+            del self._pending[msg.symbol]
+        else:
+            self._pending[msg.symbol] = [i for i in queue if ts < i.ts_event]
+        return [Execution(i, self.price(i.side, raw), ts) for i in due]
 
     def exit(self, intent: OrderIntent, raw_price: float, ts: int) -> list[Execution]:
         """Fill an exit at ``raw_price`` moved against the seller by the slippage."""

@@ -50,7 +50,8 @@ class SyntheticSource(Source[SyntheticConfig]):
                 # Tick i is due at i / rate (the epsilon absorbs float error at the boundary).
                 due = min(count, int(elapsed * cfg.rate + 1e-6) + 1, i + 4 * YIELD_EVERY)
                 if due <= i:
-                    await anyio.sleep(i / cfg.rate - elapsed)
+                    # At least 1 ms: a shorter sleep rounds to zero on uvloop and spins a core.
+                    await anyio.sleep(max(i / cfg.rate - elapsed, 0.001))
                     continue
             else:
                 due = min(count, i + YIELD_EVERY)

@@ -36,7 +36,12 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
     assert "| config | stage |" in proc.stdout  # the terminal table
 
     doc = json.loads((out / "pipeline.json").read_text())
-    assert {"results", "machine", "cpus", "args", "model_id", "threshold"} <= doc.keys()
+    assert {"results", "cpu", "errors", "machine", "cpus", "args", "model_id"} <= doc.keys()
+    assert doc["errors"] == {}
+    for config in ("inproc", "procs"):
+        assert {"engine_us_per_bar", "bare_us_per_bar", "ratio", "rate"} <= doc["cpu"][
+            config
+        ].keys()
     assert set(doc["results"]) == {"inproc/bare", "inproc/engine", "procs/bare", "procs/engine"}
     for key, result in doc["results"].items():
         assert {"steps", "latency", "latency_rate", "sustained_per_s"} <= result.keys(), key

@@ -116,3 +116,14 @@ async def test_closed_mailbox_drains_then_raises() -> None:
     assert msg == fill(1)
     with pytest.raises(MailboxClosed):
         await mb.get()
+
+
+@pytest.mark.anyio
+async def test_a_blocking_message_evicts_market_data_instead_of_waiting() -> None:
+    mb = Mailbox("t", 2)
+    mb.offer(tick("A", 1.0))
+    mb.offer(tick("B", 1.0))
+    with anyio.fail_after(1):  # would wait forever if nobody consumed
+        await mb.put(fill(1))
+    assert [type(m).__name__ for m in drain(mb)] == ["Tick", "Fill"]
+    assert mb.dropped == 1

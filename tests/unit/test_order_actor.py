@@ -331,3 +331,30 @@ async def test_an_intent_with_a_bad_quantity_or_price_is_rejected(
     await h.send(intent(T0, qty=qty, price=price, coid="bad"))
     assert [c.reason for c in h.of(OrderClosed)] == ["rejected"] and h.of(Fill) == []
     assert h.actor.portfolio.state.cash == 10_000.0
+
+
+def test_an_older_bar_arriving_late_never_fills_a_newer_order() -> None:
+    from levibot.execution.venue import PaperVenue
+    from levibot.messages import Bar, OrderIntent, Side
+
+    venue = PaperVenue(fee_bps=0.0, slippage_bps=0.0, fill="next_open")
+    hour = 3_600_000_000_000
+    intent = OrderIntent(
+        ts_event=10 * hour, ts_init=10 * hour, symbol="BTC", client_order_id="c",
+        strategy="s", side=Side.BUY, quantity=1.0, price=100.0,
+    )  # fmt: skip
+
+    def bar(start: int, open_: float) -> Bar:
+        return Bar(
+            ts_event=start + hour, ts_init=start + hour, symbol="BTC", venue="x",
+            timeframe="1h", start=start, open=open_, high=open_, low=open_, close=open_,
+            volume=1.0,
+        )  # fmt: skip
+
+    from levibot.execution.venue import MarketView
+
+    assert venue.submit(intent, MarketView()) == []
+    assert venue.on_market(bar(9 * hour, 90.0)) == []  # re-delivered: before the order
+    (fill,) = venue.on_market(bar(10 * hour, 101.0))  # the next bar: fills at its open
+    assert (fill.price, fill.ts) == (101.0, 10 * hour)
+    assert venue.pending() == []
