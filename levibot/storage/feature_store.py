@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from levibot.features import SCHEMA
 from levibot.messages import Features
 
 _json = msgspec.json.Encoder()
@@ -34,15 +35,8 @@ return 1
 
 def feature_names(features: Features) -> Sequence[str]:
     """Return the names of ``features.values``: the schema's when it matches, else ``f{i}``."""
-    try:
-        from levibot.features import SCHEMA  # lazily: written in parallel, may not exist yet
-
-        names = tuple(SCHEMA.names)
-        schema_hash = getattr(SCHEMA, "hash", None) or getattr(SCHEMA, "schema_hash", None)
-        if len(names) == len(features.values) and schema_hash in (None, features.schema_hash):
-            return names
-    except (ImportError, AttributeError):
-        pass
+    if features.schema_hash == SCHEMA.hash and len(features.values) == len(SCHEMA.names):
+        return SCHEMA.names
     return [f"f{i}" for i in range(len(features.values))]
 
 

@@ -65,7 +65,7 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: Port = 8080  # 0: an ephemeral port (tests); the bound one is ``GatewayActor.port``
-    # Storage: until the core ``[storage]`` section exists, the gateway has its own.
+    # Storage: empty fields come from the shared ``[storage]`` section.
     data_dir: str = ""  # "": [storage] data_dir; keys.json (no DSN) and audit.jsonl live here
     postgres_dsn: str = ""  # API keys in PostgreSQL's api_keys table when set
     redis_url: str = ""  # shared rate limits and the online feature store when set
