@@ -102,6 +102,11 @@ class RiskConfig(Config, frozen=True, kw_only=True):
     state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True
+    # Hold each signal until the order actor's portfolio snapshot of its bar has arrived, so
+    # a bar's exits and fills always precede its signals whatever the transport's timing.
+    # Needed for bit-for-bit replay split across processes; the order actor must send a
+    # snapshot every bar (``[order] snapshot_every_bars = 1``, the default).
+    decide_after_portfolio: bool = False
 
     def limits(self) -> RiskLimits:
         """Return the preset's limits with this section's explicit values applied."""
@@ -163,6 +168,7 @@ class RiskActor(Actor[RiskConfig]):
     async def on_start(self) -> None:
         """Load the persisted state (a corrupt file refuses to start) and build the engine."""
         cfg = self.config
+        self._held: list[Signal] = []
         state = read_state(self.state_path, RiskState) if cfg.persist else None
         if state is not None and state.policy not in EXIT_POLICIES:
             state.policy = cfg.policy
@@ -200,6 +206,10 @@ class RiskActor(Actor[RiskConfig]):
         now = msg.ts_event if clock.is_replay else clock.now_ns()
         eng = self.engine
         match msg:
+            case Signal() if (
+                self.config.decide_after_portfolio and msg.ts_event > eng.state.snapshot_ts
+            ):
+                self._held.append(msg)
             case Signal():
                 await self._emit(eng.decide_signal(msg, now))
             case SubmitOrder():
@@ -212,6 +222,7 @@ class RiskActor(Actor[RiskConfig]):
                 self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
             case PortfolioSnapshot():
                 await self._alert_breaches(eng.on_snapshot(msg, now), msg, now)
+                await self._release_held()
             case OrderClosed():
                 eng.on_closed(msg)
             case SetKillSwitch():
@@ -240,6 +251,16 @@ class RiskActor(Actor[RiskConfig]):
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
         if eng.dirty:
             self.save()
+
+    async def _release_held(self) -> None:
+        """Decide the held signals the portfolio has now caught up with, in arrival order."""
+        if not self._held:
+            return
+        ready = [s for s in self._held if s.ts_event <= self.engine.state.snapshot_ts]
+        self._held = [s for s in self._held if s.ts_event > self.engine.state.snapshot_ts]
+        for signal in ready:
+            now = signal.ts_event if self.ctx.clock.is_replay else self.ctx.clock.now_ns()
+            await self._emit(self.engine.decide_signal(signal, now))
 
     def save(self) -> None:
         """Write the state file now (atomically) when persistence is on."""

@@ -59,7 +59,8 @@ def config(tmp: Path, name: str, models: Path) -> tuple[Path, str]:
             "feed.replay": {"path": str(ensure_btcusdt()), "limit": BARS},
             "scoring": {"strategies": ["onnx"], "registry_dir": str(models),
                         "max_model_age_s": 0.0},
-            "risk": {"preset": "normal", "sizing": "all_in", "state_dir": str(tmp / name / "risk")},
+            "risk": {"preset": "normal", "sizing": "all_in", "state_dir": str(tmp / name / "risk"),
+                     "decide_after_portfolio": True},
             "order": {"fill": "next_open", "state_dir": str(tmp / name / "order")},
         },
     )  # fmt: skip

@@ -34,7 +34,12 @@ def make_config(tmp: Path, name: str, nats: dict[str, object] | None) -> Path:
             "feed": {},
             "feed.replay": {"path": str(ensure_btcusdt()), "limit": BARS},
             "scoring": {"strategies": ["ema_cross"]},
-            "risk": {"preset": "normal", "sizing": "all_in", "persist": False},
+            "risk": {
+                "preset": "normal",
+                "sizing": "all_in",
+                "persist": False,
+                "decide_after_portfolio": True,
+            },
             "order": {"fill": "next_open", "persist": False},
             "order_log": {"path": str(tmp / f"{name}.orders")},
         },

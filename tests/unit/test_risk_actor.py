@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import msgspec
 
 from levibot.actors.order import OrderActor, OrderConfig
 from levibot.actors.risk import RiskActor, RiskConfig
@@ -334,3 +335,34 @@ async def test_garbage_fills_and_snapshots_are_dropped_not_applied(tmp_path: Pat
     await h.send(sig(T0 + 1, SignalSide.LONG))
     [i] = h.of(OrderIntent)
     assert i.quantity == 10.0  # fixed notional 1_000 at 100: the book is intact
+
+
+async def _held_signal_scenario() -> list[str]:
+    """A LONG signal for bar t arrives before the portfolio snapshot of bar t."""
+    from levibot.actors.risk import RiskActor, RiskConfig
+    from levibot.clock import ReplayClock
+    from levibot.messages import OrderIntent, PortfolioSnapshot, Signal, SignalSide
+    from levibot.testing import RecordingContext
+
+    ctx = RecordingContext("risk", clock=ReplayClock())
+    actor = RiskActor(ctx, RiskConfig(preset="off", persist=False, decide_after_portfolio=True))
+    await actor.on_start()
+    t = 1_700_000_000_000_000_000
+    snap = PortfolioSnapshot(
+        ts_event=t - 1, ts_init=t - 1, cash=10_000.0, equity=10_000.0, realized_pnl=0.0,
+        unrealized_pnl=0.0, fees=0.0,
+    )  # fmt: skip
+    await actor.handle(snap)
+    signal = Signal(
+        ts_event=t, ts_init=t, symbol="BTCUSDT", strategy="s", side=SignalSide.LONG,
+        probability=0.9, confidence=0.8, price=100.0, atr=1.0,
+    )  # fmt: skip
+    await actor.handle(signal)
+    held = [m.client_order_id for m in ctx.of_type(OrderIntent)]
+    await actor.handle(msgspec.structs.replace(snap, ts_event=t, ts_init=t))
+    return [*held, "|", *(m.client_order_id for m in ctx.of_type(OrderIntent))]
+
+
+@pytest.mark.anyio
+async def test_a_signal_waits_for_the_portfolio_of_its_bar_when_asked() -> None:
+    assert await _held_signal_scenario() == ["|", "s-BTCUSDT-1700000000000000000"]
