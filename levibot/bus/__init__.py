@@ -2,6 +2,6 @@
 
 from levibot.bus._local import LocalBus, Subscription
 from levibot.bus._mailbox import Mailbox, MailboxClosed
-from levibot.bus._nats import NatsMirror
+from levibot.bus._nats import NatsMirror, publish_once
 
-__all__ = ["LocalBus", "Mailbox", "MailboxClosed", "NatsMirror", "Subscription"]
+__all__ = ["LocalBus", "Mailbox", "MailboxClosed", "NatsMirror", "Subscription", "publish_once"]

@@ -464,3 +464,23 @@ class NatsMirror:
                 await self.nc.drain()
             except Exception as exc:
                 self.log.warning("nats.drain_failed", error=repr(exc))
+
+
+async def publish_once(config: NatsConfig, msg: Message, *, origin: str = "cli") -> None:
+    """Publish one durable message (a command from the command line) and wait for its ack.
+
+    The stream must exist, i.e. a node has connected to this NATS with this configuration.
+    """
+    if not msg.durable:
+        raise ValueError(f"{type(msg).__name__} is not durable")
+    ns = f"{config.namespace}." if config.namespace else ""
+    nc = await nats.connect(config.url, connect_timeout=int(max(1, config.connect_timeout_s)))
+    try:
+        await nc.jetstream().publish(
+            ns + msg.subject(),
+            Codec([type(msg)]).encode(msg),
+            timeout=config.connect_timeout_s,
+            headers={"Nats-Msg-Id": msg.dedup_id(), ORIGIN: origin},
+        )
+    finally:
+        await nc.drain()

@@ -1,8 +1,8 @@
 """``levibot models list|show|activate|rollback``: the model registry from the terminal.
 
-``activate`` and ``rollback`` move the registry's ``ACTIVE`` pointer, which a scoring actor
-reads when it starts; a running actor swaps live on an ``ActivateModel`` command (the gateway's
-``POST /models/activate``).
+``activate`` and ``rollback`` move the registry's ``ACTIVE`` pointer, which a scoring actor reads
+when it starts, and, when ``[nats] url`` is configured, send ``ActivateModel`` so that running
+scoring actors swap live (as the gateway's ``POST /models/activate`` does).
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import time
 from pathlib import Path
 from typing import Any
 
+from levibot.commands.run import add_common, config_path
 from levibot.ml.card import ModelCard
 
 
@@ -22,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
     p.add_argument("--dsn", default="", help="PostgreSQL DSN: use the PostgreSQL registry")
     p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
+    add_common(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("list", help="list registered models")
     show = verbs.add_parser("show", help="show a model card and its metrics")
@@ -73,10 +76,12 @@ async def _pg(args: argparse.Namespace, cache: Path) -> tuple[list[ModelCard], s
 def run(args: argparse.Namespace) -> int:
     """Run one registry verb."""
     from levibot.ml.card import ModelError
-    from levibot.ml.registry import ModelRegistry, default_registry_dir
+    from levibot.ml.registry import ModelRegistry
     from levibot.ml.report import metrics_table, summary
+    from levibot.settings import load_settings
 
-    root = args.registry or default_registry_dir()
+    settings = load_settings(config_path(args))
+    root = args.registry or Path(settings.storage.data_dir) / "models"
     if args.dsn:
         cards, active, card = asyncio.run(_pg(args, root))
     else:
@@ -108,4 +113,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     verb = "activated" if args.verb == "activate" else "rolled back to"
     print(f"{verb} {card.model_id}")
+    _announce(settings, str(card.model_id))
     return 0
+
+
+def _announce(settings: Any, model_id: str) -> None:
+    """Tell running nodes over NATS (when configured) to swap to ``model_id`` live."""
+    import uuid
+
+    from levibot.bus import publish_once
+    from levibot.messages import ActivateModel
+
+    if not settings.nats.url:
+        print("no [nats] url: running nodes load the active model at their next start")
+        return
+    now = time.time_ns()
+    cmd = ActivateModel(
+        ts_event=now, ts_init=now, command_id=uuid.uuid4().hex, issued_by="cli", model_id=model_id
+    )
+    asyncio.run(publish_once(settings.nats, cmd))
+    print(f"sent ActivateModel({model_id}) to the running scoring actors")

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from levibot.commands.run import add_common, config_path
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``train`` sub-command."""
@@ -28,15 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dsn", default="", help="PostgreSQL DSN: also store the model there")
     p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train, print the metrics table, register (and maybe activate) the model."""
     from levibot.config import convert
-    from levibot.ml.registry import ModelRegistry, default_registry_dir
+    from levibot.ml.registry import ModelRegistry
     from levibot.ml.report import metrics_table, summary
     from levibot.ml.train import TrainConfig, train_model
+    from levibot.settings import load_settings
 
     cfg = convert(
         {
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         TrainConfig,
         prefix="$.train",
     )
-    registry = ModelRegistry(args.registry or default_registry_dir())
+    data_dir = Path(load_settings(config_path(args)).storage.data_dir)
+    registry = ModelRegistry(args.registry or data_dir / "models")
     card = train_model(
         args.data,
         config=cfg,
