@@ -32,6 +32,7 @@ from levibot.messages import (
     OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -154,8 +155,9 @@ class RiskActor(Actor[RiskConfig]):
         SetRiskPolicy,
         SubmitOrder,
     )
-    emits = (OrderIntent, OrderDenied, Alert)
+    emits = (OrderIntent, OrderDenied, Alert, RiskStatus)
     config_type = RiskConfig
+    tick_interval_s = 5.0  # re-announce RiskStatus for sidecars that joined later
     supervision = Supervision(policy=Policy.CRASH)
 
     engine: RiskEngine
@@ -190,6 +192,8 @@ class RiskActor(Actor[RiskConfig]):
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
         self._denied: dict[str, Any] = {}
         self._denied_family = m
+        self._announced: tuple[object, ...] = ()
+        await self._announce(self.ctx.clock.now_ns(), force=True)
         self.ctx.log.info(
             "risk.started",
             kill_switch=state.kill_switch,
@@ -251,6 +255,27 @@ class RiskActor(Actor[RiskConfig]):
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
         if eng.dirty:
             self.save()
+        await self._announce(now)
+
+    async def on_tick(self) -> None:
+        """Re-announce the status, so a gateway or bot that started later knows it."""
+        await self._announce(self.ctx.clock.now_ns(), force=True)
+
+    async def _announce(self, now: int, *, force: bool = False) -> None:
+        """Publish ``RiskStatus`` when a control changed (or when ``force``)."""
+        s = self.engine.state
+        controls = (s.kill_switch, s.trading_state, s.policy)
+        if controls == self._announced and not force:
+            return
+        self._announced = controls
+        await self.ctx.publish(
+            RiskStatus(
+                ts_event=now, ts_init=self.ctx.clock.now_ns(), kill_switch=s.kill_switch,
+                trading_state=s.trading_state, policy=s.policy, equity=self.engine.equity,
+                peak_equity=s.peak_equity, drawdown=self.engine.drawdown,
+                day_trades=s.day_trades, day_realized_pnl=s.day_realized,
+            )
+        )  # fmt: skip
 
     async def _release_held(self) -> None:
         """Decide the held signals the portfolio has now caught up with, in arrival order."""

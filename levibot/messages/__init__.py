@@ -8,6 +8,7 @@ from levibot.messages.control import (
     AlertLevel,
     Command,
     Heartbeat,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -51,6 +52,7 @@ CORE_TYPES: tuple[type[Message], ...] = (
     SubmitOrder,
     Alert,
     Heartbeat,
+    RiskStatus,
 )
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "PortfolioSnapshot",
     "Position",
     "Quote",
+    "RiskStatus",
     "SetKillSwitch",
     "SetRiskPolicy",
     "SetTradingState",

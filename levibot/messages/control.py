@@ -86,6 +86,29 @@ class SubmitOrder(Command, frozen=True, kw_only=True):
     target: ClassVar[str] = "risk"
 
 
+class RiskStatus(Message, frozen=True, kw_only=True):
+    """The risk engine's state, published on every change and periodically: the one truth
+    about the kill switch, the trading state and the exit policy."""
+
+    kill_switch: bool
+    trading_state: TradingState
+    policy: str
+    equity: float
+    peak_equity: float
+    drawdown: float  # (peak - equity) / peak; profits are never drawdown
+    day_trades: int
+    day_realized_pnl: float
+
+    overflow: ClassVar[Overflow] = Overflow.CONFLATE
+    subject_root: ClassVar[str] = "lb.risk"
+
+    def subject(self) -> str:
+        return "lb.risk.status"
+
+    def conflation_key(self) -> object:
+        return RiskStatus
+
+
 class AlertLevel(enum.Enum):
     """How loud an alert is."""
 

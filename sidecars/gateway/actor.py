@@ -27,6 +27,7 @@ from levibot.messages import (
     OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -103,7 +104,7 @@ class GatewayActor(Actor[GatewayConfig]):
     name: ClassVar[str] = "gateway"
     consumes = (
         Tick, Bar, Features, Signal, OrderIntent, OrderDenied, OrderAccepted, Fill, OrderClosed,
-        PortfolioSnapshot, Alert,
+        PortfolioSnapshot, Alert, RiskStatus,
     )  # fmt: skip
     emits = (
         SetKillSwitch, SetTradingState, SetRiskPolicy, StartStrategy, StopStrategy, ActivateModel,

@@ -22,6 +22,7 @@ from levibot.messages import (
     OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
+    RiskStatus,
     Signal,
     SubmitOrder,
     Tick,
@@ -72,6 +73,7 @@ class ReadModels:
         self.ticks: dict[str, Tick] = {}
         self.bars: dict[str, Bar] = {}
         self.risk = RiskControls()
+        self.risk_status: RiskStatus | None = None  # the risk engine's own word, when heard
         self.max_orders = max_orders
         self.messages_seen = 0
 
@@ -128,6 +130,8 @@ class ReadModels:
                 s.fees += msg.fee
                 s.realized_pnl += msg.realized_pnl
                 s.side = s.side or msg.side.value
+            case RiskStatus():
+                self.risk_status = msg
             case OrderClosed():
                 s = self._order(msg.client_order_id, msg.symbol, "closed", msg.ts_init)
                 s.reason = msg.reason

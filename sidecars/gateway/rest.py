@@ -296,6 +296,16 @@ async def recent_signals(request: web.Request) -> web.Response:
 async def get_risk(request: web.Request) -> web.Response:
     models = svc(request).models
     denials = Tally(o.code for o in models.orders.values() if o.status == "denied")
+    status = models.risk_status
+    if status is not None:
+        return ok(
+            s.RiskView(
+                kill_switch=status.kill_switch, trading_state=status.trading_state.value,
+                policy=status.policy, recent_denials=dict(denials), source="risk",
+                equity=status.equity, peak_equity=status.peak_equity, drawdown=status.drawdown,
+                day_trades=status.day_trades,
+            )
+        )  # fmt: skip
     r = models.risk
     body = s.RiskView(
         kill_switch=r.kill_switch, trading_state=r.trading_state, policy=r.policy,

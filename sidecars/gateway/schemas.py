@@ -155,12 +155,19 @@ class SignalsResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskView(msgspec.Struct, frozen=True, kw_only=True):
-    """The risk controls as last commanded through this gateway, and recent denial codes."""
+    """The risk state: the risk engine's own ``RiskStatus`` when the gateway has heard one
+    (``source="risk"``), else the controls last commanded through this gateway
+    (``source="commanded"``); and the recent denial codes."""
 
     kill_switch: bool | None
     trading_state: str | None
     policy: str | None
     recent_denials: dict[str, int]
+    source: str = "commanded"
+    equity: float | None = None
+    peak_equity: float | None = None
+    drawdown: float | None = None
+    day_trades: int | None = None
 
 
 class RiskUpdate(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):

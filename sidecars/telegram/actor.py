@@ -29,6 +29,7 @@ from levibot.messages import (
     OrderClosed,
     OrderDenied,
     PortfolioSnapshot,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -98,7 +99,8 @@ class TelegramActor(SourceActor[TelegramConfig]):
         OrderDenied,
         PortfolioSnapshot,
         OrderClosed,
-        # Commands are read too, whoever sent them, so /risk shows the commanded state.
+        # The risk engine's status, and the commands too (whoever sent them) for /risk.
+        RiskStatus,
         SetKillSwitch,
         SetTradingState,
         SetRiskPolicy,

@@ -17,6 +17,7 @@ from levibot.messages import (
     OrderClosed,
     OrderDenied,
     PortfolioSnapshot,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -28,7 +29,8 @@ OrderEvent = Fill | OrderDenied | OrderClosed
 
 
 class RiskView:
-    """The risk state as last commanded on the bus (None: not seen since start)."""
+    """The risk state: the risk engine's last ``RiskStatus``, or the last command seen (None:
+    nothing heard since start)."""
 
     def __init__(self) -> None:
         self.kill_switch: bool | None = None
@@ -85,6 +87,10 @@ class ReadModel:
             case SetRiskPolicy():
                 self.risk.policy = msg.policy
                 self._commanded(msg.issued_by, msg.ts_event)
+            case RiskStatus():  # the risk engine's own word overrides what was commanded
+                self.risk.kill_switch = msg.kill_switch
+                self.risk.trading_state = msg.trading_state
+                self.risk.policy = msg.policy
             case _:
                 pass
 

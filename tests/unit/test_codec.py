@@ -27,6 +27,7 @@ from levibot.messages import (
     PortfolioSnapshot,
     Position,
     Quote,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -77,6 +78,9 @@ EXAMPLES: list[Message] = [
     Alert(**T, alert_id="a1", level=AlertLevel.CRITICAL, source="risk", text="drawdown",
           code="MAX_DRAWDOWN"),
     Heartbeat(**T, node="n1", groups=("ingest",), ready=True),
+    RiskStatus(**T, kill_switch=True, trading_state=TradingState.HALTED, policy="moderate",
+               equity=9_000.0, peak_equity=10_000.0, drawdown=0.1, day_trades=3,
+               day_realized_pnl=-12.5),
 ]  # fmt: skip
 
 

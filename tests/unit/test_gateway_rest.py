@@ -260,3 +260,22 @@ async def test_predict_and_models_use_the_registry_active_model(tmp_path: Path) 
         assert status == 202
         (cmd,) = g.ctx.of_type(ActivateModel)
         assert (cmd.model_id, cmd.role, cmd.command_id) == ("m1", "shadow", accepted["command_id"])
+
+
+async def test_get_risk_reports_the_risk_engines_own_status_once_heard(tmp_path: Path) -> None:
+    from levibot.messages import RiskStatus
+
+    async with running_gateway(tmp_path) as g:
+        assert (await call(g, "GET", "/risk", "read"))[1]["source"] == "commanded"
+        await g.actor.handle(
+            RiskStatus(
+                ts_event=9, ts_init=9, kill_switch=True, trading_state=TradingState.HALTED,
+                policy="conservative", equity=9_000.0, peak_equity=10_000.0, drawdown=0.1,
+                day_trades=2, day_realized_pnl=-5.0,
+            )
+        )  # fmt: skip
+        status, risk = await call(g, "GET", "/risk", "read")
+        assert status == 200 and risk["source"] == "risk"
+        assert (risk["kill_switch"], risk["trading_state"], risk["policy"]) == (
+            True, "halted", "conservative")  # fmt: skip
+        assert (risk["equity"], risk["drawdown"]) == (9_000.0, 0.1)

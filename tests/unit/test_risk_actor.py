@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import msgspec
+import pytest
 
 from levibot.actors.order import OrderActor, OrderConfig
 from levibot.actors.risk import RiskActor, RiskConfig
@@ -24,6 +24,7 @@ from levibot.messages import (
     OrderIntent,
     PortfolioSnapshot,
     Position,
+    RiskStatus,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -87,7 +88,7 @@ def cmd(t: type[Any], ts: int, **kw: Any) -> Any:
 def test_actor_metadata() -> None:
     assert RiskActor.name == "risk" and RiskActor.supervision.policy is Policy.CRASH
     assert RiskActor.config_type is RiskConfig
-    assert set(RiskActor.emits) == {OrderIntent, OrderDenied, Alert}
+    assert set(RiskActor.emits) == {OrderIntent, OrderDenied, Alert, RiskStatus}
     assert {Signal, Fill, OrderClosed, PortfolioSnapshot, SubmitOrder} <= set(RiskActor.consumes)
 
 
@@ -366,3 +367,21 @@ async def _held_signal_scenario() -> list[str]:
 @pytest.mark.anyio
 async def test_a_signal_waits_for_the_portfolio_of_its_bar_when_asked() -> None:
     assert await _held_signal_scenario() == ["|", "s-BTCUSDT-1700000000000000000"]
+
+
+@pytest.mark.anyio
+async def test_risk_announces_its_status_at_start_and_when_a_control_changes() -> None:
+    from levibot.actors.risk import RiskActor, RiskConfig
+    from levibot.clock import ReplayClock
+    from levibot.messages import SetKillSwitch, TradingState
+    from levibot.testing import RecordingContext
+
+    ctx = RecordingContext("risk", clock=ReplayClock())
+    actor = RiskActor(ctx, RiskConfig(persist=False))
+    await actor.on_start()
+    await actor.handle(SetKillSwitch(ts_event=5, ts_init=5, command_id="k", on=True))
+    await actor.handle(SetKillSwitch(ts_event=6, ts_init=6, command_id="k2", on=True))  # no change
+    statuses = ctx.of_type(RiskStatus)
+    assert [(m.kill_switch, m.trading_state) for m in statuses] == [
+        (False, TradingState.ACTIVE), (True, TradingState.ACTIVE),
+    ]  # fmt: skip
