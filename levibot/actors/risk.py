@@ -170,7 +170,6 @@ class RiskActor(Actor[RiskConfig]):
     async def on_start(self) -> None:
         """Load the persisted state (a corrupt file refuses to start) and build the engine."""
         cfg = self.config
-        self._held: list[Signal] = []
         state = read_state(self.state_path, RiskState) if cfg.persist else None
         if state is not None and state.policy not in EXIT_POLICIES:
             state.policy = cfg.policy
@@ -213,7 +212,8 @@ class RiskActor(Actor[RiskConfig]):
             case Signal() if (
                 self.config.decide_after_portfolio and msg.ts_event > eng.state.snapshot_ts
             ):
-                self._held.append(msg)
+                eng.state.held.append(msg)
+                eng.dirty = True
             case Signal():
                 await self._emit(eng.decide_signal(msg, now))
             case SubmitOrder():
@@ -279,10 +279,12 @@ class RiskActor(Actor[RiskConfig]):
 
     async def _release_held(self) -> None:
         """Decide the held signals the portfolio has now caught up with, in arrival order."""
-        if not self._held:
+        state = self.engine.state
+        if not state.held:
             return
-        ready = [s for s in self._held if s.ts_event <= self.engine.state.snapshot_ts]
-        self._held = [s for s in self._held if s.ts_event > self.engine.state.snapshot_ts]
+        ready = [s for s in state.held if s.ts_event <= state.snapshot_ts]
+        state.held = [s for s in state.held if s.ts_event > state.snapshot_ts]
+        self.engine.dirty = True
         for signal in ready:
             now = signal.ts_event if self.ctx.clock.is_replay else self.ctx.clock.now_ns()
             await self._emit(self.engine.decide_signal(signal, now))

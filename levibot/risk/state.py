@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from levibot.errors import LevibotError
-from levibot.messages import TradingState
+from levibot.messages import Signal, TradingState
 
 T = TypeVar("T")
 
@@ -64,6 +64,9 @@ class RiskState(msgspec.Struct, kw_only=True):
     seen_fills: list[str] = []
     last_price: dict[str, float] = {}
     last_atr: dict[str, float] = {}
+    # Signals waiting for the portfolio of their bar (``decide_after_portfolio``): persisted,
+    # so a signal acked by the transport survives a kill -9 before it was decided.
+    held: list[Signal] = []
 
 
 def default_state_dir(configured: str, storage: Any = None) -> Path:

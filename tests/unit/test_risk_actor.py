@@ -385,3 +385,33 @@ async def test_risk_announces_its_status_at_start_and_when_a_control_changes() -
     assert [(m.kill_switch, m.trading_state) for m in statuses] == [
         (False, TradingState.ACTIVE), (True, TradingState.ACTIVE),
     ]  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_held_signal_survives_a_restart(tmp_path: Path) -> None:
+    from levibot.actors.risk import RiskActor, RiskConfig
+    from levibot.clock import ReplayClock
+    from levibot.messages import OrderIntent, PortfolioSnapshot, Signal, SignalSide
+    from levibot.testing import RecordingContext
+
+    cfg = RiskConfig(preset="off", state_dir=str(tmp_path), decide_after_portfolio=True)
+    t = 1_700_000_000_000_000_000
+    snap = PortfolioSnapshot(
+        ts_event=t - 1, ts_init=t - 1, cash=10_000.0, equity=10_000.0, realized_pnl=0.0,
+        unrealized_pnl=0.0, fees=0.0,
+    )  # fmt: skip
+    first = RiskActor(RecordingContext("risk", clock=ReplayClock()), cfg)
+    await first.on_start()
+    await first.handle(snap)
+    await first.handle(
+        Signal(
+            ts_event=t, ts_init=t, symbol="BTCUSDT", strategy="s", side=SignalSide.LONG,
+            probability=0.9, confidence=0.8, price=100.0, atr=1.0,
+        )
+    )  # fmt: skip
+    # kill -9 here: no on_stop. A new process loads the state and decides on the snapshot.
+    ctx = RecordingContext("risk", clock=ReplayClock())
+    second = RiskActor(ctx, cfg)
+    await second.on_start()
+    await second.handle(msgspec.structs.replace(snap, ts_event=t, ts_init=t))
+    assert [m.client_order_id for m in ctx.of_type(OrderIntent)] == ["s-BTCUSDT-" + str(t)]
