@@ -76,8 +76,10 @@ async def _bare(hops: int, count: int, rate: float, warmup: int) -> dict[str, fl
         for seq in range(count + warmup):
             if interval:
                 due = start + int(seq * interval)
+                # At least 1 ms: a shorter sleep rounds to zero on uvloop, and the source would
+                # spin a core that the measured stages need (this VM has two).
                 while (now := time.monotonic_ns()) < due:  # noqa: ASYNC110 (pacing to a deadline)
-                    await asyncio.sleep(max(0.0, (due - now) / 1e9 - 0.0002))
+                    await asyncio.sleep(max(0.001, (due - now) / 1e9))
             await queues[0].put((seq, time.monotonic_ns()))
 
     tasks = [asyncio.ensure_future(relay(i)) for i in range(hops - 1)]

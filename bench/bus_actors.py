@@ -59,8 +59,10 @@ class BenchSource(SourceActor[SourceConfig]):
         for seq in range(self.config.count + self.config.warmup):
             if interval:
                 due = start + int(seq * interval)
+                # At least 1 ms: a shorter sleep rounds to zero on uvloop, and the source would
+                # spin a core that the measured stages need (this VM has two).
                 while (now := time.monotonic_ns()) < due:  # noqa: ASYNC110 (pacing to a deadline)
-                    await anyio.sleep(max(0.0, (due - now) / 1e9 - 0.0002))
+                    await anyio.sleep(max(0.001, (due - now) / 1e9))
             t = time.monotonic_ns()
             await self.ctx.publish(hop(ts_event=t, ts_init=t, seq=seq, t0=t))
 
