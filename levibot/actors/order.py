@@ -48,8 +48,9 @@ from levibot.messages import (
     Side,
     Tick,
 )
-from levibot.risk import default_state_dir, read_state, write_atomic
+from levibot.risk import read_state, write_atomic
 from levibot.runtime.actor import Actor, Policy, Supervision
+from levibot.settings import with_storage
 
 PosInt = Annotated[int, Meta(ge=1)]
 NOTHING_TO_SELL = "nothing to sell"
@@ -88,7 +89,8 @@ class OrderActor(Actor[OrderConfig]):
     @property
     def state_path(self) -> Path:
         """Return the portfolio file's path."""
-        return default_state_dir(self.config.state_dir, self.ctx.storage) / "portfolio.json"
+        config = with_storage(self.config, self.ctx.storage, state_dir="state")
+        return Path(config.state_dir) / "portfolio.json"
 
     async def on_start(self) -> None:
         """Load the persisted portfolio (a corrupt file refuses to start) and the venue."""

@@ -47,7 +47,6 @@ from levibot.risk import (
     RiskState,
     SizingMode,
     SizingParams,
-    default_state_dir,
     read_state,
     resolve_limits,
     sane_fill,
@@ -55,6 +54,7 @@ from levibot.risk import (
     write_atomic,
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
+from levibot.settings import with_storage
 
 NonNeg = Annotated[float, Meta(ge=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -165,7 +165,8 @@ class RiskActor(Actor[RiskConfig]):
     @property
     def state_path(self) -> Path:
         """Return the state file's path."""
-        return default_state_dir(self.config.state_dir, self.ctx.storage) / "risk.json"
+        config = with_storage(self.config, self.ctx.storage, state_dir="state")
+        return Path(config.state_dir) / "risk.json"
 
     async def on_start(self) -> None:
         """Load the persisted state (a corrupt file refuses to start) and build the engine."""

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import msgspec
 import numpy as np
 from msgspec import Meta
 
@@ -39,6 +38,7 @@ from levibot.ml.scorer import Scorer
 from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
 from levibot.runtime.metrics import Counter, Gauge
+from levibot.settings import with_storage
 from levibot.strategies import STRATEGIES, EmaCross, RsiMacd, RuleStrategy, side_for
 
 Fraction = Annotated[float, Meta(ge=0, le=1)]
@@ -74,13 +74,6 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     drift_tolerance: Annotated[float, Meta(ge=0)] = 0.1  # × training range, on each side
     drift_window: Annotated[int, Meta(ge=1)] = 500  # rows
     drift_max_fraction: Fraction = 0.05
-
-
-def _with_models_dir(config: ScoringConfig, storage: Any) -> ScoringConfig:
-    if config.registry_dir:
-        return config
-    data_dir = storage.data_dir if storage is not None else "var"
-    return msgspec.structs.replace(config, registry_dir=str(Path(data_dir) / "models"))
 
 
 class ScoringActor(Actor[ScoringConfig]):
@@ -133,7 +126,9 @@ class ScoringActor(Actor[ScoringConfig]):
         self._hash = str(self._schema.hash)
         self._size = len(names)
         # registry_dir only: the PostgreSQL registry is chosen explicitly, never inherited.
-        cfg = self.config = _with_models_dir(self.config, self.ctx.storage)
+        cfg = self.config = with_storage(
+            self.config, self.ctx.storage, services=False, registry_dir="models"
+        )
         idx = {n: i for i, n in enumerate(names)}
         missing = [
             n

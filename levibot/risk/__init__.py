@@ -10,7 +10,6 @@ from levibot.risk.sizing import SizingMode, SizingParams, floor_step, kelly_frac
 from levibot.risk.state import (
     RiskState,
     StateFileError,
-    default_state_dir,
     read_state,
     write_atomic,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "SizingMode",
     "SizingParams",
     "StateFileError",
-    "default_state_dir",
     "floor_step",
     "kelly_fraction",
     "read_state",

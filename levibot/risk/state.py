@@ -69,13 +69,6 @@ class RiskState(msgspec.Struct, kw_only=True):
     held: list[Signal] = []
 
 
-def default_state_dir(configured: str, storage: Any = None) -> Path:
-    """Return the state directory: ``configured``, else ``<[storage] data_dir>/state``."""
-    if configured:
-        return Path(configured)
-    return Path(storage.data_dir if storage is not None else "var") / "state"
-
-
 def write_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
     """Write ``obj`` as msgspec JSON to ``path`` atomically: tmp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
