@@ -11,7 +11,9 @@
   ``PortfolioSnapshot`` after every message that filled and every ``snapshot_every_bars`` bars /
   ``snapshot_every_ticks`` ticks. The equity curve gets a point per bar and per fill.
 - Portfolio, pending orders and seen ids go to ``<state_dir>/portfolio.json`` (atomic write)
-  after every message that accepted or filled an order, and in ``on_stop``.
+  after every message that accepted or filled an order, and in ``on_stop``. The write and its
+  fsync run in a worker thread (the event loop never waits for the disk), but ``handle``
+  awaits it: the state a message produced is on disk before the transport acks that message.
 - Quotes only mark positions (at the mid); they fill nothing.
 """
 
@@ -21,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta
 
 from levibot.config import Config
@@ -48,9 +51,10 @@ from levibot.messages import (
     Side,
     Tick,
 )
-from levibot.risk import read_state, write_atomic
+from levibot.risk import read_state
 from levibot.runtime.actor import Actor, Policy, Supervision
 from levibot.settings import with_storage
+from levibot.storage.state_writer import StateWriter
 
 PosInt = Annotated[int, Meta(ge=1)]
 NOTHING_TO_SELL = "nothing to sell"
@@ -95,6 +99,7 @@ class OrderActor(Actor[OrderConfig]):
     async def on_start(self) -> None:
         """Load the persisted portfolio (a corrupt file refuses to start) and the venue."""
         cfg = self.config
+        self._writer = StateWriter(self.state_path, fsync=cfg.fsync)
         state = read_state(self.state_path, PortfolioState) if cfg.persist else None
         self.portfolio = Portfolio(
             cfg.cash,
@@ -157,7 +162,7 @@ class OrderActor(Actor[OrderConfig]):
             intent.symbol
         ):
             await self._reject(intent, now, f"bad quantity {qty!r} or price {px!r}")
-            self.save()
+            await self.save()
             return
         await self.ctx.publish(
             OrderAccepted(
@@ -174,7 +179,7 @@ class OrderActor(Actor[OrderConfig]):
         filled = await self._execute(self.venue.submit(intent, view), intent)
         if filled:
             await self._snapshot(intent)
-        self.save()
+        await self.save()
 
     async def _on_market(self, msg: Tick | Bar, last: float, ts: int, kind: str) -> None:
         if not (math.isfinite(last) and last > 0):
@@ -204,7 +209,7 @@ class OrderActor(Actor[OrderConfig]):
         if filled or due:
             await self._snapshot(msg)
         if filled:
-            self.save()
+            await self.save()
 
     async def _exit(self, entry_id: str, cause: Tick | Bar, reason: str, raw: float) -> bool:
         holding = self.portfolio.state.holdings[cause.symbol]
@@ -316,13 +321,17 @@ class OrderActor(Actor[OrderConfig]):
         )
         await self.ctx.publish(snap)
 
-    def save(self) -> None:
-        """Write the portfolio, pending orders and seen ids now (atomically)."""
+    async def save(self) -> None:
+        """Write the portfolio, pending orders and seen ids; return once they are on disk.
+
+        The state is encoded now, on the loop, so the file holds it as of this call; the
+        atomic write and its fsync run in the writer's worker thread.
+        """
         if self.config.persist:
             state = self.portfolio.to_state(self.venue.pending())
-            write_atomic(self.state_path, state, fsync=self.config.fsync)
+            await self._writer.save(msgspec.json.encode(state))
 
     async def on_stop(self) -> None:
         """Persist the portfolio one last time (marks and the equity curve moved since)."""
         if hasattr(self, "portfolio"):
-            self.save()
+            await self.save()

@@ -4,7 +4,9 @@ All decisions are ``levibot.risk.RiskEngine``'s (pure, unit-tested); this actor 
 messages and the clock, publishes what it decides, and persists its state to
 ``<state_dir>/risk.json`` (atomic write) after every change that matters, loading it back in
 ``on_start``: kill switch, trading state, policy, daily counters, cooldowns and the equity peak
-survive a restart. The persisted policy and trading state win over the config's on restart.
+survive a restart. The write and its fsync run in a worker thread (the event loop never waits
+for the disk), but ``handle`` awaits it: a decision is on disk before the transport acks the
+message that caused it. The persisted policy and trading state win over the config's on restart.
 
 Equity and positions come only from the order actor (``PortfolioSnapshot`` and ``Fill``):
 there is one portfolio, and it is not here. A drawdown or daily-loss breach publishes a
@@ -20,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
 from levibot.config import Config
@@ -51,10 +54,10 @@ from levibot.risk import (
     resolve_limits,
     sane_fill,
     sane_snapshot,
-    write_atomic,
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
 from levibot.settings import with_storage
+from levibot.storage.state_writer import StateWriter
 
 NonNeg = Annotated[float, Meta(ge=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -171,6 +174,7 @@ class RiskActor(Actor[RiskConfig]):
     async def on_start(self) -> None:
         """Load the persisted state (a corrupt file refuses to start) and build the engine."""
         cfg = self.config
+        self._writer = StateWriter(self.state_path, fsync=cfg.fsync)
         state = read_state(self.state_path, RiskState) if cfg.persist else None
         if state is not None and state.policy not in EXIT_POLICIES:
             state.policy = cfg.policy
@@ -255,7 +259,7 @@ class RiskActor(Actor[RiskConfig]):
             case _:
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
         if eng.dirty:
-            self.save()
+            await self.save()
         await self._announce(now)
 
     async def on_tick(self) -> None:
@@ -290,16 +294,20 @@ class RiskActor(Actor[RiskConfig]):
             now = signal.ts_event if self.ctx.clock.is_replay else self.ctx.clock.now_ns()
             await self._emit(self.engine.decide_signal(signal, now))
 
-    def save(self) -> None:
-        """Write the state file now (atomically) when persistence is on."""
-        if self.config.persist:
-            write_atomic(self.state_path, self.engine.state, fsync=self.config.fsync)
+    async def save(self) -> None:
+        """Write the state file when persistence is on; return once it is on disk.
+
+        The state is encoded now, on the loop, so the file holds it as of this call; the
+        atomic write and its fsync run in the writer's worker thread.
+        """
         self.engine.dirty = False
+        if self.config.persist:
+            await self._writer.save(msgspec.json.encode(self.engine.state))
 
     async def on_stop(self) -> None:
         """Write the state one last time (the book marks may have moved)."""
         if hasattr(self, "engine"):
-            self.save()
+            await self.save()
 
     async def _emit(self, out: OrderIntent | OrderDenied | None) -> None:
         if out is None:

@@ -1,8 +1,7 @@
-"""The risk engine's persisted state and the atomic state-file writer both actors use."""
+"""The risk engine's persisted state, and reading and writing the state files of both actors."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,6 +9,7 @@ import msgspec
 
 from levibot.errors import LevibotError
 from levibot.messages import Signal, TradingState
+from levibot.storage.atomic import write_atomic_bytes
 
 T = TypeVar("T")
 
@@ -70,23 +70,8 @@ class RiskState(msgspec.Struct, kw_only=True):
 
 
 def write_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
-    """Write ``obj`` as msgspec JSON to ``path`` atomically: tmp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = msgspec.json.encode(obj)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        # The rename is durable only once the directory entry is.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write ``obj`` as msgspec JSON to ``path`` atomically (blocking; see ``StateWriter``)."""
+    write_atomic_bytes(path, msgspec.json.encode(obj), fsync=fsync)
 
 
 def read_state(path: Path, type_: type[T]) -> T | None:
