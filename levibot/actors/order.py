@@ -35,6 +35,7 @@ from levibot.execution import (
     Portfolio,
     PortfolioState,
     bar_exit,
+    refusal,
     tick_exit,
 )
 from levibot.messages import (
@@ -237,6 +238,10 @@ class OrderActor(Actor[OrderConfig]):
         for ex in executions:
             i = ex.intent
             now = self._now
+            why = refusal(i, ex.price)
+            if why is not None:
+                await self._reject(i, now, why)
+                continue
             applied = self.portfolio.apply(
                 i.symbol, i.side, i.quantity, ex.price, self.venue.fee_rate, ex.ts, intent=i
             )

@@ -29,6 +29,7 @@ from levibot.config import Config
 from levibot.messages import (
     Alert,
     AlertLevel,
+    Bar,
     Fill,
     Message,
     OrderClosed,
@@ -85,6 +86,9 @@ class RiskConfig(Config, frozen=True, kw_only=True):
     cooldown_stop_loss_global_s: NonNeg | None = None
     min_time_between_trades_s: NonNeg | None = None
     max_spread_bps: NonNeg | None = None
+    max_price_deviation_pct: Fraction | None = None
+    # A manual order needs a market price no older than this (clock time); 0: any age.
+    max_price_age_s: NonNeg = 0.0
     # sizing
     sizing: SizingMode = "fixed_notional"
     notional: Annotated[float, Meta(gt=0)] = 1_000.0
@@ -133,7 +137,8 @@ class RiskConfig(Config, frozen=True, kw_only=True):
 
 
 RiskIn = (
-    Signal
+    Bar
+    | Signal
     | Fill
     | OrderClosed
     | PortfolioSnapshot
@@ -149,6 +154,7 @@ class RiskActor(Actor[RiskConfig]):
 
     name = "risk"
     consumes = (
+        Bar,
         Signal,
         Fill,
         OrderClosed,
@@ -191,6 +197,7 @@ class RiskActor(Actor[RiskConfig]):
             halt_on_breach=cfg.halt_on_breach,
             pending_timeout_s=cfg.pending_timeout_s,
             atr_exits=cfg.atr_exits,
+            max_price_age_s=cfg.max_price_age_s,
         )
         m = self.ctx.metrics
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
@@ -219,6 +226,8 @@ class RiskActor(Actor[RiskConfig]):
             ):
                 eng.state.held.append(msg)
                 eng.dirty = True
+            case Bar():
+                eng.on_bar(msg, now)  # the market price; saved with the next real change
             case Signal():
                 await self._emit(eng.decide_signal(msg, now))
             case SubmitOrder():

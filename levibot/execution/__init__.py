@@ -8,6 +8,7 @@ from levibot.execution.venue import (
     MarketView,
     PaperVenue,
     bar_exit,
+    refusal,
     tick_exit,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "Portfolio",
     "PortfolioState",
     "bar_exit",
+    "refusal",
     "tick_exit",
 ]

@@ -133,6 +133,26 @@ class PaperVenue:
             self._pending.setdefault(intent.symbol, []).append(intent)
 
 
+def refusal(intent: OrderIntent, price: float) -> str | None:
+    """Return why ``intent`` must not execute at ``price`` (slippage included), or None.
+
+    The venue's own re-check of what the risk engine approved, at the price it really fills
+    at: a limit order's limit, and the approved notional bound (``max_notional``), which a
+    price that moved since the order was sized, or a caller's price, must not get around.
+    """
+    limit = intent.limit_price
+    if limit > 0:
+        if intent.side is Side.BUY and price > limit:
+            return f"buy limit {limit:g} not reached: the price is {price:g}"
+        if intent.side is Side.SELL and price < limit:
+            return f"sell limit {limit:g} not reached: the price is {price:g}"
+    bound = intent.max_notional
+    notional = intent.quantity * price
+    if bound > 0 and not notional <= bound * (1 + 1e-9):  # NaN refused too
+        return f"notional {notional:.2f} at the fill price exceeds the approved {bound:.2f}"
+    return None
+
+
 def tick_exit(h: Holding, price: float, ts: int) -> tuple[str, float] | None:
     """Return ``(reason, raw price)`` when a tick at ``price`` exits the position."""
     if h.stop_loss > 0 and price <= h.stop_loss:

@@ -82,7 +82,10 @@ class SubmitOrder(Command, frozen=True, kw_only=True):
     symbol: str
     side: str  # "buy" | "sell"
     quantity: float = 0.0  # 0.0: let the risk engine size it
-    price: float = 0.0  # reference price; 0.0: the last known price
+    # A limit price, never a sizing price: the risk engine sizes and checks at the market
+    # price it knows, refuses a limit too far from it, and the venue honours the limit.
+    # 0.0: at market.
+    price: float = 0.0
     target: ClassVar[str] = "risk"
 
 

@@ -54,6 +54,11 @@ class OrderIntent(SymbolMessage, frozen=True, kw_only=True):
     max_hold_ns: int = 0  # time exit; 0: none
     reduce_only: bool = False
     reason: str = "signal"  # "signal" | "manual" | "exit"
+    # A manual order's limit: a buy executes at no more, a sell at no less; 0.0: at market.
+    limit_price: float = 0.0
+    # The most the venue may execute at its fill price (quantity x price): the approved
+    # notional limit widened by the allowed price move; 0.0: no bound (exits, no limit).
+    max_notional: float = 0.0
 
     durable: ClassVar[bool] = True
     subject_root: ClassVar[str] = "lb.order.intent"

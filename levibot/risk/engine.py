@@ -29,6 +29,7 @@ from levibot.messages import (
     OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
+    Bar,
     Side,
     Signal,
     SignalSide,
@@ -71,6 +72,7 @@ class _Order:
     probability: float = 0.5
     atr: float = 0.0
     invalid: tuple[DenyCode, str] | None = None  # a malformed manual order, denied at step 5
+    limit_price: float = 0.0  # a manual order's limit; 0.0: at market
 
 
 class RiskEngine:
@@ -87,6 +89,7 @@ class RiskEngine:
         halt_on_breach: bool = True,
         pending_timeout_s: float = 0.0,
         atr_exits: bool = True,
+        max_price_age_s: float = 0.0,
     ) -> None:
         self.limits = limits
         self.sizing = sizing
@@ -94,6 +97,7 @@ class RiskEngine:
         self.halt_on_breach = halt_on_breach
         self.pending_timeout_ns = int(pending_timeout_s * NS_PER_S)
         self.atr_exits = atr_exits
+        self.max_price_age_ns = int(max_price_age_s * NS_PER_S)
         self._ns = NsLimits.of(limits)
         if state is None:
             state = RiskState(cash=initial_equity, peak_equity=initial_equity)
@@ -202,6 +206,27 @@ class RiskEngine:
         self.dirty = True
         return True
 
+    # ---- the market --------------------------------------------------------------------------
+    def on_bar(self, bar: Bar, now: int) -> None:
+        """Take ``bar``'s close as the market price of its symbol (manual orders size at it)."""
+        self.mark(bar.symbol, bar.close, now)
+
+    def mark(self, symbol: str, price: float, now: int) -> None:
+        """Record ``price`` as the market price of ``symbol`` at ``now`` (ignored if unusable)."""
+        if math.isfinite(price) and price > 0:
+            self.state.last_price[symbol] = price
+            self.state.last_price_ns[symbol] = now
+
+    def market_price(self, symbol: str, now: int) -> float | None:
+        """Return the last market price of ``symbol``; None if unknown or older than allowed."""
+        price = self.state.last_price.get(symbol)
+        if price is None:
+            return None
+        age_limit = self.max_price_age_ns
+        if age_limit > 0 and now - self.state.last_price_ns.get(symbol, 0) > age_limit:
+            return None
+        return price
+
     # ---- events from the order actor ------------------------------------------------------
     def on_snapshot(self, snap: PortfolioSnapshot, now: int) -> list[Breach]:
         """Replace the book by the order actor's snapshot; return the limits it breaches."""
@@ -241,8 +266,7 @@ class RiskEngine:
                 )
             else:
                 s.positions.pop(fill.symbol, None)
-        if fill.price > 0:
-            s.last_price[fill.symbol] = fill.price
+        self.mark(fill.symbol, fill.price, now)
         self.roll_day(now)
         s.day_realized += fill.realized_pnl
         if fill.realized_pnl < 0:
@@ -302,8 +326,7 @@ class RiskEngine:
         coid = f"{sig.strategy}-{sig.symbol}-{sig.ts_event}"
         if coid in self._decided:
             return None
-        if math.isfinite(sig.price) and sig.price > 0:
-            self.state.last_price[sig.symbol] = sig.price
+        self.mark(sig.symbol, sig.price, now)
         if math.isfinite(sig.atr) and sig.atr > 0:
             self.state.last_atr[sig.symbol] = sig.atr
         self.expire_pending(now)
@@ -340,6 +363,13 @@ class RiskEngine:
     def decide_manual(self, cmd: SubmitOrder, now: int) -> OrderIntent | OrderDenied | None:
         """Run a manual order through the same checks (no confidence or spread to check).
 
+        The order is sized and checked at the market price the engine knows (the last bar
+        close, signal or fill of the symbol), never at a price the caller sent: ``cmd.price``
+        is a limit only. It is refused when no market price is known (or it is older than
+        ``max_price_age_s``) and when the limit is further than ``max_price_deviation_pct``
+        from the market. The intent carries the limit to the venue, which executes the order
+        at once within it or closes it unfilled (immediate-or-cancel).
+
         A quantity of 0 sizes a buy with the sizing mode (``kelly`` falls back to fixed
         notional: there is no probability) and sells the whole position.
         """
@@ -347,7 +377,7 @@ class RiskEngine:
         if coid in self._decided:
             return None  # a re-delivered command
         self._remember(self.state.decided, self._decided, coid)
-        price = cmd.price if cmd.price > 0 else self.state.last_price.get(cmd.symbol, 0.0)
+        market = self.market_price(cmd.symbol, now)
         self.expire_pending(now)
         held = self.position(cmd.symbol)
         side = {"buy": Side.BUY, "sell": Side.SELL}.get(cmd.side.lower())
@@ -355,7 +385,7 @@ class RiskEngine:
             symbol=cmd.symbol,
             side=side or Side.BUY,
             quantity=cmd.quantity,
-            price=price,
+            price=market or 0.0,
             reducing=side is Side.SELL,
             strategy="manual",
             client_order_id=coid,
@@ -364,14 +394,32 @@ class RiskEngine:
             ts_ingress=cmd.ts_ingress,
             probability=0.5,
             atr=self.state.last_atr.get(cmd.symbol, 0.0),
+            limit_price=cmd.price,
         )
         if side is None:
             order.invalid = (DenyCode.BAD_ORDER, f"side {cmd.side!r} is not buy/sell")
         elif side is Side.SELL and held <= EPS:
             order.invalid = (DenyCode.SHORT_NOT_ALLOWED, "spot is long-only: nothing to sell")
+        elif cmd.price != 0 and not (math.isfinite(cmd.price) and cmd.price > 0):
+            order.invalid = (DenyCode.BAD_ORDER, f"limit price {cmd.price!r} is not > 0")
+        elif market is None:
+            order.invalid = (DenyCode.NO_PRICE, f"no current market price for {cmd.symbol}")
+        elif cmd.price > 0 and (off := self._off_market(cmd.price, market)) is not None:
+            order.invalid = (DenyCode.PRICE_OFF_MARKET, off)
         elif side is Side.SELL:
             order.quantity = held if cmd.quantity == 0 else cmd.quantity
         return self._check(order, now, held)
+
+    def _off_market(self, limit: float, market: float) -> str | None:
+        """Return why ``limit`` is too far from ``market``, or None when it is close enough."""
+        band = self.limits.max_price_deviation_pct
+        deviation = abs(limit - market) / market
+        if band > 0 and deviation > band:
+            return (
+                f"limit {limit:g} is {deviation:.2%} from the market price {market:g}"
+                f" (at most {band:.2%})"
+            )
+        return None
 
     def _deny(self, o: _Order, now: int, code: DenyCode, reason: str) -> OrderDenied:
         return OrderDenied(
@@ -465,6 +513,8 @@ class RiskEngine:
                 pol = self.policy
                 sl, tp = o.price - pol.sl_atr * o.atr, o.price + pol.tp_atr * o.atr
         self.dirty = True
+        cap = self.limits.max_order_notional
+        bound = 0.0 if o.reducing or cap <= 0 else cap * (1 + self.limits.max_price_deviation_pct)
         return OrderIntent(
             ts_event=o.ts_event,
             ts_init=now,
@@ -480,6 +530,8 @@ class RiskEngine:
             max_hold_ns=hold,
             reduce_only=o.reducing,
             reason=o.reason,
+            limit_price=o.limit_price,
+            max_notional=bound,
         )
 
     @staticmethod

@@ -46,6 +46,10 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
     cooldown_stop_loss_global_s: float = 0.0
     min_time_between_trades_s: float = 0.0  # per symbol, since its last approved order
     max_spread_bps: float = 0.0
+    # How far a price may stray from the market: a manual order's limit from the last market
+    # price when it is decided, and the venue's fill price from the price the order was sized
+    # at (the intent's ``max_notional`` is ``max_order_notional`` widened by this much).
+    max_price_deviation_pct: float = 0.0
 
 
 #: Preset limits. "off" disables every limit (backtests against a reference library).
@@ -57,7 +61,7 @@ PRESETS: dict[str, RiskLimits] = {
         max_daily_loss_pct=0.02, max_drawdown_pct=0.10,
         cooldown_loss_s=900.0, cooldown_loss_global_s=300.0,
         cooldown_stop_loss_s=3_600.0, cooldown_stop_loss_global_s=900.0,
-        min_time_between_trades_s=300.0, max_spread_bps=10.0,
+        min_time_between_trades_s=300.0, max_spread_bps=10.0, max_price_deviation_pct=0.02,
     ),
     "normal": RiskLimits(
         min_confidence=0.2, max_orders_per_window=10, rate_window_s=60.0,
@@ -66,7 +70,7 @@ PRESETS: dict[str, RiskLimits] = {
         max_daily_loss_pct=0.03, max_drawdown_pct=0.15,
         cooldown_loss_s=300.0, cooldown_loss_global_s=60.0,
         cooldown_stop_loss_s=1_800.0, cooldown_stop_loss_global_s=300.0,
-        min_time_between_trades_s=60.0, max_spread_bps=20.0,
+        min_time_between_trades_s=60.0, max_spread_bps=20.0, max_price_deviation_pct=0.05,
     ),
     "aggressive": RiskLimits(
         min_confidence=0.1, max_orders_per_window=30, rate_window_s=60.0,
@@ -75,7 +79,7 @@ PRESETS: dict[str, RiskLimits] = {
         max_daily_loss_pct=0.05, max_drawdown_pct=0.25,
         cooldown_loss_s=60.0, cooldown_loss_global_s=0.0,
         cooldown_stop_loss_s=600.0, cooldown_stop_loss_global_s=60.0,
-        min_time_between_trades_s=10.0, max_spread_bps=50.0,
+        min_time_between_trades_s=10.0, max_spread_bps=50.0, max_price_deviation_pct=0.10,
     ),
     "off": RiskLimits(),
 }  # fmt: skip

@@ -62,7 +62,8 @@ class RiskState(msgspec.Struct, kw_only=True):
     pending: dict[str, PendingOrder] = {}
     decided: list[str] = []  # recent client order ids already decided (re-delivery guard)
     seen_fills: list[str] = []
-    last_price: dict[str, float] = {}
+    last_price: dict[str, float] = {}  # the market price: last bar close, signal or fill
+    last_price_ns: dict[str, int] = {}  # when ``last_price`` was seen (clock time)
     last_atr: dict[str, float] = {}
     # Signals waiting for the portfolio of their bar (``decide_after_portfolio``): persisted,
     # so a signal acked by the transport survives a kill -9 before it was decided.

@@ -28,13 +28,17 @@ T0 = 1_700_006_400 * S  # 2023-11-15 00:00:00 UTC, a day boundary
 DAY = 86_400 * S
 
 
-def engine(halt_on_breach: bool = True, **limits: Any) -> RiskEngine:
-    return RiskEngine(
+def engine(halt_on_breach: bool = True, market: float | None = 100.0, **limits: Any) -> RiskEngine:
+    """An engine that has seen BTCUSDT trade at ``market`` (manual orders size at it)."""
+    eng = RiskEngine(
         RiskLimits(**limits),
         SizingParams(mode="fixed_notional", notional=1_000.0, fee_bps=10.0),
         initial_equity=10_000.0,
         halt_on_breach=halt_on_breach,
     )
+    if market is not None:
+        eng.mark("BTCUSDT", market, T0)
+    return eng
 
 
 def sig(
@@ -226,7 +230,7 @@ def test_no_usable_price_is_denied(price: float) -> None:
 
 
 def test_manual_order_without_price_and_no_known_price_is_denied() -> None:
-    assert code(engine().decide_manual(manual(price=0.0), T0)) == "NO_PRICE"
+    assert code(engine(market=None).decide_manual(manual(price=0.0), T0)) == "NO_PRICE"
 
 
 def test_bad_size_below_minimum_or_non_positive_quantity() -> None:
@@ -495,3 +499,11 @@ def test_atr_exits_can_be_turned_off() -> None:
     eng = RiskEngine(RiskLimits(), SizingParams(), initial_equity=10_000.0, atr_exits=False)
     out = eng.decide_signal(sig(atr=2.0), T0)
     assert isinstance(out, OrderIntent) and (out.stop_loss, out.take_profit) == (0.0, 0.0)
+
+
+def test_a_manual_limit_far_from_the_market_is_denied() -> None:
+    eng = engine(max_price_deviation_pct=0.05)  # the market is 100
+    assert code(eng.decide_manual(manual(price=1.0), T0)) == "PRICE_OFF_MARKET"
+    assert code(eng.decide_manual(manual(price=106.0, ts=T0 + 1), T0)) == "PRICE_OFF_MARKET"
+    out = eng.decide_manual(manual(price=104.0, ts=T0 + 2), T0)
+    assert isinstance(out, OrderIntent) and (out.price, out.limit_price) == (100.0, 104.0)
