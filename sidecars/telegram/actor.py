@@ -39,8 +39,8 @@ from levibot.messages import (
 from levibot.runtime.actor import ActorContext, Policy, SourceActor, Supervision
 from levibot.settings import with_storage
 from sidecars.telegram import views
-from sidecars.telegram.bot import COMMANDS, BotDeps, build_router
-from sidecars.telegram.notify import Outbox, RetryAfterMiddleware, Sender
+from sidecars.telegram.bot import COMMANDS, SHARED_SENDER_IDS, BotDeps, build_router
+from sidecars.telegram.notify import Outbox, Outgoing, RetryAfterMiddleware, Sender
 from sidecars.telegram.readmodel import ReadModel
 from sidecars.telegram.subscriptions import (
     JsonFileStore,
@@ -49,6 +49,7 @@ from sidecars.telegram.subscriptions import (
     Subscriptions,
     SubscriptionStore,
 )
+from sidecars.telegram.text import split_text
 
 TOKEN_ENV = "LEVIBOT__TELEGRAM__TOKEN"
 
@@ -62,7 +63,9 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
     token: str = ""
     api_base: str = "https://api.telegram.org"  # a local Bot API server or a test stand-in
     miniapp_url: str = ""  # the public https URL of the gateway's /app page
-    admin_user_ids: tuple[int, ...] = ()  # Telegram user ids allowed /killswitch and /trading
+    # Telegram user ids allowed /killswitch and /trading. Telegram's shared ids (the
+    # GroupAnonymousBot every anonymous group admin posts as, ...) are refused: see __post_init__.
+    admin_user_ids: tuple[int, ...] = ()
     symbols: tuple[str, ...] = ()  # symbols users may subscribe to; empty: any well-formed one
     redis_url: str = ""  # persist subscriptions in Redis when set, else a JSON file
     redis_prefix: str = "levibot:telegram:"
@@ -77,6 +80,21 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
     min_push_confidence: Annotated[float, Meta(ge=0, le=1)] = 0.0
     recent_size: PositiveInt = 50
     max_concurrent_updates: PositiveInt = 16
+    max_symbols_per_chat: PositiveInt = 50  # /subscribe refuses more, with an answer saying so
+    # A text longer than one message (4,096 UTF-16 units) is split into at most this many
+    # messages; the rest is cut with a marker saying how much was left out.
+    max_message_parts: PositiveInt = 4
+
+    def __post_init__(self) -> None:
+        # A shared id names no one: admitting it would make every anonymous admin of every
+        # group (or every linked channel) an admin of this engine. Fail at start instead.
+        shared = sorted(set(self.admin_user_ids) & set(SHARED_SENDER_IDS))
+        if shared:
+            names = ", ".join(f"{i} ({SHARED_SENDER_IDS[i]})" for i in shared)
+            raise ValueError(
+                f"telegram.admin_user_ids: {names} is a shared Telegram id, not a person; "
+                "anonymous admins must turn off 'Remain anonymous' and use their own user id"
+            )
 
     def __repr__(self) -> str:
         # The token must never reach a log line, a traceback or a config dump.
@@ -114,7 +132,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
         self._token = config.token or os.environ.get(TOKEN_ENV, "")
         self.readmodel = ReadModel(recent=config.recent_size)
         self.config = with_storage(self.config, ctx.storage, data_dir="")
-        self.subscriptions = Subscriptions(self._store())
+        self.subscriptions = Subscriptions(self._store(), max_symbols=config.max_symbols_per_chat)
         self.outbox = Outbox(
             per_chat_size=config.chat_queue_size,
             per_chat_interval_s=config.per_chat_interval_s,
@@ -159,8 +177,10 @@ class TelegramActor(SourceActor[TelegramConfig]):
         if not self.enabled:
             return
         for chat_id, text in self.pushes(msg):
-            if not self.outbox.put(chat_id, text):
-                self._m_dropped.inc()
+            thread_id = self.subscriptions.get(chat_id).thread_id
+            for part in split_text(text, max_parts=self.config.max_message_parts):
+                if not self.outbox.put(chat_id, part, thread_id):
+                    self._m_dropped.inc()
 
     def pushes(self, msg: Message) -> list[tuple[int, str]]:
         """Return the (chat, text) pushes ``msg`` causes; remembers what signals it pushed."""
@@ -233,6 +253,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
             admin_user_ids=frozenset(self.config.admin_user_ids),
             miniapp_url=self.config.miniapp_url,
             allowed_symbols=frozenset(s.upper() for s in self.config.symbols),
+            max_message_parts=self.config.max_message_parts,
         )
         dp = Dispatcher()
         dp.include_router(build_router(deps))
@@ -241,9 +262,11 @@ class TelegramActor(SourceActor[TelegramConfig]):
             await self._dormant()
         self.ctx.log.info("telegram.started", username=me.username, api=self.config.api_base)
 
-        async def send(chat_id: int, text: str) -> Any:
+        async def send(item: Outgoing) -> Any:
             # Straight to the session: 429s are the sender's to schedule, not a middleware's.
-            method = SendMessage(chat_id=chat_id, text=text)
+            method = SendMessage(
+                chat_id=item.chat_id, text=item.text, message_thread_id=item.thread_id
+            )
             return await bot.session.make_request(bot, method, timeout=None)
 
         self.sender = Sender(

@@ -38,6 +38,7 @@ class Outgoing:
 
     chat_id: int
     text: str
+    thread_id: int | None = None  # the forum topic to post in (None: the chat itself)
     attempts: int = 0
 
 
@@ -66,8 +67,8 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def put(self, chat_id: int, text: str) -> bool:
-        """Queue ``text`` for ``chat_id``; return False when the chat's oldest was dropped."""
+    def put(self, chat_id: int, text: str, thread_id: int | None = None) -> bool:
+        """Queue ``text`` for ``chat_id`` (topic ``thread_id``); False when the oldest dropped."""
         queue = self._queues.get(chat_id)
         if queue is None:
             queue = self._queues[chat_id] = deque()
@@ -76,7 +77,7 @@ class Outbox:
             queue.popleft()
             self.dropped[chat_id] += 1
             kept = False
-        queue.append(Outgoing(chat_id, text))
+        queue.append(Outgoing(chat_id, text, thread_id))
         if len(queue) == 1:
             self._order.append(chat_id)
         self._wakeup.set()
@@ -129,7 +130,7 @@ class Outbox:
             await self._wakeup.wait()
 
 
-SendFn = Callable[[int, str], Awaitable[Any]]
+SendFn = Callable[[Outgoing], Awaitable[Any]]
 
 #: Errors that retrying cannot fix: the chat is gone, blocked the bot or the text is invalid.
 _PERMANENT = (
@@ -138,6 +139,9 @@ _PERMANENT = (
     TelegramNotFound,
     TelegramUnauthorizedError,
 )
+
+#: How the Bot API says a push's forum topic is no longer there to post in.
+_TOPIC_GONE = ("message thread not found", "topic_closed", "topic_deleted")
 
 
 class Sender:
@@ -180,7 +184,7 @@ class Sender:
     async def _deliver(self, item: Outgoing) -> None:
         item.attempts += 1
         try:
-            await self.send(item.chat_id, item.text)
+            await self.send(item)
         except TelegramRetryAfter as exc:
             # Flood control is not a failure: wait as long as Telegram says, then resend.
             self.retried_429 += 1
@@ -189,6 +193,13 @@ class Sender:
             item.attempts -= 1
             self.outbox.defer(item, float(exc.retry_after))
         except _PERMANENT as exc:
+            if item.thread_id is not None and any(m in str(exc).lower() for m in _TOPIC_GONE):
+                # The forum topic was deleted or closed: the chat's General topic still hears it.
+                self.log.warning("telegram.topic_gone", chat_id=item.chat_id, topic=item.thread_id)
+                item.thread_id = None
+                item.attempts -= 1
+                self.outbox.defer(item, 0.0)
+                return
             self.failed += 1
             self._m_failed.inc()
             self.log.warning("telegram.push_rejected", chat_id=item.chat_id, error=str(exc))

@@ -12,6 +12,7 @@ import enum
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,8 +63,24 @@ def normalize_symbol(text: str, allowed: frozenset[str] = frozenset()) -> str:
     return cleaned
 
 
+class SubscriptionLimitError(Exception):
+    """The chat already follows as many symbols as a chat may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a chat may follow at most {limit} symbols")
+        self.limit = limit
+
+
+class SubscriptionStoreError(Exception):
+    """The store refused a change; the change was not applied."""
+
+
 class ChatSettings(msgspec.Struct, kw_only=True):
-    """What one chat follows and hears about. Stored as JSON."""
+    """What one chat follows and hears about. Stored as JSON.
+
+    ``thread_id`` is the forum topic of the chat's latest ``/subscribe`` (None: not a topic);
+    pushes go there. Entries stored before it existed load with None.
+    """
 
     chat_id: int
     user_id: int = 0
@@ -71,6 +88,7 @@ class ChatSettings(msgspec.Struct, kw_only=True):
     notify: list[str] = msgspec.field(
         default_factory=lambda: sorted(k.value for k in DEFAULT_NOTIFY)
     )
+    thread_id: int | None = None
 
     def wants(self, kind: NotifyKind, symbol: str | None = None) -> bool:
         """Return True when this chat should hear about ``kind`` (for ``symbol``, if any)."""
@@ -148,10 +166,13 @@ class JsonFileStore:
 class RedisStore:
     """Every chat as one field of the hash ``<prefix>chats`` in Redis."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, timeout_s: float = 5.0) -> None:
         import redis.asyncio as aioredis  # imported lazily: only this store needs it
 
-        self._redis: Any = aioredis.Redis.from_url(url)
+        # Bounded waits: a Redis that stopped answering fails a change instead of hanging it.
+        self._redis: Any = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self.key = f"{prefix}chats"
         self.problems: list[str] = []
 
@@ -176,10 +197,16 @@ class RedisStore:
 
 
 class Subscriptions:
-    """The registry of chats; every change is written through to the store."""
+    """The registry of chats; every change is written through to the store.
 
-    def __init__(self, store: SubscriptionStore) -> None:
+    A change reaches ``chats`` only once the store took it: a failed write raises
+    ``SubscriptionStoreError`` and leaves memory as it was, so what pushes follow is always
+    what a restarted bot will load.
+    """
+
+    def __init__(self, store: SubscriptionStore, *, max_symbols: int = 50) -> None:
         self.store = store
+        self.max_symbols = max_symbols
         self.chats: dict[int, ChatSettings] = {}
         self._lock = anyio.Lock()
 
@@ -193,38 +220,69 @@ class Subscriptions:
         found = self.chats.get(chat_id)
         return found if found is not None else ChatSettings(chat_id=chat_id, user_id=user_id)
 
-    async def _put(self, settings: ChatSettings) -> None:
-        async with self._lock:  # serialise whole-file writes so none overtakes another
-            self.chats[settings.chat_id] = settings
-            await self.store.save(settings, dict(self.chats))
+    async def _change(
+        self,
+        chat_id: int,
+        user_id: int,
+        change: Callable[[ChatSettings], ChatSettings | None],
+    ) -> bool:
+        """Apply ``change`` (None: nothing to do) to the chat, store first; return if it did."""
+        # One lock around read, write and apply: no change overtakes or overwrites another.
+        async with self._lock:
+            updated = change(self.get(chat_id, user_id))
+            if updated is None:
+                return False
+            after = {**self.chats, chat_id: updated}
+            try:
+                await self.store.save(updated, after)
+            except Exception as exc:
+                raise SubscriptionStoreError(
+                    f"{type(self.store).__name__} refused the change: {exc!r}"
+                ) from exc
+            self.chats = after
+            return True
 
-    async def subscribe(self, chat_id: int, user_id: int, symbol: str) -> bool:
-        """Follow ``symbol``; return False when the chat already did."""
-        settings = self.get(chat_id, user_id)
-        if symbol in settings.symbols:
-            return False
-        await self._put(msgspec.structs.replace(settings, symbols=[*settings.symbols, symbol]))
-        return True
+    async def subscribe(
+        self, chat_id: int, user_id: int, symbol: str, *, thread_id: int | None = None
+    ) -> bool:
+        """Follow ``symbol`` (pushes go to forum topic ``thread_id``); False if already followed.
+
+        Raise ``SubscriptionLimitError`` when the chat follows ``max_symbols`` already.
+        """
+
+        def add(settings: ChatSettings) -> ChatSettings | None:
+            if symbol in settings.symbols:
+                return None
+            if len(settings.symbols) >= self.max_symbols:
+                raise SubscriptionLimitError(self.max_symbols)
+            symbols = [*settings.symbols, symbol]
+            return msgspec.structs.replace(settings, symbols=symbols, thread_id=thread_id)
+
+        return await self._change(chat_id, user_id, add)
 
     async def unsubscribe(self, chat_id: int, symbol: str) -> bool:
         """Stop following ``symbol`` (``*`` stops everything); return False if not followed."""
-        settings = self.get(chat_id)
-        if symbol == ALL_SYMBOLS and settings.symbols:
-            remaining: list[str] = []
-        elif symbol in settings.symbols:
-            remaining = [s for s in settings.symbols if s != symbol]
-        else:
-            return False
-        await self._put(msgspec.structs.replace(settings, symbols=remaining))
-        return True
+
+        def remove(settings: ChatSettings) -> ChatSettings | None:
+            if symbol == ALL_SYMBOLS and settings.symbols:
+                return msgspec.structs.replace(settings, symbols=[])
+            if symbol in settings.symbols:
+                remaining = [s for s in settings.symbols if s != symbol]
+                return msgspec.structs.replace(settings, symbols=remaining)
+            return None
+
+        return await self._change(chat_id, 0, remove)
 
     async def set_notify(self, chat_id: int, user_id: int, kind: NotifyKind, on: bool) -> None:
         """Switch pushes of ``kind`` on or off for ``chat_id``."""
-        settings = self.get(chat_id, user_id)
-        kinds = set(settings.notify) - {kind.value}
-        if on:
-            kinds.add(kind.value)
-        await self._put(msgspec.structs.replace(settings, notify=sorted(kinds)))
+
+        def switch(settings: ChatSettings) -> ChatSettings:
+            kinds = set(settings.notify) - {kind.value}
+            if on:
+                kinds.add(kind.value)
+            return msgspec.structs.replace(settings, notify=sorted(kinds))
+
+        await self._change(chat_id, user_id, switch)
 
     def recipients(self, kind: NotifyKind, symbol: str | None = None) -> list[int]:
         """Return the chats that should receive a push of ``kind`` about ``symbol``."""

@@ -3,8 +3,17 @@
 It serves ``POST /bot<token>/<method>`` (JSON, urlencoded or multipart bodies, as aiogram and
 other clients send them) and answers ``{"ok": true, "result": ...}`` with result objects shaped
 like Telegram's, so an unmodified aiogram ``Bot`` and ``Dispatcher`` run against it. A test
-queues updates (``send_text``), reads what the bot did (``calls``, ``sent_messages``) and injects
-failures: 429 flood control with ``retry_after`` (``fail_next``) or a chat that blocked the bot.
+queues updates (``send_text``, also in a forum topic or as an anonymous group admin), reads
+what the bot did (``calls``, ``sent_messages``) and injects failures: 429 flood control with
+``retry_after`` (``fail_next``), a chat that blocked the bot, a deleted forum topic.
+
+``sendMessage`` enforces Telegram's limits with Telegram's answers: a text that is blank once
+stripped is ``400 Bad Request: message text is empty``, one over 4,096 characters after
+entities parsing is ``400 Bad Request: message is too long``. Characters are counted in UTF-16
+code units (how Telegram measures text; an emoji outside the BMP counts twice), the stricter of
+the two ways a client might count, so what passes here passes Telegram. With
+``parse_mode=HTML`` the tags are removed and entities decoded before counting; other parse modes
+are refused, since the stand-in does not model them.
 
     async with FakeBotAPI(token) as api:
         api.send_text(user_id=1, text="/start")
@@ -14,7 +23,9 @@ failures: 429 flood control with ``retry_after`` (``fail_next``) or a chat that 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +33,33 @@ from typing import Any
 
 from aiohttp import web
 
-_INT_PARAMS = {"chat_id", "offset", "limit", "timeout", "message_id", "user_id"}
+_INT_PARAMS = {
+    "chat_id",
+    "offset",
+    "limit",
+    "timeout",
+    "message_id",
+    "user_id",
+    "message_thread_id",
+}
+
+#: Telegram's limit on a message's text, in characters after entities parsing.
+TEXT_LIMIT = 4096
+
+#: The user every anonymous group admin's messages come from.
+GROUP_ANONYMOUS_BOT = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def utf16_len(text: str) -> int:
+    """Return the length of ``text`` in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass
@@ -58,6 +95,7 @@ class FakeBotAPI:
         self._new_update = asyncio.Event()
         self._failures: dict[str, deque[int]] = {}
         self.blocked_chats: set[int] = set()
+        self.deleted_topics: set[tuple[int, int]] = set()  # (chat_id, message_thread_id)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -102,24 +140,62 @@ class FakeBotAPI:
         return update_id
 
     def send_text(
-        self, user_id: int, text: str, *, chat_id: int | None = None, first_name: str = "Trader"
+        self,
+        user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        first_name: str = "Trader",
+        thread_id: int | None = None,
     ) -> int:
-        """Queue a text message from ``user_id`` (in their private chat unless ``chat_id``)."""
-        chat_id = user_id if chat_id is None else chat_id
-        chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": first_name}
-        if chat_id < 0:
-            chat = {"id": chat_id, "type": "group", "title": "traders"}
+        """Queue a text message from ``user_id`` (in their private chat unless ``chat_id``).
+
+        A negative ``chat_id`` is a group; with ``thread_id`` it is a forum supergroup and the
+        message is posted in that topic.
+        """
+        sender = {"id": user_id, "is_bot": False, "first_name": first_name}
+        return self._push_text(sender, text, user_id if chat_id is None else chat_id, thread_id)
+
+    def send_anonymous(self, chat_id: int, text: str, *, thread_id: int | None = None) -> int:
+        """Queue ``text`` posted by an anonymous admin of group ``chat_id`` (on its behalf)."""
+        return self._push_text(
+            dict(GROUP_ANONYMOUS_BOT), text, chat_id, thread_id, sender_chat=True
+        )
+
+    def _push_text(
+        self,
+        sender: dict[str, Any],
+        text: str,
+        chat_id: int,
+        thread_id: int | None,
+        *,
+        sender_chat: bool = False,
+    ) -> int:
+        chat = self._chat(chat_id, forum=thread_id is not None)
         message: dict[str, Any] = {
             "message_id": self._message_id(),
             "date": int(time.time()),
             "chat": chat,
-            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+            "from": sender,
             "text": text,
         }
+        if sender_chat:
+            message["sender_chat"] = {k: v for k, v in chat.items() if k != "is_forum"}
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
         if text.startswith("/"):
             command = text.split()[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         return self.push_update({"message": message})
+
+    @staticmethod
+    def _chat(chat_id: int, *, forum: bool = False) -> dict[str, Any]:
+        if chat_id >= 0:
+            return {"id": chat_id, "type": "private", "first_name": "Trader"}
+        if forum:
+            return {"id": chat_id, "type": "supergroup", "title": "traders", "is_forum": True}
+        return {"id": chat_id, "type": "group", "title": "traders"}
 
     def fail_next(self, method: str, count: int = 1, *, retry_after: int = 1) -> None:
         """Answer the next ``count`` calls of ``method`` with a 429 asking to retry later."""
@@ -221,15 +297,21 @@ class FakeBotAPI:
 
     async def _m_sendmessage(self, params: dict[str, Any]) -> Any:
         chat_id, text = params.get("chat_id"), params.get("text")
+        thread_id = params.get("message_thread_id")
         if chat_id is None:
             return self._error(400, "Bad Request: chat_id is empty")
-        if not text:
+        shown = self._visible_text(str(text or ""), params.get("parse_mode"))
+        if isinstance(shown, web.Response):
+            return shown
+        if not shown.strip():
             return self._error(400, "Bad Request: message text is empty")
+        if utf16_len(shown.strip()) > TEXT_LIMIT:
+            return self._error(400, "Bad Request: message is too long")
         if chat_id in self.blocked_chats:
             return self._error(403, "Forbidden: bot was blocked by the user")
-        chat: dict[str, Any] = {"id": chat_id, "type": "private", "first_name": "Trader"}
-        if isinstance(chat_id, int) and chat_id < 0:
-            chat = {"id": chat_id, "type": "group", "title": "traders"}
+        if (chat_id, thread_id) in self.deleted_topics:
+            return self._error(400, "Bad Request: message thread not found")
+        chat = self._chat(chat_id, forum=thread_id is not None) if isinstance(chat_id, int) else {}
         message: dict[str, Any] = {
             "message_id": self._message_id(),
             "date": int(time.time()),
@@ -237,9 +319,20 @@ class FakeBotAPI:
             "from": self.bot_user,
             "text": text,
         }
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
         if "reply_markup" in params:
             message["reply_markup"] = params["reply_markup"]
         return message
+
+    def _visible_text(self, text: str, parse_mode: Any) -> str | web.Response:
+        """Return ``text`` after entities parsing, as Telegram counts it."""
+        if parse_mode in (None, ""):
+            return text
+        if str(parse_mode).upper() == "HTML":
+            return html.unescape(_TAG.sub("", text))
+        return self._error(400, f"Bad Request: the stand-in does not model parse_mode {parse_mode}")
 
     async def _m_answercallbackquery(self, params: dict[str, Any]) -> Any:
         return True

@@ -97,8 +97,8 @@ class ScriptedSend:
         self.errors = list(errors)
         self.calls: list[tuple[int, str]] = []
 
-    async def __call__(self, chat_id: int, text: str) -> None:
-        self.calls.append((chat_id, text))
+    async def __call__(self, item: Outgoing) -> None:
+        self.calls.append((item.chat_id, item.text))
         if self.errors:
             raise self.errors.pop(0)
 

@@ -71,6 +71,7 @@ async def test_json_store_round_trips_and_leaves_no_temp_files(tmp_path: Path) -
             "user_id": 7,
             "symbols": ["ETHUSDT", "BTCUSDT"],
             "notify": ["alerts", "denials", "fills", "signals"],
+            "thread_id": None,
         }
     ]
     again = Subscriptions(JsonFileStore(path))
