@@ -10,6 +10,10 @@
   make retries exactly-once. On stop with the server still down, what is buffered is spilled,
   ahead of the older spill, and the next start catches up.
 * Redis (when ``redis_url`` is set): the latest ``Features`` per symbol, written once per flush.
+
+Disk writes and fsyncs (journal and spill) run in a worker thread, never on the event loop:
+``handle_batch`` only encodes; the buffer goes out every MiB, every ``flush_interval_s`` and
+on stop (after every batch with ``fsync = "always"``, before the batch counts as handled).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from levibot.messages import (
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
 from levibot.settings import with_storage
-from levibot.storage.journal import Journal
+from levibot.storage.journal_writer import JournalWriter
 
 _JOURNAL_FLUSH_BYTES = 1 << 20  # write the journal buffer out at least every MiB
 
@@ -110,7 +114,7 @@ class StoreActor(Actor[StoreConfig]):
 
     def __init__(self, ctx: Any, config: StoreConfig) -> None:
         super().__init__(ctx, config)
-        self.journal: Journal | None = None
+        self.journal: JournalWriter | None = None
         self.sink: Any = None  # levibot.storage.sink.PgSink, imported only with a DSN
         self.features: Any = None  # levibot.storage.feature_store.FeatureStore
         self._redis: Any = None
@@ -140,8 +144,11 @@ class StoreActor(Actor[StoreConfig]):
     async def on_start(self) -> None:
         cfg = self.config = with_storage(self.config, self.ctx.storage, journal_dir="journal")
         if cfg.journal:
-            self.journal = Journal(
-                cfg.journal_dir, segment_bytes=cfg.segment_bytes, fsync=cfg.fsync
+            self.journal = await JournalWriter.open(
+                cfg.journal_dir,
+                segment_bytes=cfg.segment_bytes,
+                fsync=cfg.fsync,
+                flush_bytes=_JOURNAL_FLUSH_BYTES,
             )
             for bad in self.journal.truncated:
                 self.ctx.log.warning("journal.truncated", path=bad.path, offset=bad.offset)
@@ -166,7 +173,7 @@ class StoreActor(Actor[StoreConfig]):
         if self.sink is not None:
             await self.sink.stop()
         if self.journal is not None:
-            self.journal.close()
+            await self.journal.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -177,14 +184,18 @@ class StoreActor(Actor[StoreConfig]):
     async def handle_batch(self, msgs: Sequence[Any]) -> None:
         if self.journal is not None:
             self.journal.append_many(msgs)
-            if self.journal.pending_bytes >= _JOURNAL_FLUSH_BYTES:
-                self.journal.flush()
+            if self.journal.flush_due:
+                await self.journal.flush()
         if self.features is not None:
             for msg in msgs:
                 if isinstance(msg, Features):
                     self._latest[msg.symbol] = msg
-        if self.sink is not None and self.sink.add(msgs):
-            await self.sink.write(force=False)
+        if self.sink is not None:
+            full = self.sink.add(msgs)
+            if self.sink.spill_due:
+                await self.sink.flush_spill()
+            if full:
+                await self.sink.write(force=False)
 
     async def on_tick(self) -> None:
         now = self.ctx.clock.now_ns()
@@ -192,9 +203,9 @@ class StoreActor(Actor[StoreConfig]):
             return
         self._last_flush = now
         if self.journal is not None:
-            self.journal.flush()
+            await self.journal.flush()
         if self.sink is not None:
-            self.sink.flush_spill()
+            await self.sink.flush_spill()
             await self.sink.write(force=True)
         await self._flush_features()
 

@@ -9,6 +9,11 @@ The payload is one message encoded by ``levibot.messages.Codec``. The magic lets
 the next frame after a corrupt one; the CRC covers the length, so a torn or garbled length is
 caught rather than trusted. Opening a journal for append truncates a torn tail (whatever follows
 the last valid frame of the last segment), so a crash mid-write never stops the next start.
+
+Appending only encodes and frames (no I/O); the disk work (write, fsync, rotation) happens in
+``flush``. ``detach`` and ``write_frames`` split a flush in two, so an asyncio caller can run
+the disk half in a worker thread (``levibot.storage.journal_writer``) while it goes on
+appending.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -26,6 +32,7 @@ import msgspec
 
 from levibot.errors import DecodeError, LevibotError
 from levibot.messages import CORE_TYPES, Codec, Message
+from levibot.storage.atomic import fsync_dir
 
 MAGIC = b"\xb1\x0b"
 HEADER = struct.Struct("<2sII")  # magic, length, crc
@@ -156,6 +163,10 @@ class Journal:
     ``fsync``: ``"always"`` writes and fsyncs every append; ``"batch"`` fsyncs once per
     ``flush``; ``"never"`` leaves it to the OS. A segment is closed and a new one started once
     it would exceed ``segment_bytes`` (a single larger record gets a segment of its own).
+
+    Threads: the buffer (``append``, ``stage``, ``detach``) belongs to one thread, the event
+    loop's; the disk side (``write_frames`` and what calls it) may run in another, and a lock
+    keeps two disk operations from interleaving.
     """
 
     def __init__(
@@ -173,7 +184,9 @@ class Journal:
         self.fsync = fsync
         self.codec = codec or default_codec()
         self.truncated: list[BadRecord] = []  # torn tails cut on open
-        self._buf = bytearray()
+        self._frames: list[bytes] = []  # appended, not yet handed to the disk side
+        self._pending = 0  # their bytes
+        self._io = threading.RLock()  # one disk operation at a time
         self._fd = -1
         self._seg: Path | None = None
         self._size = 0
@@ -221,7 +234,7 @@ class Journal:
         self._seg = self._segment_path(stamp)
         self._fd = os.open(self._seg, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def prepend(self, msgs: Iterable[Message]) -> Path | None:
         """Write ``msgs`` into a new segment ordered before every existing one; return it."""
@@ -231,11 +244,11 @@ class Journal:
         existing = segments(self.directory)
         stamp = _stamp(existing[0]) - 1 if existing else time.time_ns()
         path = self._segment_path(stamp)
-        with open(path, "wb") as fh:
+        with self._io, open(path, "wb") as fh:
             fh.write(data)
             if self.fsync != "never":
                 os.fsync(fh.fileno())
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return path
 
     def _close_fd(self) -> None:
@@ -247,8 +260,14 @@ class Journal:
 
     def close(self) -> None:
         """Flush and close the current segment. Idempotent."""
-        self.flush()
-        self._close_fd()
+        with self._io:
+            self.flush()
+            self.close_file()
+
+    def close_file(self) -> None:
+        """Close the current segment, leaving the buffer alone (the disk half of ``close``)."""
+        with self._io:
+            self._close_fd()
 
     def __enter__(self) -> Journal:
         return self
@@ -265,46 +284,89 @@ class Journal:
 
     def append_many(self, msgs: Iterable[Message]) -> None:
         """Add several messages in order."""
-        encode = self.codec.encode
-        for msg in msgs:
-            self._append_frame(frame(encode(msg)))
+        self.stage(msgs)
         if self.fsync == "always":
             self.flush()
 
+    def stage(self, msgs: Iterable[Message]) -> None:
+        """Add several messages in order, without writing whatever the fsync policy (no I/O)."""
+        encode = self.codec.encode
+        for msg in msgs:
+            self._append_frame(frame(encode(msg)))
+
     def _append_frame(self, data: bytes) -> None:
-        # Rotation happens at frame boundaries: a pending buffer never straddles two segments.
-        if self._fd < 0 or (
-            self._size + len(self._buf) + len(data) > self.segment_bytes
-            and self._size + len(self._buf) > 0
-        ):
-            self.flush()
-            self._new_segment()
-        self._buf += data
+        self._frames.append(data)
+        self._pending += len(data)
 
     @property
     def pending_bytes(self) -> int:
-        """Return the bytes appended but not yet written."""
-        return len(self._buf)
+        """Return the bytes appended but not yet handed to the disk side."""
+        return self._pending
+
+    @property
+    def segment_full(self) -> bool:
+        """Return True when what is buffered no longer fits the current segment."""
+        return self._pending > 0 and self._size + self._pending > self.segment_bytes
+
+    def detach(self) -> list[bytes]:
+        """Take the appended frames for ``write_frames`` (in order); the buffer is empty after."""
+        frames, self._frames, self._pending = self._frames, [], 0
+        return frames
+
+    def restore(self, frames: list[bytes]) -> None:
+        """Put frames back in front of the buffer (their ``write_frames`` failed)."""
+        self._frames[:0] = frames
+        self._pending += sum(len(f) for f in frames)
 
     def flush(self) -> None:
         """Write what is buffered; fsync unless the policy is ``never``."""
-        if not self._buf:
+        frames = self.detach()
+        try:
+            self.write_frames(frames)
+        except BaseException:
+            self.restore(frames)
+            raise
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Write ``frames`` in order, rotating segments at frame boundaries, then fsync.
+
+        The disk half of ``flush``; safe to call from a worker thread (``detach`` on the
+        buffer's thread first).
+        """
+        if not frames:
             return
-        view = memoryview(self._buf)
+        with self._io:
+            chunk = bytearray()
+            for data in frames:
+                # Rotation at frame boundaries: a record never straddles two segments.
+                if self._fd < 0 or (
+                    self._size + len(chunk) + len(data) > self.segment_bytes
+                    and self._size + len(chunk) > 0
+                ):
+                    self._write_chunk(chunk)
+                    chunk.clear()
+                    self._new_segment()
+                chunk += data
+            self._write_chunk(chunk)
+
+    def _write_chunk(self, chunk: bytearray) -> None:
+        if not chunk:
+            return
+        view = memoryview(chunk)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
         view.release()
-        self._size += len(self._buf)
-        self._buf.clear()
+        self._size += len(chunk)
         if self.fsync != "never":
             os.fsync(self._fd)
 
     def rotate(self) -> None:
         """Close the current segment so every record so far lies in closed segments."""
-        self.flush()
-        if self._size > 0:
-            self._new_segment()
+        with self._io:
+            self.flush()
+            if self._size > 0:
+                self._new_segment()
 
     def closed_segments(self) -> list[Path]:
         """Return the segments no longer written to, oldest first."""
@@ -332,15 +394,3 @@ def _stamp(seg: Path) -> int:
         return int(seg.stem.split("-", 1)[0])
     except ValueError:
         return 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    # A new file's directory entry must reach the disk too, or a crash can lose the segment.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,7 +8,8 @@ the spill, segment by segment, each segment deleted once all its batches are com
 ids are recorded in the same transaction (``store_batches``), so a retried batch is written
 exactly once; spill batches get ids derived from their segment file, so a store restarted in
 the middle of a catch-up recognises what it already wrote. On stop with the server still down,
-what is in memory is written to the spill, ahead of it.
+what is in memory is written to the spill, ahead of it. The spill's periodic writes and fsyncs
+run in a worker thread (``flush_spill``); catching up and stopping still touch it on the loop.
 
 A batch PostgreSQL refuses for its data (not its health) is split into single messages; those
 that still fail are counted, logged and dropped (they stay in the journal).
@@ -25,6 +26,7 @@ from levibot.clock import Clock
 from levibot.messages import Features, Message, Tick
 from levibot.runtime.metrics import Metrics
 from levibot.storage.journal import Journal, JournalReader
+from levibot.storage.journal_writer import JournalWriter
 from levibot.storage.postgres import DAY_NS, Batch, PgWriter, is_transient
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class PgSink:
         )
         spill_dir = cfg.spill_dir or f"{cfg.journal_dir.rstrip('/')}-spill"
         self.spill = Journal(spill_dir, segment_bytes=cfg.spill_segment_bytes, fsync=cfg.fsync)
+        self._spill_writer = JournalWriter(self.spill, flush_bytes=_FLUSH_BYTES)
         self._queue: deque[Message] = deque()
         self._batches: deque[Batch] = deque()  # cut and not yet committed, in order
         self._spill_segment: Path | None = None  # the spill segment being caught up
@@ -84,18 +87,23 @@ class PgSink:
         """Return True unless the last PostgreSQL write failed."""
         return self._retry_at == 0
 
-    def flush_spill(self) -> None:
-        """Write the spill journal's buffer to disk."""
-        self.spill.flush()
+    @property
+    def spill_due(self) -> bool:
+        """Return True when the spill's buffer should go to disk now (see ``flush_due``)."""
+        return self._spill_writer.flush_due
+
+    async def flush_spill(self) -> None:
+        """Write the spill journal's buffer to disk, in a worker thread."""
+        await self._spill_writer.flush()
 
     async def stop(self) -> None:
         """Make one last attempt, spill what is left, close everything."""
         self._retry_at = 0  # whatever the backoff says
-        self.spill.flush()
+        await self.flush_spill()
         await self.write(force=True)
         self._spill_remaining()
         await self.writer.close()
-        self.spill.close()
+        await self._spill_writer.close()
 
     async def connect(self) -> None:
         """Connect (and migrate); a transient failure only schedules a retry."""
@@ -136,6 +144,7 @@ class PgSink:
         cfg = self.cfg
         spilling = self._spill_active
         held = self.buffered
+        spilled: list[Message] = []
         for msg in msgs:
             if isinstance(msg, Tick) and not (cfg.store_ticks or cfg.events_market_data):
                 continue
@@ -144,16 +153,16 @@ class PgSink:
             # Once anything is spilled, everything after it is too, so order is kept.
             if spilling or held >= cfg.max_buffer:
                 spilling = True
-                self.spill.append(msg)
-                self._m_spilled.inc()
+                spilled.append(msg)
             else:
                 self._queue.append(msg)
                 held += 1
+        if spilled:
+            self.spill.stage(spilled)  # written by ``flush_spill``, off the loop
+            self._m_spilled.inc(len(spilled))
         if spilling and not self._spill_active:
             self._spill_active = True
             self._log.warning("store.spilling", buffered=held)
-        if self.spill.pending_bytes >= _FLUSH_BYTES:
-            self.spill.flush()
         return len(self._queue) >= cfg.batch_size
 
     async def write(self, *, force: bool) -> None:

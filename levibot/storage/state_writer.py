@@ -68,9 +68,9 @@ class StateWriter:
                 assert data is not None  # written < submitted and no write in flight
                 self._pending = None
                 try:
-                    await anyio.to_thread.run_sync(
-                        self._write, data, limiter=self._limiter, abandon_on_cancel=False
-                    )
+                    # Shielded: a write that started finishes and is recorded as done.
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._write, data, limiter=self._limiter)
                 except BaseException:
                     if self._pending is None:  # nothing newer came: this one is still due
                         self._pending = data
