@@ -44,3 +44,5 @@ class Codec:
             raise DecodeError(f"invalid message: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise DecodeError(f"malformed message: {exc}") from exc
+        except RecursionError:  # msgspec skips even unknown fields recursively
+            raise DecodeError("malformed message: nested too deeply") from None
