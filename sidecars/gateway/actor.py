@@ -44,6 +44,7 @@ from sidecars.gateway.auth import (
     AdminCookie,
     AuditLog,
     Authenticator,
+    FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
@@ -54,6 +55,7 @@ from sidecars.gateway.auth import (
 from sidecars.gateway.jobs import JobRunner
 from sidecars.gateway.mlbridge import ModelBridge
 from sidecars.gateway.readmodels import ReadModels
+from sidecars.gateway.redisguard import RedisBreaker
 from sidecars.gateway.services import Services
 from sidecars.gateway.ws import Hub
 
@@ -71,6 +73,10 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     postgres_dsn: str = ""  # API keys in PostgreSQL's api_keys table when set
     redis_url: str = ""  # shared rate limits and the online feature store when set
     redis_prefix: str = "levibot"
+    # While Redis is down, rate limits are per process and feature reads answer 503; Redis is
+    # tried again after a backoff that doubles up to redis_retry_max_s (never on every request).
+    redis_timeout_s: Annotated[float, Meta(gt=0)] = 0.5
+    redis_retry_max_s: Annotated[float, Meta(gt=0)] = 5.0
     models_root: str = ""  # "": <[storage] data_dir>/models
     # Auth. Secrets come from the environment: LEVIBOT__GATEWAY__JWT_SECRET, ..._KEY_PEPPER.
     jwt_secret: str = ""  # empty: a random per-process secret (tokens die with the process)
@@ -132,8 +138,16 @@ class GatewayActor(Actor[GatewayConfig]):
         if not self.config.redis_url:
             return None
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        return aioredis.from_url(self.config.redis_url)
+        timeout = self.config.redis_timeout_s
+        # One immediate retry replaces a pooled connection that a Redis restart closed; the
+        # client's default (three, with seconds of backoff) would hold requests in an outage.
+        return aioredis.from_url(
+            self.config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )  # fmt: skip
 
     async def on_start(self) -> None:
         """Build the services and start serving HTTP on ``host:port``."""
@@ -143,11 +157,19 @@ class GatewayActor(Actor[GatewayConfig]):
         secret = self._secret()
         pepper = cfg.key_pepper or os.environ.get("LEVIBOT__GATEWAY__KEY_PEPPER", "")
         redis = await self._redis()
-        limiter: RateLimiter
+        limiter: RateLimiter = MemoryRateLimiter(cfg.rate_limit_window_s)
+        breaker = None
         if redis is not None:
-            limiter = RedisRateLimiter(redis, cfg.rate_limit_window_s, cfg.redis_prefix)
-        else:
-            limiter = MemoryRateLimiter(cfg.rate_limit_window_s)
+            breaker = RedisBreaker(
+                self.ctx.log, self.ctx.metrics, timeout_s=cfg.redis_timeout_s,
+                max_backoff_s=cfg.redis_retry_max_s,
+            )  # fmt: skip
+            fallbacks = self.ctx.metrics.counter(
+                "gateway_ratelimit_fallback_total",
+                "Requests rate-limited per process because Redis was down",
+            )
+            shared = RedisRateLimiter(redis, cfg.rate_limit_window_s, cfg.redis_prefix)
+            limiter = FallbackRateLimiter(shared, limiter, breaker, fallbacks)
         keys = await open_key_store(cfg.postgres_dsn, cfg.data_dir)
         tokens = TokenService(secret, cfg.access_ttl_s, cfg.refresh_ttl_s)
         cookie = AdminCookie(
@@ -168,6 +190,7 @@ class GatewayActor(Actor[GatewayConfig]):
             now_ns=self.ctx.clock.now_ns,
             log=self.ctx.log,
             redis=redis,
+            breaker=breaker,
         )
         services.extra["cookie"] = cookie
         services.extra["ml"] = ModelBridge(cfg.models_root)

@@ -25,6 +25,7 @@ from levibot.messages import (
 from sidecars.gateway import schemas as s
 from sidecars.gateway.auth import COOKIE_NAME, AuthError, Principal, ip_allowed
 from sidecars.gateway.errors import ApiError, decode_body
+from sidecars.gateway.redisguard import RedisUnavailable
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -269,7 +270,7 @@ async def features(request: web.Request) -> web.Response:
     services = svc(request)
     store = services.extra.get("feature_store")
     if store is not None:
-        doc = await store.get(symbol)
+        doc = await _from_redis(services, lambda: store.get(symbol))
         if doc is None:
             raise ApiError(404, "no_features", f"no features stored for {symbol}")
         return ok(s.FeaturesView(symbol=symbol, source="redis", features=doc))
@@ -279,6 +280,20 @@ async def features(request: web.Request) -> web.Response:
     from levibot.storage.feature_store import to_document
 
     return ok(s.FeaturesView(symbol=symbol, source="memory", features=to_document(last)))
+
+
+async def _from_redis(services: Services, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Return ``await fn()`` through the Redis breaker; 503 while Redis is down."""
+    assert services.breaker is not None  # set whenever a Redis-backed store is
+    try:
+        return await services.breaker.call(fn)
+    except RedisUnavailable:
+        raise ApiError(
+            503,
+            "feature_store_unavailable",
+            "the online feature store (Redis) is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 async def recent_signals(request: web.Request) -> web.Response:
@@ -383,7 +398,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/portfolio/summary", portfolio_summary, "The latest portfolio", "read",
           response=s.PortfolioSummary, tag="trading"),
     Route("GET", "/features/{symbol}", features, "A symbol's latest features", "read",
-          response=s.FeaturesView, params=(_SYMBOL,), tag="trading", errors=(404,)),
+          response=s.FeaturesView, params=(_SYMBOL,), tag="trading", errors=(404, 503)),
     Route("GET", "/signals/recent", recent_signals, "Recent signals", "read",
           response=s.SignalsResponse, tag="trading", params=(
               Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},

@@ -13,6 +13,7 @@ from levibot.runtime.metrics import Metrics
 from sidecars.gateway.auth import AuditLog, Authenticator, Principal, RateLimiter, TokenService
 from sidecars.gateway.jobs import JobRunner
 from sidecars.gateway.readmodels import ReadModels
+from sidecars.gateway.redisguard import RedisBreaker
 from sidecars.gateway.ws import Hub
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Services:
     now_ns: Callable[[], int]
     log: Any
     redis: Any = None  # redis.asyncio.Redis when configured
+    breaker: RedisBreaker | None = None  # guards every Redis call when ``redis`` is set
     #: Retraining entry point; None means ``levibot.ml.train.train_model`` (imported lazily).
     trainer: Callable[..., Any] | None = None
     ready: bool = False

@@ -13,7 +13,12 @@ from sidecars.gateway.auth.keys import (
     new_key,
     open_key_store,
 )
-from sidecars.gateway.auth.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from sidecars.gateway.auth.ratelimit import (
+    FallbackRateLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from sidecars.gateway.auth.tokens import AuthError, Claims, TokenPair, TokenService
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "AuthError",
     "Authenticator",
     "Claims",
+    "FallbackRateLimiter",
     "FileKeyStore",
     "KeyStore",
     "MemoryRateLimiter",

@@ -1,4 +1,5 @@
-"""Fixed-window rate limits per API key and per client IP, in memory or shared through Redis."""
+"""Fixed-window rate limits per API key and per client IP, in memory or shared through Redis
+(falling back to memory while Redis is down)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from levibot.runtime.metrics import Counter
+from sidecars.gateway.redisguard import RedisBreaker, RedisUnavailable
 
 
 class RateLimiter(Protocol):
@@ -82,3 +86,33 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         pass
+
+
+class FallbackRateLimiter:
+    """Shared limits through Redis; per-process limits while Redis is down.
+
+    The breaker decides when Redis is down (no round trip then) and when to try it again; a
+    probe that succeeds puts the shared limits back. During an outage each replica enforces
+    the same limits on its own, so a fleet of N lets up to N times the shared limit through.
+    """
+
+    def __init__(
+        self, shared: RateLimiter, local: RateLimiter, breaker: RedisBreaker,
+        fallbacks: Counter | None = None,
+    ) -> None:  # fmt: skip
+        self.shared = shared
+        self.local = local
+        self.breaker = breaker
+        self.fallbacks = fallbacks  # requests counted in memory because Redis was down
+
+    async def hit(self, *limits: tuple[str, int]) -> float | None:
+        try:
+            return await self.breaker.call(lambda: self.shared.hit(*limits))
+        except RedisUnavailable:
+            if self.fallbacks is not None:
+                self.fallbacks.inc()
+            return await self.local.hit(*limits)
+
+    async def close(self) -> None:
+        await self.shared.close()
+        await self.local.close()

@@ -1,0 +1,117 @@
+"""A circuit breaker in front of Redis: when it is down, callers learn it at once.
+
+Closed, every call goes to Redis. The first call that fails opens the breaker (logged once per
+outage, ``gateway.redis_down``); while open, calls fail fast with ``RedisUnavailable`` and no
+round trip, except one probe after a backoff (doubling up to ``max_backoff_s``). The probe that
+succeeds closes it again (``gateway.redis_reconnected``). Callers pick their own fallback:
+the rate limiter counts in memory, the feature routes answer 503.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from redis.exceptions import RedisError
+
+from levibot.errors import LevibotError
+from levibot.runtime.metrics import Counter, Metrics
+
+T = TypeVar("T")
+
+#: What an outage looks like from the client: refused or reset sockets, timeouts, redis-py's own.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+
+
+class RedisUnavailable(LevibotError):
+    """Redis is down (or the breaker is open): the caller should use its fallback."""
+
+
+class RedisBreaker:
+    """Gate calls to Redis; fail fast while it is known to be down.
+
+    ``timeout_s`` bounds one call, so a Redis that hangs rather than refuses costs each caller
+    at most that once per outage.
+    """
+
+    def __init__(
+        self,
+        log: Any,
+        metrics: Metrics | None = None,
+        *,
+        timeout_s: float = 0.5,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.now = now
+        self.up = True
+        self._since = 0.0  # when the current outage began
+        self._retry_at = 0.0
+        self._backoff = backoff_s
+        self._probing = False
+        self.outages = 0  # outages seen
+        self.probes = 0  # calls let through while open, to see whether Redis is back
+        self._outages: Counter | None = None
+        if metrics is not None:
+            metrics.gauge("gateway_redis_up", "1 while Redis answers, 0 during an outage",
+                          fn=lambda: float(self.up))  # fmt: skip
+            self._outages = metrics.counter(
+                "gateway_redis_outages_total", "Times the gateway found Redis down"
+            )
+
+    def _may_call(self) -> bool:
+        if self.up:
+            return True
+        if self._probing or self.now() < self._retry_at:
+            return False
+        self._probing = True  # this caller is the probe; the others keep failing fast
+        self.probes += 1
+        return True
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Return ``await fn()``; raise ``RedisUnavailable`` when Redis is (or just went) down."""
+        if not self._may_call():
+            raise RedisUnavailable("Redis is unavailable")
+        probe = not self.up
+        try:
+            with anyio.fail_after(self.timeout_s):
+                result = await fn()
+        except OUTAGE_ERRORS as exc:
+            self._failed(exc, probe)
+            raise RedisUnavailable(f"Redis is unavailable: {exc}") from exc
+        finally:
+            if probe:
+                self._probing = False
+        if not self.up:
+            self._recovered()
+        return result
+
+    def _failed(self, exc: Exception, probe: bool) -> None:
+        now = self.now()
+        if self.up:
+            self.up = False
+            self.outages += 1
+            self._since = now
+            self._backoff = self.backoff_s
+            if self._outages is not None:
+                self._outages.inc()
+            self.log.warning(
+                "gateway.redis_down", error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=self._backoff,
+            )  # fmt: skip
+        elif probe:
+            self._backoff = min(self._backoff * 2, self.max_backoff_s)
+        else:
+            return  # a call that was already in flight when Redis went down: no news
+        self._retry_at = now + self._backoff
+
+    def _recovered(self) -> None:
+        self.up = True
+        self.log.info("gateway.redis_reconnected", down_s=round(self.now() - self._since, 3))
