@@ -1,0 +1,541 @@
+"""Live-mode chaos: the split pipeline on replayed-at-speed data, with kill -9 and network faults.
+
+Three ``levibot run`` processes (ingest | scoring | execution) run on the live clock (lossy
+mailboxes, no settle rounds, market data, features and signals on core NATS) in their own NATS
+namespace; each talks to NATS through its own ``FaultProxy``. A ``Plan`` of seeded faults is
+played against them while the real BTCUSDT 1h bars are replayed at ``rate`` bars a second.
+Live output is not deterministic, so ``check`` asserts invariants instead of comparing runs:
+
+- every ``OrderIntent`` in the stream has exactly one outcome (its ``Fill`` or a ``rejected``
+  ``OrderClosed``), fill ids and order ids are unique, every exit fill belongs to a filled entry,
+  and the risk engine is left with no approved order pending;
+- the order actor's portfolio (its state file and its last ``PortfolioSnapshot``) equals cash
+  and positions recomputed from the fills in the stream;
+- bars are never invented or duplicated on the way from ingest to execution, and a bar lost
+  outside a fault window is counted by a drop counter the nodes export; the loss inside fault
+  windows (a dead process, a cut connection: core NATS keeps nothing) is measured and reported.
+
+Used by ``tests/e2e/test_chaos_live.py`` (a few runs in CI) and ``bench/chaos_live.py`` (many).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import signal
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+from nats.js import api
+
+from levibot.data import ensure_btcusdt
+from levibot.messages import (
+    CORE_TYPES,
+    Codec,
+    Fill,
+    OrderClosed,
+    OrderIntent,
+    PortfolioSnapshot,
+    Side,
+)
+from levibot.testing import NodeProcess, wait_until, write_config
+from tests.e2e.faults import FaultProxy, LoopThread
+
+NATS_PORT = 4222
+PROCS = ("ingest", "scoring", "execution")
+KINDS = ("kill", "latency", "stall", "stall_up", "cut")
+CASH = 10_000.0
+SLACK_NS = 1_500_000_000  # a fault window is widened by this much on each side
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: at ``at_s`` after the feed started, do ``kind`` to ``target`` for a while."""
+
+    at_s: float
+    target: str
+    kind: str
+    duration_s: float = 0.0
+    latency_s: float = 0.0
+
+    def __str__(self) -> str:
+        extra = f" {self.latency_s * 1e3:.0f}ms" if self.kind == "latency" else ""
+        span = f" {self.duration_s:.1f}s" if self.kind != "kill" else ""
+        return f"{self.kind}{extra}:{self.target}@{self.at_s:.1f}s{span}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run replays and which faults it suffers."""
+
+    seed: int
+    faults: tuple[Fault, ...] = ()
+    bars: int = 1_000
+    rate: float = 150.0  # bars a second (the replay speed is rate × the 1h timeframe)
+
+
+def random_plan(seed: int, *, kills: int = 1, net: int = 0, bars: int = 1_000,
+                rate: float = 150.0) -> Plan:  # fmt: skip
+    """Return a plan of ``kills`` kill -9 and ``net`` network faults at seeded random points."""
+    rng = random.Random(seed)
+    span = bars / rate
+    faults = [
+        Fault(at_s=rng.uniform(0.3, 0.8 * span), target=rng.choice(PROCS), kind="kill")
+        for _ in range(kills)
+    ]
+    for _ in range(net):
+        kind = rng.choice(KINDS[1:])
+        faults.append(
+            Fault(
+                at_s=rng.uniform(0.3, 0.8 * span),
+                target=rng.choice(PROCS),
+                kind=kind,
+                duration_s=rng.uniform(0.3, 2.0),
+                latency_s=rng.choice((0.005, 0.05, 0.2)) if kind == "latency" else 0.0,
+            )
+        )
+    return Plan(seed=seed, faults=tuple(sorted(faults, key=lambda f: f.at_s)), bars=bars,
+                rate=rate)  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """What a run left behind, read once every process has stopped."""
+
+    plan: Plan
+    namespace: str
+    events: list[Any]  # the order stream: intents, denials, accepts, fills, closes
+    snapshot: PortfolioSnapshot | None  # the last one seen on core NATS
+    portfolio: dict[str, Any]  # the order actor's state file
+    risk: dict[str, Any]  # the risk actor's state file
+    published: list[tuple[str, int, int]]  # bars ingest handed to the bus: (symbol, ts, wall ns)
+    received: list[tuple[str, int]]  # bars that reached execution
+    metrics: dict[str, dict[str, float]]  # each node's final /metrics, summed per name
+    windows: list[tuple[str, str, int, int]] = field(default_factory=list)  # fault, target, ns
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Return a node's /metrics summed per metric name (labels folded), {} if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        with contextlib.suppress(ValueError):
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def scrape_labelled(port: int, name: str) -> dict[str, float]:
+    """Return the series of metric ``name`` by their label text."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
+
+
+class Recorder:
+    """A NATS client in the test process: keeps the last PortfolioSnapshot, reads the stream."""
+
+    def __init__(self, lt: LoopThread, ns: str) -> None:
+        self.lt, self.ns = lt, ns
+        self.codec = Codec(CORE_TYPES)
+        self.snapshot: PortfolioSnapshot | None = None
+
+        async def start() -> Any:
+            nc = await nats.connect(f"nats://127.0.0.1:{NATS_PORT}")
+
+            async def on_snapshot(raw: Any) -> None:
+                msg = self.codec.decode(raw.data)
+                if isinstance(msg, PortfolioSnapshot):
+                    self.snapshot = msg
+
+            await nc.subscribe(f"{ns}.lb.portfolio", cb=on_snapshot)
+            await nc.flush()
+            return nc
+
+        self.nc = lt.call(start())
+
+    def consumers_idle(self) -> bool:
+        """True when every durable consumer of the run's stream has nothing pending or unacked."""
+
+        async def check() -> bool:
+            js = self.nc.jetstream()
+            try:
+                infos = await js.consumers_info(self.ns.upper())
+            except Exception:
+                return False
+            return all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos)
+
+        return self.lt.call(check())
+
+    def stream(self) -> list[Any]:
+        """Return every message of the order subjects in the run's stream, in stream order."""
+
+        async def read() -> list[Any]:
+            js = self.nc.jetstream()
+            sub = await js.pull_subscribe(
+                f"{self.ns}.lb.order.>", stream=self.ns.upper(),
+                config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
+            )  # fmt: skip
+            out: list[Any] = []
+            while True:
+                try:
+                    batch = await sub.fetch(500, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break  # read to the end
+                for raw in batch:
+                    out.append(self.codec.decode(raw.data))
+                    await raw.ack()
+            await sub.unsubscribe()
+            return out
+
+        return self.lt.call(read(), 60)
+
+    def close(self) -> None:
+        """Delete the run's stream (the shared server keeps nothing of it) and disconnect."""
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await self.nc.jetstream().delete_stream(self.ns.upper())
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+        with contextlib.suppress(Exception):
+            self.lt.call(stop(), 15)
+
+
+class LiveCluster:
+    """The three processes of one run, each behind its own fault proxy."""
+
+    def __init__(self, tmp: Path, plan: Plan, lt: LoopThread) -> None:
+        self.tmp, self.plan, self.lt = tmp, plan, lt
+        self.ns = f"live{uuid.uuid4().hex[:10]}"
+        self.proxies = {p: FaultProxy(lt, NATS_PORT, p) for p in PROCS}
+        self.nodes: dict[str, NodeProcess] = {}
+        self.windows: list[tuple[str, str, int, int]] = []
+        self.exit_codes: dict[str, int] = {}
+        self.incarnation = dict.fromkeys(PROCS, 0)
+        self.config = write_config(
+            tmp / "live.toml",
+            {
+                "node": {"plugins": ["tests.e2e.chaos_actors"], "drain_timeout_s": 20.0},
+                "storage": {"data_dir": str(tmp / "data")},
+                "nats": {"url": "nats://127.0.0.1:1", "namespace": self.ns,
+                         "stream": self.ns.upper(), "ack_wait_s": 2.0, "connect_timeout_s": 2.0},
+                "groups": {"ingest": ["feed", "feature", "tally_out"], "scoring": ["scoring"],
+                           "execution": ["risk", "order", "tally_in"]},
+                "feed": {},
+                "feed.replay": {"path": str(ensure_btcusdt()), "limit": plan.bars,
+                                "speed": 3600.0 * plan.rate},
+                "scoring": {"strategies": ["ema_cross"]},
+                "risk": {"preset": "off", "sizing": "all_in", "initial_equity": CASH},
+                "order": {"fill": "close", "cash": CASH},
+                "tally_out": {"path": str(tmp / "published.bars")},
+                "tally_in": {"path": str(tmp / "received.bars")},
+            },
+        )  # fmt: skip
+
+    def start(self, proc: str) -> NodeProcess:
+        """Start (or restart) ``proc`` through its proxy and wait until it is ready."""
+        self.incarnation[proc] += 1
+        node = NodeProcess(
+            self.config, "--groups", proc,
+            log=self.tmp / f"{proc}-{self.incarnation[proc]}.log",
+            env={"LEVIBOT__NATS__URL": self.proxies[proc].url},
+        )  # fmt: skip
+        self.nodes[proc] = node
+        node.wait_ready(90)
+        return node
+
+    def bars_emitted(self) -> float:
+        """Return the bars the current ingest incarnation's feed produced."""
+        series = scrape_labelled(self.nodes["ingest"].port, "levibot_feed_messages_total")
+        return sum(v for k, v in series.items() if 'type="Bar"' in k)
+
+    def apply(self, fault: Fault) -> None:
+        """Inject ``fault`` now; return once it is over (healed, or the process is back)."""
+        begin = time.time_ns()
+        if fault.kind == "kill":
+            node = self.nodes[fault.target]
+            node.proc.kill()  # SIGKILL: no drain, no state saved beyond what is on disk
+            node.wait(30)
+            self.exit_codes[f"{fault.target}-{self.incarnation[fault.target]}"] = -9
+            self.start(fault.target)
+        else:
+            proxy = self.proxies[fault.target]
+            if fault.kind == "latency":
+                proxy.latency(fault.latency_s)
+            elif fault.kind == "stall":
+                proxy.stall()
+            elif fault.kind == "stall_up":
+                proxy.stall(up=True, down=False)
+            else:
+                proxy.cut()
+            time.sleep(fault.duration_s)  # the fault's length is part of the plan
+            proxy.heal()
+        end = time.time_ns() + int(fault.latency_s * 1e9)
+        self.windows.append((fault.kind, fault.target, begin, end))
+
+    def quiet(self) -> bool:
+        """True when the downstream nodes are idle and the stream has nothing undelivered."""
+        for proc in ("scoring", "execution"):
+            m = scrape(self.nodes[proc].port)
+            if not m or m.get("levibot_mailbox_depth", 1) or m.get("levibot_nats_egress_queue", 1):
+                return False
+        return True
+
+    def stop_all(self) -> dict[str, dict[str, float]]:
+        """Scrape every node's metrics, then SIGTERM them (ingest first) and record exit codes."""
+        metrics = {p: scrape(n.port) for p, n in self.nodes.items()}
+        for proc in PROCS:
+            node = self.nodes[proc]
+            node.signal(signal.SIGTERM)
+            self.exit_codes[f"{proc}-{self.incarnation[proc]}"] = node.wait(60)
+        return metrics
+
+    def kill_all(self) -> None:
+        """Kill whatever still runs (cleanup after a failure) and close the proxies."""
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                node.kill()
+        for proxy in self.proxies.values():
+            proxy.close()
+
+
+def run(tmp: Path, plan: Plan) -> Outcome:
+    """Run ``plan`` on a fresh cluster and return what it left; every process is reaped."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    lt = LoopThread()
+    cluster = LiveCluster(tmp, plan, lt)
+    recorder = Recorder(lt, cluster.ns)
+    try:
+        cluster.start("execution")
+        cluster.start("scoring")
+        cluster.start("ingest")
+        began = time.monotonic()
+        for fault in plan.faults:
+            delay = began + fault.at_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the seeded injection point, not a synchronisation
+            cluster.apply(fault)
+        span = plan.bars / plan.rate
+        wait_until(lambda: cluster.bars_emitted() >= plan.bars, 4 * span + 120, "feed done")
+        wait_until(lambda: cluster.quiet() and recorder.consumers_idle(), 120, "quiescence")
+        # Twice in a row, apart: a bar or redelivery still in flight shows up as work.
+        wait_until(
+            lambda: cluster.quiet() and recorder.consumers_idle() and _settled(cluster, recorder),
+            120, "a settled system",
+        )  # fmt: skip
+        metrics = cluster.stop_all()
+        events = recorder.stream()
+        snapshot = recorder.snapshot
+    finally:
+        cluster.kill_all()
+        recorder.close()
+        lt.close()
+    state = tmp / "data" / "state"
+    return Outcome(
+        plan=plan,
+        namespace=cluster.ns,
+        events=events,
+        snapshot=snapshot,
+        portfolio=json.loads((state / "portfolio.json").read_text()),
+        risk=json.loads((state / "risk.json").read_text()),
+        published=[(s, int(t), int(w)) for s, t, w in _lines(tmp / "published.bars")],
+        received=[(s, int(t)) for s, t, _ in _lines(tmp / "received.bars")],
+        metrics=metrics,
+        windows=cluster.windows,
+        exit_codes=cluster.exit_codes,
+        seconds=time.monotonic() - t0,
+    )
+
+
+def _settled(cluster: LiveCluster, recorder: Recorder) -> bool:
+    """True when nothing moved on the downstream nodes for half a second."""
+    before = [scrape(cluster.nodes[p].port) for p in ("scoring", "execution")]
+    time.sleep(0.5)  # a sample interval: compare the work counters half a second apart
+    after = [scrape(cluster.nodes[p].port) for p in ("scoring", "execution")]
+    keys = ("levibot_actor_handled_total", "levibot_nats_received_total",
+            "levibot_nats_published_total")  # fmt: skip
+    return all(b.get(k) == a.get(k) for b, a in zip(before, after, strict=True) for k in keys)
+
+
+def _lines(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.count(" ") == 2]
+
+
+# -- invariants --------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What ``check`` found: counts for the table, and every violated invariant."""
+
+    intents: int = 0
+    fills: int = 0
+    rejected: int = 0
+    denied: int = 0
+    published: int = 0
+    received: int = 0
+    lost_in_windows: int = 0
+    lost_outside: int = 0
+    counted_drops: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+
+def check(out: Outcome) -> Report:
+    """Check every invariant of the module docstring; return the report (violations listed)."""
+    rep = Report()
+    bad = rep.violations
+    intents = [m for m in out.events if isinstance(m, OrderIntent)]
+    fills = [m for m in out.events if isinstance(m, Fill)]
+    closed = [m for m in out.events if isinstance(m, OrderClosed)]
+    rep.intents, rep.fills = len(intents), len(fills)
+    rep.denied = sum(type(m).__name__ == "OrderDenied" for m in out.events)
+    rep.rejected = sum(c.reason == "rejected" for c in closed)
+
+    coids = Counter(i.client_order_id for i in intents)
+    bad += [f"intent {c} published {n} times" for c, n in coids.items() if n > 1]
+    fill_ids = Counter(f.fill_id for f in fills)
+    bad += [f"fill {f} published {n} times" for f, n in fill_ids.items() if n > 1]
+    filled = Counter(f.client_order_id for f in fills)
+    rejected = Counter(c.client_order_id for c in closed if c.reason == "rejected")
+    for coid in coids:
+        outcomes = filled[coid] + rejected[coid]
+        if outcomes != 1:
+            bad.append(f"intent {coid} has {outcomes} outcomes (fills {filled[coid]}, "
+                       f"rejections {rejected[coid]})")  # fmt: skip
+    for f in fills:
+        entry, _, reason = f.client_order_id.rpartition(":")
+        if f.client_order_id not in coids and not (entry in filled and reason):
+            bad.append(f"fill {f.fill_id} belongs to no intent and no filled entry")
+    pending = out.risk.get("pending") or {}
+    bad += [f"risk still holds approved order {c} with no outcome" for c in pending]
+
+    _reconcile(out, fills, bad)
+    _market_data(out, rep)
+    bad += [f"{p} exited {rc}" for p, rc in out.exit_codes.items() if rc not in (0, -9)]
+    return rep
+
+
+def _reconcile(out: Outcome, fills: list[Fill], bad: list[str]) -> None:
+    """Recompute cash and positions from the fills; compare with the order actor's own."""
+    cash = CASH
+    qty: dict[str, float] = {}
+    for f in fills:
+        gross = f.quantity * f.price
+        if f.side is Side.BUY:
+            cash -= gross + f.fee
+            qty[f.symbol] = qty.get(f.symbol, 0.0) + f.quantity
+        else:
+            cash += gross - f.fee
+            qty[f.symbol] = qty.get(f.symbol, 0.0) - f.quantity
+    held = {s: q for s, q in qty.items() if abs(q) > 1e-9}
+    state = out.portfolio
+    if state.get("fills") != len(fills):
+        bad.append(f"the order actor counts {state.get('fills')} fills, the stream has "
+                   f"{len(fills)}")  # fmt: skip
+    views: list[tuple[str, float, dict[str, float]]] = [(
+        "state file", state["cash"],
+        {s: h["quantity"] for s, h in (state.get("holdings") or {}).items()},
+    )]  # fmt: skip
+    if out.snapshot is not None:
+        snap = out.snapshot
+        views.append(("last snapshot", snap.cash, {p.symbol: p.quantity for p in snap.positions}))
+    for name, their_cash, their_qty in views:
+        if not math.isclose(their_cash, cash, rel_tol=1e-9, abs_tol=1e-6):
+            bad.append(f"{name} cash {their_cash!r} != {cash!r} recomputed from the fills")
+        for sym in set(held) | set(their_qty):
+            if not math.isclose(their_qty.get(sym, 0.0), held.get(sym, 0.0), abs_tol=1e-9):
+                bad.append(f"{name} holds {their_qty.get(sym, 0.0)!r} {sym}, the fills say "
+                           f"{held.get(sym, 0.0)!r}")  # fmt: skip
+
+
+def _market_data(out: Outcome, rep: Report) -> None:
+    """Bars: nothing invented or doubled; loss outside fault windows within the drop counters."""
+    published = Counter((s, t) for s, t, _ in out.published)
+    received = Counter(out.received)
+    rep.published, rep.received = sum(published.values()), sum(received.values())
+    extra = received - published
+    if extra:
+        rep.violations.append(f"{sum(extra.values())} bars reached execution more often than "
+                              f"ingest published them, e.g. {next(iter(extra))}")  # fmt: skip
+    lost = published - received
+    windows = [(b - SLACK_NS, e + SLACK_NS) for k, tgt, b, e in out.windows
+               if tgt in ("ingest", "execution")]  # fmt: skip
+    walls: dict[tuple[str, int], list[int]] = {}
+    for s, t, w in out.published:
+        walls.setdefault((s, t), []).append(w)
+    for key, n in lost.items():
+        # Which of the publications were lost is unknown; blame the latest ones first (a
+        # restarted ingest re-publishes from the start, so earlier copies did arrive).
+        for w in sorted(walls[key], reverse=True)[:n]:
+            if any(b <= w <= e for b, e in windows):
+                rep.lost_in_windows += 1
+            else:
+                rep.lost_outside += 1
+    m = out.metrics
+    rep.counted_drops = m.get("ingest", {}).get("levibot_nats_egress_dropped_total", 0.0) + m.get(
+        "execution", {}
+    ).get("levibot_mailbox_dropped", 0.0)
+    if rep.lost_outside > rep.counted_drops:
+        rep.violations.append(
+            f"{rep.lost_outside} bars lost outside any fault window, only "
+            f"{rep.counted_drops:g} counted by the nodes' drop counters"
+        )
+
+
+def summary(out: Outcome, rep: Report) -> dict[str, Any]:
+    """Return one row for the report table."""
+    return {
+        "seed": out.plan.seed,
+        "faults": " ".join(str(f) for f in out.plan.faults) or "none",
+        "intents": rep.intents,
+        "fills": rep.fills,
+        "rejected": rep.rejected,
+        "denied": rep.denied,
+        "bars_pub": rep.published,
+        "bars_recv": rep.received,
+        "lost_in_fault": rep.lost_in_windows,
+        "lost_outside": rep.lost_outside,
+        "counted": rep.counted_drops,
+        "seconds": round(out.seconds, 1),
+        "violations": len(rep.violations),
+    }
+
+
+def dump(out: Outcome) -> str:
+    """Return the outcome's essentials as text, for a failing assertion."""
+    return msgspec.json.encode(
+        {"plan": str(out.plan), "windows": out.windows, "exit": out.exit_codes}
+    ).decode()
