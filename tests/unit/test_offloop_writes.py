@@ -79,6 +79,11 @@ async def assert_durable_off_loop(gate: GatedFsync, work: Callable[[], Awaitable
     assert gate.threads and loop_thread not in gate.threads
 
 
+def leftovers(directory: Path) -> list[str]:
+    """Return the temporary files an atomic write left behind."""
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
 def bar(i: int, close: float) -> Bar:
     return Bar(
         ts_event=T0 + (i + 1) * H, ts_init=T0 + (i + 1) * H, symbol="BTCUSDT", venue="binance",
@@ -193,7 +198,7 @@ async def test_rapid_saves_write_only_newer_versions_and_end_with_the_newest(
     assert writer.writes == len(renamed) < n  # pending saves coalesced
     assert json.loads(path.read_bytes()) == {"v": n - 1}
     assert not writer.dirty
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not leftovers(tmp_path)
 
 
 @pytest.mark.anyio
@@ -246,7 +251,7 @@ async def test_failed_state_write_raises_and_stays_pending_for_the_next_flush(
     with pytest.raises(OSError, match="No space"):
         await writer.save(b'{"v": 1}')
     assert writer.dirty and not path.exists()
-    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file is cleaned up
+    assert not leftovers(tmp_path)  # the temporary file is cleaned up
 
     await writer.flush()
     assert path.read_bytes() == b'{"v": 1}' and not writer.dirty
