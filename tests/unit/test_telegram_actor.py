@@ -11,6 +11,8 @@ from levibot.clock import ReplayClock
 from levibot.config import convert, overlay_env
 from levibot.errors import ConfigError
 from levibot.messages import (
+    Alert,
+    AlertLevel,
     Fill,
     OrderClosed,
     OrderDenied,
@@ -24,7 +26,9 @@ from levibot.messages import (
 )
 from levibot.testing import RecordingContext
 from sidecars.telegram import TelegramActor, TelegramConfig, views
+from sidecars.telegram.notify import Outgoing
 from sidecars.telegram.subscriptions import NotifyKind
+from sidecars.telegram.text import TEXT_LIMIT, tg_len
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +193,44 @@ def test_config_errors_name_the_field() -> None:
         convert({"per_chat_interval_s": -1}, TelegramConfig)
     with pytest.raises(ConfigError, match="unknown field"):
         convert({"tokne": "x"}, TelegramConfig)
+
+
+async def test_a_long_push_is_queued_in_parts_that_fit_with_the_chats_topic(
+    tmp_path: Path,
+) -> None:
+    a = await actor(tmp_path, max_message_parts=3, per_chat_interval_s=0.0, global_rate_per_s=1e9)
+    await a.subscriptions.subscribe(-100500, 7, "BTCUSDT", thread_id=42)
+    long_text = "\n".join(f"detail {i}: " + "x" * 200 for i in range(100))  # ~21,000 chars
+    alert = Alert(
+        ts_event=T0,
+        ts_init=T0,
+        alert_id="a1",
+        level=AlertLevel.CRITICAL,
+        source="risk",
+        text=long_text,
+    )
+    await a.handle(alert)
+    queued = []
+    while len(a.outbox):
+        item = a.outbox.take()
+        assert isinstance(item, Outgoing)
+        queued.append(item)
+    assert len(queued) == 3 and {q.thread_id for q in queued} == {42}
+    assert all(tg_len(q.text) <= TEXT_LIMIT for q in queued)
+    assert queued[0].text.startswith("🚨 CRITICAL from risk: detail 0:")
+    assert queued[-1].text.endswith("more characters)")
+
+
+@pytest.mark.parametrize("shared", [1087968824, 136817688, 777000])
+def test_config_refuses_telegrams_shared_sender_ids_as_admins(shared: int) -> None:
+    with pytest.raises(ConfigError, match=rf"admin_user_ids: {shared} \(.*\) is a shared"):
+        convert({"admin_user_ids": [5, shared]}, TelegramConfig)
+    assert convert({"admin_user_ids": [5]}, TelegramConfig).admin_user_ids == (5,)
+
+
+def test_config_bounds_the_subscription_cap_and_message_parts() -> None:
+    assert TelegramConfig().max_symbols_per_chat == 50
+    with pytest.raises(ConfigError, match=r"\$\.max_symbols_per_chat"):
+        convert({"max_symbols_per_chat": 0}, TelegramConfig)
+    with pytest.raises(ConfigError, match=r"\$\.max_message_parts"):
+        convert({"max_message_parts": 0}, TelegramConfig)

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 import structlog
-from aiogram.exceptions import TelegramForbiddenError, TelegramNetworkError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+)
 from aiogram.methods import SendMessage
 
 from levibot.runtime.metrics import Metrics
@@ -148,3 +153,38 @@ async def test_sender_gives_up_on_blocked_chats_and_after_repeated_network_error
         await s._deliver(picked)
     assert s.failed == 2 and s.sent == 0 and len(box) == 0
     assert [c[0] for c in send.calls] == [1, 2, 2]
+
+
+@pytest.mark.anyio
+async def test_a_push_to_a_deleted_forum_topic_goes_to_the_chat_instead() -> None:
+    clock = FakeTime()
+    box = outbox(clock, per_chat_interval_s=0.0, global_rate_per_s=1000.0)
+    method = SendMessage(chat_id=-100, text="x", message_thread_id=42)
+    send = ScriptedSend(TelegramBadRequest(method, "Bad Request: message thread not found"))
+    sent: list[int | None] = []
+
+    async def record(item: Outgoing) -> None:
+        sent.append(item.thread_id)
+        await send(item)
+
+    s = Sender(box, record, metrics=Metrics(), log=structlog.get_logger(), max_attempts=2)
+    box.put(-100, "signal", 42)
+    for _ in range(2):
+        picked = box.take()
+        while isinstance(picked, float):
+            clock.t += picked
+            picked = box.take()
+        await s._deliver(picked)
+    assert sent == [42, None] and s.sent == 1 and s.failed == 0
+
+
+@pytest.mark.anyio
+async def test_other_bad_requests_are_given_up_even_with_a_topic() -> None:
+    box = outbox(FakeTime(), per_chat_interval_s=0.0)
+    method = SendMessage(chat_id=-100, text="x", message_thread_id=42)
+    s = sender(box, ScriptedSend(TelegramBadRequest(method, "Bad Request: chat not found")))
+    box.put(-100, "signal", 42)
+    picked = box.take()
+    assert isinstance(picked, Outgoing)
+    await s._deliver(picked)
+    assert s.failed == 1 and len(box) == 0
