@@ -20,7 +20,6 @@ Used by ``tests/e2e/test_chaos_live.py`` (a few runs in CI) and ``bench/chaos_li
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
