@@ -51,6 +51,10 @@ class NodeConfig(Config, frozen=True, kw_only=True):
                 f"partition_index {self.partition_index} must be < partition_count "
                 f"{self.partition_count}"
             )
+        # importlib raises ValueError or TypeError (not ImportError) for "" and relative names.
+        for module in self.plugins:
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise ValueError(f"plugin {module!r} is not an absolute module name")
 
 
 class NatsConfig(Config, frozen=True, kw_only=True):
@@ -73,6 +77,15 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # Every type over JetStream (deduplicated, acked after handling), not only the durable ones:
     # a replay split across processes then survives a kill -9 of any process. Slower.
     durable_all: bool = False
+    # A durable message whose handler raises is redelivered after redeliver_delay_s (doubling,
+    # at most 30 s) and, at the max_deliver-th failure, moved to the dead-letter stream.
+    max_deliver: PositiveInt = 5
+    redeliver_delay_s: PositiveFloat = 1.0
+    dlq_stream: str = ""  # default: derived from the namespace (<NAMESPACE>_DLQ, LEVIBOT_DLQ)
+    # A durable publish the server does not accept is retried this long (or this many times)
+    # and then spilled to <data_dir>/spill, re-sent at the next start or by `levibot dlq resend`.
+    publish_retry_s: PositiveFloat = 30.0
+    publish_attempts: PositiveInt = 30
 
 
 class LogConfig(Config, frozen=True, kw_only=True):
@@ -130,7 +143,10 @@ def load_settings(
     raw = read_toml(path) if path is not None else {}
     raw = overlay_env(raw, environ)
     for section, values in (overrides or {}).items():
-        raw[section] = {**raw.get(section, {}), **values}
+        current = raw.get(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"invalid configuration: [{section}] is not a table", f"$.{section}")
+        raw[section] = {**current, **values}
     core = {k: v for k, v in raw.items() if k in _CORE}
     settings = convert(core, Settings)
     for module in settings.node.plugins:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from levibot.bus._delivery import Delivery
 from levibot.bus._mailbox import Done, Mailbox, MailboxClosed
 from levibot.messages import Message, Overflow
 from levibot.runtime.actor import Partition
@@ -111,7 +112,8 @@ class LocalBus:
     async def deliver_remote(self, msg: Message, done: Callable[[], None] | None) -> int:
         """Deliver a message that came from NATS to local subscribers only (never re-published).
 
-        ``done`` is called once every local subscriber has handled it (at once if none).
+        ``done`` is called once every local subscriber has handled it (at once if none). A
+        ``Delivery`` goes into the mailboxes itself, so that a failed handler can report on it.
         Return the number of local subscribers it went to.
         """
         targets = self._targets(msg)
@@ -119,7 +121,11 @@ class LocalBus:
             if done is not None:
                 done()
             return 0
-        await self._deliver(msg, targets, _Countdown(len(targets), done) if done else None)
+        if isinstance(done, Delivery):
+            done.expect(len(targets))
+            await self._deliver(msg, targets, done)
+        else:
+            await self._deliver(msg, targets, _Countdown(len(targets), done) if done else None)
         return len(targets)
 
     def stats(self) -> dict[str, Any]:

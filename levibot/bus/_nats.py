@@ -6,14 +6,21 @@ that re-publishes after a restart is deduplicated by the server. A durable messa
 here is acked only after every local subscriber handled it *and* everything those handlers
 published has been confirmed by NATS: a kill -9 at any point loses nothing, and re-handling
 after redelivery re-publishes identical, deduplicated output.
+
+Egress runs as two tasks: market data on core NATS and durable messages on JetStream
+(``_egress``, with a retry budget and a local spill), so a stuck durable publish never holds up a
+tick. A handler that raises on a durable message gets it again later and, after
+``max_deliver`` tries, the message goes to the dead-letter stream (``_dlq``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,8 +31,12 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
+from levibot.bus import _dlq, _spill
+from levibot.bus._dlq import DeadLetters, JsDelivery
+from levibot.bus._egress import DurableEgress
+from levibot.bus._spill import Item
 from levibot.errors import DecodeError
-from levibot.messages import Codec, Message
+from levibot.messages import Alert, AlertLevel, Codec, Message
 from levibot.runtime.actor import Partition
 from levibot.runtime.metrics import Metrics
 from levibot.settings import NatsConfig
@@ -71,6 +82,7 @@ class NatsMirror:
         metrics: Metrics,
         log: Any,
         partition: Partition = Partition(),
+        data_dir: str | Path = "var",
     ) -> None:
         self.config = config
         self.node = node
@@ -80,13 +92,11 @@ class NatsMirror:
         self.partition = partition
         self.nc: Any = None
         self.js: Any = None
-        self._queue: deque[Message] = deque()
+        self._queue: deque[Message] = deque()  # core NATS only; durable ones: self.durable
         self._wakeup = asyncio.Event()
-        self._space = asyncio.Event()
         self._closing = False
-        self._enqueued = 0  # sequence number of the last message put in the egress queue
-        self._confirmed = 0  # every message up to this sequence is confirmed by NATS
-        self._pending_acks: deque[tuple[int, Msg]] = deque()
+        self._core_busy = False
+        self._local: Deliver | None = None  # the local bus, for alerts raised here
         self._subs: list[Any] = []
         self._durable_subs: list[Any] = []
         self._core_headers = {ORIGIN: node}
@@ -97,7 +107,7 @@ class NatsMirror:
         self._handled_max = 100_000
         self.m_queue = metrics.gauge(
             "levibot_nats_egress_queue", "Messages waiting to be published to NATS.",
-            fn=lambda: len(self._queue),
+            fn=lambda: len(self._queue) + len(self.durable.queue),
         )  # fmt: skip
         self.m_published = metrics.counter(
             "levibot_nats_published_total", "Messages published to NATS."
@@ -117,6 +127,18 @@ class NatsMirror:
         self.m_reconnects = metrics.counter("levibot_nats_reconnects_total", "Reconnections.")
         self.m_redelivered = metrics.counter(
             "levibot_nats_redelivered_skipped_total", "Durable redeliveries already handled."
+        )
+        self.m_spilled = metrics.counter(
+            "levibot_nats_spilled_total", "Durable publishes not accepted in time: spilled."
+        )
+        self.spill_path = Path(data_dir) / "spill" / f"{consumer_name}.jsonl"
+        self.durable = DurableEgress(
+            config, encode=self._durable_item, spill_path=self.spill_path,
+            on_spill=self._on_spill, published=self.m_published, errors=self.m_errors,
+            spilled=self.m_spilled, log=log,
+        )  # fmt: skip
+        self.dead_letters = DeadLetters(
+            config, node=node, alert=self._alert_durable, metrics=metrics, log=log
         )
 
     # -- connection -----------------------------------------------------------------------
@@ -168,35 +190,55 @@ class NatsMirror:
                     max_age=86_400.0,
                 )
             )
+        self.durable.js = self.dead_letters.js = self.js
+        await _dlq.ensure_stream(self.js, self.config)
         self.log.info("nats.connected", url=self.config.url, stream=self.config.stream)
+        await self.resend_spill()
+
+    async def resend_spill(self) -> None:
+        """Re-send what an earlier run of this node spilled (kept if still refused)."""
+        if not _spill.pending(self.spill_path):
+            return
+        timeout = self.config.connect_timeout_s
+
+        async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+            await self.js.publish(subject, data, timeout=timeout, headers=headers)
+
+        sent, left = await _spill.resend(self.spill_path, publish)
+        self.m_published.inc(sent)
+        log = self.log.error if left else self.log.info
+        log("nats.spill_resent", sent=sent, still_spilled=left, path=str(self.spill_path))
 
     # -- egress ---------------------------------------------------------------------------
 
     async def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` for publishing. Market data is dropped when full; durable waits."""
+        if msg.durable or self.config.durable_all:
+            await self.durable.put(msg)
+            return
         if len(self._queue) >= self.config.egress_queue:
-            if not (msg.durable or self.config.durable_all):
-                self.m_dropped.inc()
-                return
-            while len(self._queue) >= self.config.egress_queue and not self._closing:
-                self._space.clear()
-                await self._space.wait()
+            self.m_dropped.inc()
+            return
         self._queue.append(msg)
-        self._enqueued += 1
         self._wakeup.set()
 
     async def run_egress(self) -> None:
-        """Publish queued messages in batches until ``close`` and the queue is empty."""
+        """Publish queued messages until ``close`` and the queues are empty.
+
+        Core and durable egress are separate tasks; so is the settling of failed deliveries.
+        """
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.durable.run)
+            tg.start_soon(self.dead_letters.run)
+            await self._run_core()
+
+    async def _run_core(self) -> None:
         batch_size = self.config.egress_batch
         while True:
-            if self._pending_acks:
-                await self._release_acks()
             if not self._queue:
                 if self._closing:
                     return
                 self._wakeup.clear()
-                if self._pending_acks and self._pending_acks[0][0] <= self._confirmed:
-                    continue
                 await self._wakeup.wait()
                 # Let the local pipeline run on first: what it is about to publish joins this
                 # batch, and the mirror stays off the hot path instead of interleaving with it.
@@ -205,29 +247,17 @@ class NatsMirror:
                 continue
             n = min(batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
-            self._space.set()
-            await self._publish_batch(batch)
-            self._confirmed += n
+            self._core_busy = True
+            await self._publish_core(batch)
+            self._core_busy = False
 
-    async def _publish_batch(self, batch: list[Message]) -> None:
-        durable: list[tuple[str, bytes, dict[str, str]]] = []
+    async def _publish_core(self, batch: list[Message]) -> None:
         for msg in batch:
             try:
                 data = self.codec.encode(msg)
             except Exception as exc:  # a message that cannot be encoded is a bug: say so
                 self.m_errors.inc()
                 self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
-                continue
-            if msg.durable or self.config.durable_all:
-                # Market types have no domain id: an identical payload is the same fact (replay
-                # is deterministic, so a restarted producer re-publishes identical bytes).
-                msg_id = (
-                    msg.dedup_id()
-                    if msg.durable
-                    else hashlib.blake2b(data, digest_size=12).hexdigest()
-                )
-                headers = {"Nats-Msg-Id": msg_id, ORIGIN: self.node}
-                durable.append((self._ns + msg.subject(), data, headers))
                 continue
             try:
                 await self.nc.publish(self._ns + msg.subject(), data, headers=self._core_headers)
@@ -236,53 +266,58 @@ class NatsMirror:
                 self.m_errors.inc()
                 self.m_dropped.inc()
                 self.log.debug("nats.publish_failed", error=repr(exc))
-        if durable:
-            await self._publish_durable(durable)
 
-    async def _publish_durable(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        backoff = 0.05
-        timeout = self.config.connect_timeout_s
-        while items:
-            # Each publish awaits its own PubAck; gathering them keeps the batch in flight at
-            # once. (js.publish_async is avoided: a publish that fails mid-reconnect leaks its
-            # pending-slot semaphore, and enough of those stall the client for good.)
-            results = await asyncio.gather(
-                *(self.js.publish(s, d, timeout=timeout, headers=h) for s, d, h in items),
-                return_exceptions=True,
-            )
-            failed = [
-                item for item, r in zip(items, results, strict=True) if isinstance(r, BaseException)
-            ]
-            self.m_published.inc(len(items) - len(failed))
-            if failed:
-                # Retrying is safe: the server deduplicates on Nats-Msg-Id.
-                self.m_errors.inc(len(failed))
-                self.log.warning("nats.durable_retry", count=len(failed), backoff_s=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            items = failed
+    def _durable_item(self, msg: Message) -> Item | None:
+        """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
+        try:
+            data = self.codec.encode(msg)
+        except Exception as exc:  # a message that cannot be encoded is a bug: say so
+            self.m_errors.inc()
+            self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+            return None
+        # Market types have no domain id: an identical payload is the same fact (replay is
+        # deterministic, so a restarted producer re-publishes identical bytes).
+        msg_id = (
+            msg.dedup_id() if msg.durable else hashlib.blake2b(data, digest_size=12).hexdigest()
+        )
+        return self._ns + msg.subject(), data, {"Nats-Msg-Id": msg_id, ORIGIN: self.node}
 
-    async def _release_acks(self) -> None:
-        while self._pending_acks and self._pending_acks[0][0] <= self._confirmed:
-            _, raw = self._pending_acks.popleft()
-            try:
-                await raw.ack()
-            except Exception as exc:  # unacked: it will be redelivered and deduplicated
-                self.log.warning("nats.ack_failed", error=repr(exc))
+    async def _on_spill(self, count: int, error: str, first: bool) -> None:
+        if not first:
+            return  # one alert per spell of refusals; each spill is logged and counted
+        now = time.time_ns()
+        text = (
+            f"durable publishes refused by NATS ({error}); {count} message(s) spilled to "
+            f"{self.spill_path}; re-sent at the next start or by `levibot dlq resend`"
+        )
+        alert = Alert(
+            ts_event=now, ts_init=now, alert_id=f"spill-{self.node}-{now}",
+            level=AlertLevel.CRITICAL, source=f"nats:{self.node}", text=text, code="NATS_SPILL",
+        )  # fmt: skip
+        await self._deliver_alert(alert)
+        try:  # core NATS: the stream stores it if it can; never spilled, never retried
+            data = self.codec.encode(alert)
+            await self.nc.publish(self._ns + alert.subject(), data, headers=self._core_headers)
+        except Exception as exc:
+            self.log.warning("nats.alert_failed", error=repr(exc))
 
-    def ack_after_egress(self, raw: Msg) -> Callable[[], None]:
-        """Return a ``done`` callback that acks ``raw`` once our resulting output is confirmed."""
-        msg_id = raw.headers.get("Nats-Msg-Id") if raw.headers else None
+    async def _alert_durable(self, alert: Alert) -> None:
+        await self._deliver_alert(alert)
+        await self.enqueue(alert)
 
-        def done() -> None:
-            if msg_id:
-                self._handled_ids[msg_id] = None
-                if len(self._handled_ids) > self._handled_max:
-                    del self._handled_ids[next(iter(self._handled_ids))]
-            self._pending_acks.append((self._enqueued, raw))
-            self._wakeup.set()
+    async def _deliver_alert(self, alert: Alert) -> None:
+        if self._local is not None and Alert in self.codec.types:
+            await self._local(alert, None)
 
-        return done
+    def _remember(self, msg_id: str | None) -> None:
+        if msg_id:
+            self._handled_ids[msg_id] = None
+            if len(self._handled_ids) > self._handled_max:
+                del self._handled_ids[next(iter(self._handled_ids))]
+
+    def _delivered(self, d: JsDelivery) -> None:
+        self._remember(d.key)
+        self.durable.ack_later(d.raw)
 
     # -- ingress --------------------------------------------------------------------------
 
@@ -293,6 +328,7 @@ class NatsMirror:
     ) -> None:
         """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
         wanted = tuple(types)
+        self._local = deliver
         for pattern, durable in sorted(_patterns(wanted, self.config.durable_all).items()):
             pattern = self._ns + pattern
             if durable:
@@ -344,32 +380,58 @@ class NatsMirror:
         if not pattern.endswith(">"):
             suffix += "_root"
 
+        durable = f"{self.consumer_name}_{suffix}"
+        max_deliver = self.config.max_deliver
+
         async def cb(raw: Msg) -> None:
             if raw.headers and raw.headers.get("Nats-Msg-Id") in self._handled_ids:
                 self.m_redelivered.inc()
                 await raw.ack()  # handled before the ack was lost: never twice
+                return
+            if raw.metadata.num_delivered > max_deliver:
+                # The node handling the last try died (or its dead-letter write failed): the
+                # server's one extra delivery goes to the dead-letter stream, unhandled.
+                await self.dead_letters.dead_letter(raw, consumer=durable, actor="", error="")
                 return
             msg = self._decode(raw, wanted)
             if msg is None:
                 await raw.ack()  # not ours, or garbage: never redeliver it
                 return
             self.m_received.inc()
-            await deliver(msg, self.ack_after_egress(raw))
+            delivery = JsDelivery(
+                raw, consumer=durable, max_deliver=max_deliver, on_ok=self._delivered,
+                on_fail=self.dead_letters.failed,
+            )  # fmt: skip
+            await deliver(msg, delivery)
 
+        config = api.ConsumerConfig(
+            ack_wait=self.config.ack_wait_s,
+            max_ack_pending=self.config.fetch_batch * 8,
+            deliver_policy=api.DeliverPolicy.ALL,
+            max_deliver=max_deliver + 1,  # one extra: see _dlq
+        )
+        await self._bound_deliveries(durable, max_deliver + 1)
         sub = await self.js.subscribe(
             pattern,
-            durable=f"{self.consumer_name}_{suffix}",
+            durable=durable,
             stream=self.config.stream,
             cb=cb,
             manual_ack=True,
-            config=api.ConsumerConfig(
-                ack_wait=self.config.ack_wait_s,
-                max_ack_pending=self.config.fetch_batch * 8,
-                deliver_policy=api.DeliverPolicy.ALL,
-            ),
+            config=config,
         )
         self._subs.append(sub)
         self._durable_subs.append(sub)
+
+    async def _bound_deliveries(self, durable: str, max_deliver: int) -> None:
+        """Give an existing consumer (made before max_deliver was set) the bound too."""
+        try:
+            info = await self.js.consumer_info(self.config.stream, durable)
+        except nats.js.errors.NotFoundError:
+            return  # created below with the bound
+        if info.config.max_deliver != max_deliver:
+            info.config.max_deliver = max_deliver
+            await self.js.add_consumer(self.config.stream, info.config)
+            self.log.info("nats.consumer_updated", consumer=durable, max_deliver=max_deliver)
 
     # -- distributed settle (replay across processes) ---------------------------------------
     #
@@ -387,7 +449,7 @@ class NatsMirror:
     async def _quiesce(self, local_settle: Callable[[], Awaitable[None]]) -> None:
         while True:
             await local_settle()
-            if self._queue or self._confirmed < self._enqueued or self._pending_acks:
+            if self._queue or self._core_busy or not self.durable.idle:
                 await anyio.lowlevel.checkpoint()
                 continue
             pending = 0
@@ -455,7 +517,8 @@ class NatsMirror:
         """Stop egress once its queue is published, then drain the connection."""
         self._closing = True
         self._wakeup.set()
-        self._space.set()
+        self.durable.close()
+        self.dead_letters.close()
 
     async def drain(self) -> None:
         """Drain and close the connection (after ``run_egress`` has returned)."""

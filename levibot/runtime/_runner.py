@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
-from levibot.bus import Mailbox, MailboxClosed
+from levibot.bus import Delivery, Mailbox, MailboxClosed
+from levibot.bus._delivery import error_text
+from levibot.bus._mailbox import Done
 from levibot.clock import Clock
 from levibot.errors import SupervisionExhausted
 from levibot.messages import Message
@@ -41,6 +43,7 @@ class ActorRunner:
         self.looping = False  # a receive or source loop was started
         self.finished = anyio.Event()
         self._failures: deque[float] = deque()
+        self._poisoned: dict[str, float] = {}  # durable message key → when it last failed
         self._live = not clock.is_replay
         labels = {"actor": self.name}
         self.m_handled = metrics.counter(
@@ -48,6 +51,11 @@ class ActorRunner:
         )
         self.m_errors = metrics.counter(
             "levibot_actor_errors_total", "Exceptions raised by handle or run.", **labels
+        )
+        self.m_poison = metrics.counter(
+            "levibot_actor_durable_failures_total",
+            "Durable messages whose handler raised (redelivered, then dead-lettered).",
+            **labels,
         )
         self.m_restarts = metrics.counter(
             "levibot_actor_restarts_total", "Restarts by supervision.", **labels
@@ -108,19 +116,20 @@ class ActorRunner:
                 t0 = perf()
                 if max_batch > 1 and len(mailbox):
                     batch = [(msg, done), *mailbox.get_nowait_batch(max_batch - 1)]
-                    ok = await self._handle_batch(batch)
                     dones = [d for _, d in batch]
+                    ok = await self._handle_batch(batch, dones)
                     n = len(batch)
                 else:
                     clock.observe(msg.ts_event)
                     if self._live and msg.ts_ingress:
                         self.m_latency.observe((time.time_ns() - msg.ts_ingress) * 1e-9)
+                    dones = [done]
                     try:
                         await actor.handle(msg)
                         ok = True
                     except Exception as exc:
-                        ok = await self._failed(exc, msg)
-                    dones = [done]
+                        ok = await self._failed(exc, msg, dones)
+                        dones = []  # settled by _failed
                     n = 1
                 self.m_handle.observe((perf() - t0) * 1e-9 / n)
                 self.m_handled.inc(n)
@@ -134,7 +143,7 @@ class ActorRunner:
             self.busy = False
             self.finished.set()
 
-    async def _handle_batch(self, batch: list[tuple[Message, Any]]) -> bool:
+    async def _handle_batch(self, batch: list[tuple[Message, Any]], dones: list[Done]) -> bool:
         msgs = [m for m, _ in batch]
         for msg in msgs:
             self.clock.observe(msg.ts_event)
@@ -147,7 +156,11 @@ class ActorRunner:
             await self.actor.handle_batch(msgs)
             return True
         except Exception as exc:
-            return await self._failed(exc, msgs[-1])
+            # Which message failed is unknown: every durable one in the batch is retried (a
+            # durable message is handled idempotently), the others follow the policy.
+            ok = await self._failed(exc, msgs[-1], dones)
+            dones.clear()  # settled by _failed
+            return ok
 
     async def run_source(self, scope: anyio.CancelScope) -> None:
         """Run the source until it is exhausted, cancelled or out of restarts."""
@@ -178,10 +191,92 @@ class ActorRunner:
                     return
 
     # -- supervision ----------------------------------------------------------------------
+    #
+    # A message that came from a durable consumer (a ``Delivery``) is never lost by a failed
+    # handler: the transport redelivers it after a delay, and dead-letters it (with an alert)
+    # after ``[nats] max_deliver`` tries. So a failure there does not apply the policy as a
+    # local failure would. The actor goes on with the next message: a deterministic poison
+    # message costs ``max_deliver`` failures and one dead letter, never the process.
+    #
+    # A broken actor (every message fails) must still stop: each policy but ``skip`` counts the
+    # *distinct* durable messages that failed within ``window_s`` (the redeliveries of one
+    # message count once) and, past ``budget``, ends the node non-zero as before. ``restart``
+    # also restarts the actor per failure, as for local messages. ``crash`` does not restart:
+    # ``on_stop`` of a crash-policy actor persists its state, so a restart would not undo a
+    # half-applied change; its handlers check their input before they change state, which
+    # makes a raise a refusal. Local messages (no redelivery possible) keep the policy as is.
 
-    async def _failed(self, exc: Exception, msg: Message | None) -> bool:
-        """Apply the policy to a failure; return False when the actor must stop (crash)."""
+    async def _failed(
+        self, exc: Exception, msg: Message | None, dones: Sequence[Done] = ()
+    ) -> bool:
+        """Apply the policy to a failure and settle ``dones``; return False when the actor must
+        stop (crash, or budget exhausted)."""
         self.m_errors.inc()
+        durable = [d for d in dones if isinstance(d, Delivery)]
+        if durable:
+            return await self._failed_durable(exc, msg, dones, durable)
+        ok = await self._apply_policy(exc, msg)
+        if ok:
+            for d in dones:
+                if d is not None:
+                    d()  # skipped or restarted past it: this message is done with
+        return ok
+
+    async def _failed_durable(
+        self, exc: Exception, msg: Message | None, dones: Sequence[Done], durable: list[Delivery]
+    ) -> bool:
+        for d in dones:
+            if isinstance(d, Delivery):
+                d.fail(self.name, exc)  # a delayed redelivery, or the dead-letter stream
+            elif d is not None:
+                d()
+        sup = self.actor.supervision
+        what = type(msg).__name__ if msg is not None else None
+        attempt = max(d.attempt for d in durable)
+        self.m_poison.inc()
+        if sup.policy is Policy.SKIP:
+            self.log.warning(
+                "actor.durable_failed", message=what, error=error_text(exc), attempt=attempt
+            )
+            return True
+        now = time.monotonic()
+        for d in durable:  # oldest first: a key seen again moves to the end
+            self._poisoned.pop(d.key, None)
+            self._poisoned[d.key] = now
+        while self._poisoned and now - next(iter(self._poisoned.values())) > sup.window_s:
+            del self._poisoned[next(iter(self._poisoned))]
+        if len(self._poisoned) > sup.budget:
+            self.log.error(
+                "actor.budget_exhausted", error=error_text(exc), failing=len(self._poisoned)
+            )
+            self.on_fatal(self.name, SupervisionExhausted(self.name, exc))
+            return False
+        self.log.warning(
+            "actor.durable_failed", message=what, error=error_text(exc), attempt=attempt,
+            failing=len(self._poisoned), budget=sup.budget,
+        )  # fmt: skip
+        if sup.policy is Policy.RESTART:
+            return await self._restart(exc, what, len(self._poisoned))
+        return True
+
+    async def _restart(self, exc: Exception, what: str | None, failures: int) -> bool:
+        sup = self.actor.supervision
+        delay = min(sup.backoff_s * 2 ** (failures - 1), sup.max_backoff_s)
+        self.log.warning(
+            "actor.restarting", message=what, error=repr(exc), backoff_s=delay, failures=failures
+        )
+        self.m_restarts.inc()
+        await self.stop()
+        await anyio.sleep(delay)
+        try:
+            await self.start()
+            return True
+        except Exception as start_exc:
+            self.log.error("actor.budget_exhausted", error=repr(start_exc))
+            self.on_fatal(self.name, SupervisionExhausted(self.name, start_exc))
+            return False
+
+    async def _apply_policy(self, exc: Exception, msg: Message | None) -> bool:
         sup = self.actor.supervision
         what = type(msg).__name__ if msg is not None else None
         if sup.policy is Policy.SKIP:
@@ -193,19 +288,7 @@ class ActorRunner:
             while self._failures and now - self._failures[0] > sup.window_s:
                 self._failures.popleft()
             if len(self._failures) <= sup.budget:
-                delay = min(sup.backoff_s * 2 ** (len(self._failures) - 1), sup.max_backoff_s)
-                self.log.warning(
-                    "actor.restarting", message=what, error=repr(exc), backoff_s=delay,
-                    failures=len(self._failures),
-                )  # fmt: skip
-                self.m_restarts.inc()
-                await self.stop()
-                await anyio.sleep(delay)
-                try:
-                    await self.start()
-                    return True
-                except Exception as start_exc:
-                    exc = start_exc
+                return await self._restart(exc, what, len(self._failures))
             self.log.error("actor.budget_exhausted", error=repr(exc))
             self.on_fatal(self.name, SupervisionExhausted(self.name, exc))
             return False

@@ -144,6 +144,7 @@ class Node:
                 metrics=self.metrics,
                 log=self.log.bind(component="nats"),
                 partition=self.partition,
+                data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
             )
             self.bus.egress = self.mirror.enqueue
 

@@ -1,0 +1,182 @@
+"""Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
+
+Durable messages have their own queue and task, apart from market data (core NATS): a publish
+the server does not accept delays the durable messages behind it, never a tick. A batch is
+retried with backoff for at most ``[nats] publish_retry_s`` seconds or ``publish_attempts``
+tries; what is still refused then goes to the local spill file (``_spill``), counts as
+confirmed (it is on local disk), and an alert is raised. While the server keeps refusing, the
+following batches get a single try each, so the durable pipeline does not stall for a whole
+budget per batch; the first accepted publish ends that state.
+
+Incoming durable messages are acked only after everything the node enqueued before their
+handling finished is confirmed (published or spilled): ``pending_acks`` holds them by sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from nats.aio.msg import Msg
+
+from levibot.bus import _spill
+from levibot.bus._spill import Item
+from levibot.messages import Message
+from levibot.settings import NatsConfig
+
+#: Called when messages were spilled: (count, last error, True on the first spill of a spell).
+OnSpill = Callable[[int, str, bool], Awaitable[None]]
+
+
+class DurableEgress:
+    """The durable half of a node's egress. ``encode`` turns a message into a publish."""
+
+    def __init__(
+        self,
+        config: NatsConfig,
+        *,
+        encode: Callable[[Message], Item | None],
+        spill_path: Path,
+        on_spill: OnSpill,
+        published: Any,
+        errors: Any,
+        spilled: Any,
+        log: Any,
+    ) -> None:
+        self.config = config
+        self.encode = encode
+        self.spill_path = spill_path
+        self.on_spill = on_spill
+        self.log = log
+        self.js: Any = None
+        self.queue: deque[Message] = deque()
+        self.enqueued = 0  # sequence number of the last message queued
+        self.confirmed = 0  # every message up to this sequence is published or spilled
+        self.pending_acks: deque[tuple[int, Msg]] = deque()
+        self.refusing = False  # the last batch was spilled: one try per batch until one passes
+        self.closing = False
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._inflight: list[Item] = []
+        self.m_published = published  # counters shared with the mirror
+        self.m_errors = errors
+        self.m_spilled = spilled
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is queued, in flight or waiting for its ack."""
+        return not self.queue and self.confirmed == self.enqueued and not self.pending_acks
+
+    async def put(self, msg: Message) -> None:
+        """Queue ``msg``; wait while the queue is full (back-pressure, never a loss)."""
+        while len(self.queue) >= self.config.egress_queue and not self.closing:
+            self._space.clear()
+            await self._space.wait()
+        self.queue.append(msg)
+        self.enqueued += 1
+        self._wakeup.set()
+
+    def ack_later(self, raw: Msg) -> None:
+        """Ack ``raw`` once everything queued so far is confirmed."""
+        self.pending_acks.append((self.enqueued, raw))
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Let ``run`` return once its queue is published."""
+        self.closing = True
+        self._wakeup.set()
+        self._space.set()
+
+    async def run(self) -> None:
+        """Publish queued messages in batches until ``close`` and the queue is empty."""
+        try:
+            while True:
+                if self.pending_acks:
+                    await self._release_acks()
+                if not self.queue:
+                    if self.closing:
+                        return
+                    self._wakeup.clear()
+                    if self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
+                        continue
+                    await self._wakeup.wait()
+                    for _ in range(self.config.egress_yield):
+                        await asyncio.sleep(0)  # let the pipeline add to this batch first
+                    continue
+                n = min(self.config.egress_batch, len(self.queue))
+                batch = [self.queue.popleft() for _ in range(n)]
+                self._space.set()
+                items = [i for i in map(self.encode, batch) if i is not None]
+                self._inflight = items
+                await self._publish(items)
+                self._inflight = []
+                self.confirmed += n
+        finally:
+            self._spill_leftovers()
+
+    def _spill_leftovers(self) -> None:
+        # Cancelled (a drain that timed out, a second signal): what is not confirmed goes to the
+        # spill synchronously. The loop is shutting down, so blocking here stalls no one.
+        items = [*self._inflight, *(i for i in map(self.encode, self.queue) if i is not None)]
+        if items:
+            _spill.append_sync(self.spill_path, items, "node stopped before the server accepted")
+            self.m_spilled.inc(len(items))
+            self.log.error("nats.spilled_at_stop", count=len(items), path=str(self.spill_path))
+            self.queue.clear()
+            self._inflight = []
+
+    async def _publish(self, items: list[Item]) -> None:
+        backoff = 0.05
+        started = time.monotonic()
+        budget_s = self.config.publish_retry_s
+        attempts = 1 if self.refusing else self.config.publish_attempts
+        timeout = min(self.config.connect_timeout_s, budget_s)
+        for attempt in range(1, attempts + 1):
+            # Each publish awaits its own PubAck; gathering them keeps the batch in flight at
+            # once. (js.publish_async is avoided: a publish that fails mid-reconnect leaks its
+            # pending-slot semaphore, and enough of those stall the client for good.)
+            results = await asyncio.gather(
+                *(self.js.publish(s, d, timeout=timeout, headers=h) for s, d, h in items),
+                return_exceptions=True,
+            )
+            failed = [
+                i for i, r in zip(items, results, strict=True) if isinstance(r, BaseException)
+            ]
+            self.m_published.inc(len(items) - len(failed))
+            if not failed:
+                if self.refusing:
+                    self.refusing = False
+                    self.log.info("nats.publish_recovered")
+                return
+            self.m_errors.inc(len(failed))
+            error = next(repr(r) for r in results if isinstance(r, BaseException))
+            left = budget_s - (time.monotonic() - started)
+            if attempt == attempts or left <= 0:
+                await self._spill(failed, error)
+                return
+            # Retrying is safe: the server deduplicates on Nats-Msg-Id.
+            self.log.warning("nats.durable_retry", count=len(failed), backoff_s=backoff)
+            await anyio.sleep(min(backoff, left))
+            backoff = min(backoff * 2, 2.0)
+            items = failed
+
+    async def _spill(self, items: list[Item], error: str) -> None:
+        first = not self.refusing
+        self.refusing = True
+        await _spill.append(self.spill_path, items, error)
+        self.m_spilled.inc(len(items))
+        self.log.error("nats.spilled", count=len(items), error=error, path=str(self.spill_path))
+        await self.on_spill(len(items), error, first)
+
+    async def _release_acks(self) -> None:
+        while self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
+            _, raw = self.pending_acks.popleft()
+            try:
+                await raw.ack()
+            except Exception as exc:  # unacked: it will be redelivered and deduplicated
+                self.log.warning("nats.ack_failed", error=repr(exc))
