@@ -39,51 +39,60 @@ class _Envelope(msgspec.Struct):
 _MAX = 1.7976931348623157e308
 Price = Annotated[float, msgspec.Meta(gt=0, le=_MAX)]
 Size = Annotated[float, msgspec.Meta(ge=0, le=_MAX)]
+# Ids and times become int64 fields of bus messages (msgpack refuses anything wider), and times
+# in ms are multiplied by 10^6 into ns: bound both so that no frame yields an unencodable message.
+_INT64 = 2**63 - 1
+Id = Annotated[int, msgspec.Meta(ge=0, le=_INT64)]
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=_INT64 // _MS)]
+# A symbol and an interval become NATS subject tokens (lb.md.tick.<venue>.<symbol>): no
+# whitespace or control characters, no ".", "*" or ">". Binance lists non-ASCII symbols too.
+Symbol = Annotated[str, msgspec.Meta(pattern=r"\A[^\s.*>\x00-\x1f\x7f]{1,64}\Z")]
+Interval = Annotated[str, msgspec.Meta(pattern=r"\A[0-9]{1,4}[smhdwM]\Z")]
 
 
 class _Trade(msgspec.Struct):
-    s: str
-    t: int
+    s: Symbol
+    t: Id
     p: Price
     q: Size
-    T: int
+    T: TimeMs
     m: bool
 
 
 class _AggTrade(msgspec.Struct):
-    s: str
-    a: int
+    s: Symbol
+    a: Id
     p: Price
     q: Size
-    T: int
+    T: TimeMs
     m: bool
 
 
 class _BookTicker(msgspec.Struct):
-    s: str
-    u: int
+    s: Symbol
+    u: Id
     b: Size  # an empty side of the book is quoted as 0
     B: Size
     a: Size
     A: Size
-    T: int = 0  # futures only: transaction time
+    T: TimeMs = 0  # futures only: transaction time
 
 
 class _KlineBody(msgspec.Struct):
-    t: int
-    T: int
-    i: str
+    t: TimeMs
+    T: TimeMs
+    i: Interval
     o: Price
     h: Price
     l: Price  # noqa: E741 - Binance's field name
     c: Price
     v: Size
-    n: int
+    n: Id
     x: bool
 
 
 class _Kline(msgspec.Struct):
-    s: str
+    s: Symbol
     k: _KlineBody
 
 
@@ -161,7 +170,8 @@ class BinanceDecoder:
                 return None
             event = decoder.decode(body)
             return self._convert(event, ts_ingress)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        # RecursionError: msgspec gives up on deep nesting (even in fields we skip) with it.
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
             self._parse_failed(raw, exc)
             return None
 
@@ -189,6 +199,8 @@ class BinanceDecoder:
                 venue=self.venue, bid=ev.b, bid_size=ev.B, ask=ev.a, ask_size=ev.A,
             )  # fmt: skip
         k = ev.k
+        if k.t > k.T:  # the bar would close before it opens
+            raise ValueError(f"kline closes ({k.T}) before it opens ({k.t})")
         if not k.x:
             self.stats.open_klines += 1
             return None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from levibot.errors import DecodeError
 from levibot.messages import CORE_TYPES, Codec, Message
-from tests.fuzz.budget import budget
+from tests.fuzz.support import budget
 
 GOLDEN = sorted((Path(__file__).parents[1] / "golden").glob("*.msgpack"))
 CODEC = Codec(CORE_TYPES)

@@ -19,23 +19,11 @@ from levibot.messages import CORE_TYPES, Codec, Message
 from levibot.runtime.actor import Partition
 from levibot.runtime.metrics import Metrics
 from levibot.settings import NatsConfig
-from tests.fuzz.budget import budget
+from tests.fuzz.support import RecordingLog, budget
 
 GOLDEN = sorted((Path(__file__).parents[1] / "golden").glob("*.msgpack"))
 NODE = "node-a"
 CODEC = Codec(CORE_TYPES)
-
-
-class RecordingLog:
-    """A logger that keeps the events it was given (the console one is slow at this rate)."""
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.events.append(event)
-
-    info = debug = error = warning
 
 
 def mirror(partition: Partition) -> NatsMirror:

@@ -1,4 +1,6 @@
-"""The fuzzing budget: small, fixed and reproducible in CI; as large as wanted locally.
+"""What the fuzz tests share: the budget, and a quiet logger.
+
+The budget is small, fixed and reproducible in CI, and as large as wanted locally.
 
 Every fuzz test takes its settings from ``budget(n)``: ``n`` examples, derandomized (the same
 examples on every CI run), no example database. Set ``LEVIBOT_FUZZ_EXAMPLES=N`` to run ``N``
@@ -9,6 +11,7 @@ reproduces it (``@reproduce_failure``).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 
@@ -26,3 +29,16 @@ def budget(ci_examples: int) -> settings:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+class RecordingLog:
+    """A logger that keeps the event names it was given (the console one is slow at this rate)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def warning(self, event: str, **kw: Any) -> None:
+        """Record ``event``."""
+        self.events.append(event)
+
+    info = debug = error = warning
