@@ -168,10 +168,16 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str, *, timeout_s: float = 5.0) -> None:
         import redis.asyncio as aioredis  # imported lazily: only this store needs it
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        # Bounded waits: a Redis that stopped answering fails a change instead of hanging it.
+        # Bounded waits and one immediate retry (it replaces a pooled connection a Redis restart
+        # closed): a Redis that is down fails a change at once instead of holding the chat.
         self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
         )
         self.key = f"{prefix}chats"
         self.problems: list[str] = []

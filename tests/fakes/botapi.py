@@ -70,6 +70,8 @@ class Call:
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     token_ok: bool = True  # False: the stand-in answered 401 Unauthorized
+    status: int = 0  # the HTTP status the stand-in answered (200: accepted)
+    error: str = ""  # the error description it answered with, if any
 
 
 class FakeBotAPI:
@@ -256,23 +258,35 @@ class FakeBotAPI:
             params = await self._params(request)
         except ValueError:
             return self._error(400, "Bad Request: can't parse request body")
+        call = Call(method, params)
+        self.calls.append(call)
+        response = await self._answer(request, call)
+        call.status = response.status
+        if response.status != 200 and isinstance(response.text, str):
+            call.error = json.loads(response.text).get("description", "")
+        return response
+
+    async def _answer(self, request: web.Request, call: Call) -> web.Response:
         if request.match_info["token"] != self.token:
-            self.calls.append(Call(method, params, token_ok=False))
+            call.token_ok = False
             return self._error(401, "Unauthorized")
-        self.calls.append(Call(method, params))
-        pending = self._failures.get(method.lower())
+        pending = self._failures.get(call.method.lower())
         if pending:
             retry_after = pending.popleft()
             return self._error(
                 429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
             )
-        handler = getattr(self, f"_m_{method.lower()}", None)
+        handler = getattr(self, f"_m_{call.method.lower()}", None)
         if handler is None:
             return self._error(404, "Not Found: method not found")
-        result = await handler(params)
+        result = await handler(call.params)
         if isinstance(result, web.Response):
             return result
         return web.json_response({"ok": True, "result": result})
+
+    def refused(self) -> list[Call]:
+        """Return every call the stand-in answered with an error other than a scripted 429."""
+        return [c for c in self.calls if c.status not in (0, 200, 429)]
 
     async def _m_getme(self, params: dict[str, Any]) -> Any:
         return self.bot_user
