@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ from levibot.errors import LevibotError
 
 #: The longest initData accepted; real ones are well under 1 KiB.
 MAX_INIT_DATA_LEN = 4096
+
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
 
 
 class InitDataError(LevibotError):
@@ -85,13 +89,16 @@ def verify_init_data(
     received = fields.get("hash")
     if not received:
         raise InitDataError("missing_hash", "initData carries no hash")
+    # compare_digest raises TypeError on non-ASCII text: anything but a hex digest is refused
+    # before it, as a forgery.
+    if not _HEX_SHA256.fullmatch(received):
+        raise InitDataError("bad_hash", "initData hash is not a SHA-256 hex digest")
     digest = hmac.new(secret_key(bot_token), data_check_string(fields).encode(), hashlib.sha256)
     if not hmac.compare_digest(digest.hexdigest(), received.lower()):
         raise InitDataError("bad_hash", "initData hash does not match: not signed for this bot")
-    try:
-        auth_date = int(fields["auth_date"])
-    except (KeyError, ValueError):
-        raise InitDataError("missing_auth_date", "initData has no valid auth_date") from None
+    if not _UNIX_TIME.fullmatch(fields.get("auth_date", "")):
+        raise InitDataError("missing_auth_date", "initData has no valid auth_date")
+    auth_date = int(fields["auth_date"])
     now = time.time() if now is None else now
     if now - auth_date > max_age_s:
         raise InitDataError(
@@ -102,10 +109,11 @@ def verify_init_data(
         raise InitDataError("stale", "initData auth_date lies in the future")
     try:
         user = json.loads(fields["user"])
-        int(user["id"])
-    except (KeyError, ValueError, TypeError):
-        raise InitDataError("bad_user", "initData carries no valid user") from None
-    if not isinstance(user, dict):
+    except (KeyError, ValueError, RecursionError):  # RecursionError: nested too deeply
+        user = None
+    # Telegram's user id is a JSON integer; 1.5, true, "7" or 1e400 (inf) are not ids.
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if type(user_id) is not int:
         raise InitDataError("bad_user", "initData carries no valid user")
     signed = {k: v for k, v in fields.items() if k != "hash"}
     return WebAppInit(user=user, auth_date=auth_date, fields=signed)
