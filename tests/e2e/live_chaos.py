@@ -53,7 +53,7 @@ from tests.e2e.faults import FaultProxy, LoopThread
 
 NATS_PORT = 4222
 PROCS = ("ingest", "scoring", "execution")
-KINDS = ("kill", "latency", "stall", "stall_up", "cut")
+KINDS = ("kill", "latency", "stall", "stall_up", "cut")  # (and "stall_up_kill")
 CASH = 10_000.0
 SLACK_NS = 1_500_000_000  # a fault window is widened by this much on each side
 
@@ -261,8 +261,8 @@ class LiveCluster:
             },
         )  # fmt: skip
 
-    def start(self, proc: str) -> NodeProcess:
-        """Start (or restart) ``proc`` through its proxy and wait until it is ready."""
+    def start(self, proc: str, *, wait: bool = True) -> NodeProcess:
+        """Start (or restart) ``proc`` through its proxy and (by default) wait until ready."""
         self.incarnation[proc] += 1
         node = NodeProcess(
             self.config, "--groups", proc,
@@ -270,7 +270,8 @@ class LiveCluster:
             env={"LEVIBOT__NATS__URL": self.proxies[proc].url},
         )  # fmt: skip
         self.nodes[proc] = node
-        node.wait_ready(90)
+        if wait:
+            node.wait_ready(90)
         return node
 
     def bars_emitted(self) -> float:
@@ -282,10 +283,20 @@ class LiveCluster:
         """Inject ``fault`` now; return once it is over (healed, or the process is back)."""
         begin = time.time_ns()
         if fault.kind == "kill":
-            node = self.nodes[fault.target]
-            node.proc.kill()  # SIGKILL: no drain, no state saved beyond what is on disk
-            node.wait(30)
-            self.exit_codes[f"{fault.target}-{self.incarnation[fault.target]}"] = -9
+            self.kill(fault.target)
+            self.start(fault.target)
+        elif fault.kind == "stall_up_kill":
+            # The process dies while its uplink is stalled, after it has acted on its input:
+            # two more fills persisted by the order actor than when the stall began.
+            proxy = self.proxies[fault.target]
+            proxy.stall(up=True, down=False)
+            base = self.order_fills()
+            try:
+                wait_until(lambda: self.order_fills() >= base + 2, 60, "2 fills in the stall")
+            except AssertionError as exc:  # not an invariant: the run did not trade
+                raise RuntimeError(str(exc)) from None
+            self.kill(fault.target)
+            proxy.heal()  # what was on the wire still arrives, as TCP would deliver it
             self.start(fault.target)
         else:
             proxy = self.proxies[fault.target]
@@ -301,6 +312,21 @@ class LiveCluster:
             proxy.heal()
         end = time.time_ns() + int(fault.latency_s * 1e9)
         self.windows.append((fault.kind, fault.target, begin, end))
+
+    def kill(self, proc: str) -> None:
+        """SIGKILL ``proc``: no drain, nothing saved beyond what is already on disk."""
+        node = self.nodes[proc]
+        node.proc.kill()
+        node.wait(30)
+        self.exit_codes[f"{proc}-{self.incarnation[proc]}"] = -9
+
+    def order_fills(self) -> int:
+        """Return how many fills the order actor's state file records (0 before the first)."""
+        try:
+            state = json.loads((self.tmp / "data" / "state" / "portfolio.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(state.get("fills", 0))
 
     def quiet(self) -> bool:
         """True when the downstream nodes are idle and the stream has nothing undelivered."""
@@ -336,9 +362,11 @@ def run(tmp: Path, plan: Plan) -> Outcome:
     cluster = LiveCluster(tmp, plan, lt)
     recorder = Recorder(lt, cluster.ns)
     try:
-        cluster.start("execution")
-        cluster.start("scoring")
-        cluster.start("ingest")
+        for proc in ("execution", "scoring"):
+            cluster.start(proc, wait=False)  # start together: imports overlap
+        for proc in ("execution", "scoring"):
+            cluster.nodes[proc].wait_ready(90)
+        cluster.start("ingest")  # the data flows once the consumers listen
         began = time.monotonic()
         for fault in plan.faults:
             delay = began + fault.at_s - time.monotonic()
