@@ -1,4 +1,4 @@
-"""Poison durable messages over a real NATS: retried, dead-lettered once, managed by ``levibot dlq``.
+"""Poison durable messages over a real NATS: retried, dead-lettered once, ``levibot dlq``.
 
 The sink here has the crash policy of risk and order. A message it raises on is redelivered up
 to ``max_deliver`` times, lands in the dead-letter stream once with its error, raises an alert,
