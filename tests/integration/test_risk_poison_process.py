@@ -52,9 +52,15 @@ async def scenario(ns: str, cfg: Path) -> dict[str, Any]:
     nc = await nats.connect(URL)
     js = nc.jetstream()
     seen: list[Message] = []
+    filled = anyio.Event()
+    poison, good = order(POISON, 0.005), order("BTCUSDT", 0.005)
+    coid = f"manual-{good.command_id}"
 
     async def on_order(raw: Any) -> None:
-        seen.append(CODEC.decode(raw.data))
+        msg = CODEC.decode(raw.data)
+        seen.append(msg)
+        if isinstance(msg, Fill) and msg.client_order_id == coid:
+            filled.set()
 
     await nc.subscribe(f"{ns}.lb.order.>", cb=on_order)
 
@@ -64,8 +70,6 @@ async def scenario(ns: str, cfg: Path) -> dict[str, Any]:
             headers={"Nats-Msg-Id": cmd.dedup_id(), "Lb-Origin": "test"},
         )  # fmt: skip
 
-    poison, good = order(POISON, 0.005), order("BTCUSDT", 0.005)
-    coid = f"manual-{good.command_id}"
     async with anyio.create_task_group() as tg:
 
         async def market() -> None:  # the market price for risk, the next bar to fill at
@@ -79,8 +83,7 @@ async def scenario(ns: str, cfg: Path) -> dict[str, Any]:
         await send(poison)
         await send(good)
         with anyio.fail_after(20):
-            while not any(isinstance(m, Fill) and m.client_order_id == coid for m in seen):
-                await anyio.sleep(0.02)
+            await filled.wait()
             dead: list[_dlq.DeadLetter] = []
             while not dead:
                 dead = await _dlq.letters(js, load_settings(cfg).nats)
