@@ -57,7 +57,8 @@ class _Tables:
     n_features: int
 
 
-def _round_down_f32(value: float) -> np.float32:
+def round_down_f32(value: float) -> np.float32:
+    """Return the largest float32 not above ``value``: ``x32 <= it`` iff ``x32 <= value``."""
     # LightGBM writes ±1e300 for splits that only separate missing values: they overflow
     # float32 and round down to the largest finite float32 (or -inf), which keeps the order.
     with np.errstate(over="ignore"):
@@ -126,7 +127,7 @@ def _tables(model: dict[str, Any]) -> _Tables:
         for i, node in enumerate(internals):
             j = t * n_int + i
             feature[j] = int(node["split_feature"])
-            threshold[j] = _round_down_f32(float(node["threshold"]))
+            threshold[j] = round_down_f32(float(node["threshold"]))
             default_left[j] = bool(node.get("default_left", True))
             missing = node.get("missing_type", "None")
             nan_missing[j] = missing == "NaN"

@@ -52,7 +52,7 @@ def make_model(
         "min_data_in_leaf": 20,
     }
     booster = lgb.train(params, lgb.Dataset(x, y), trees)
-    export = export_all(booster, len(columns), x[:500], out)
+    booster, export = export_all(booster, len(columns), x, out)
     used = names if names is not None else tuple(f"f{c}" for c in columns)
     lo, hi = x.min(axis=0), x.max(axis=0)
     card = ModelCard(
