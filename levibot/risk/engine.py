@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import msgspec
 
 from levibot.messages import (
+    Bar,
     Fill,
     OrderClosed,
     OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
-    Bar,
     Side,
     Signal,
     SignalSide,

@@ -65,9 +65,7 @@ def test_onnx_and_gemm_equal_lightgbm_on_every_real_row(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("folds", [1, 2] + ([5] if FULL else []))
-def test_training_checks_parity_on_every_row_whatever_the_folds(
-    tmp_path: Path, folds: int
-) -> None:
+def test_training_checks_parity_on_every_row_whatever_the_folds(tmp_path: Path, folds: int) -> None:
     bars = load_bars(ensure_btcusdt())
     card = train_model(
         bars=bars,
