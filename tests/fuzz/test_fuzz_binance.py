@@ -137,6 +137,8 @@ def test_frames_with_fields_replaced_or_missing_yield_sane_messages(
     event = json.loads(json.dumps(template["data"]))  # a deep copy
     for in_kline, key, drop, value in edits:
         target = event["k"] if in_kline and isinstance(event.get("k"), dict) else event
+        if not target:  # an earlier edit emptied it
+            continue
         name = sorted(target)[key % len(target)]
         if drop:
             del target[name]
