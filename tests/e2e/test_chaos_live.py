@@ -18,9 +18,9 @@ from tests.e2e.live_chaos import Fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: Seeds whose two kills between them hit every process: 13 (execution, ingest), 27 (scoring,
-#: execution).
-CI_SEEDS = (13, 27)
+#: The seed CI plays: kill -9 of execution at bar 303, of ingest at bar 617 (the fault run below
+#: kills scoring).
+CI_SEEDS = (3,)
 
 
 def seeds() -> list[int]:
@@ -39,31 +39,31 @@ def assert_invariants(out: lc.Outcome) -> lc.Report:
     rep = lc.check(out)
     assert not rep.violations, f"{rep.violations[:10]}\n{lc.dump(out)}"
     assert rep.fills > 0, "the strategy should trade on the replayed span"
-    assert rep.published >= out.plan.bars
+    assert rep.published > max((f.at_bar for f in out.plan.faults), default=0)
     return rep
 
 
 @pytest.mark.parametrize("seed", seeds())
 def test_kill_9_at_seeded_random_points_loses_no_order_or_fill(tmp_path: Path, seed: int) -> None:
-    plan = lc.random_plan(seed, kills=2, bars=800)
+    plan = lc.random_plan(seed, kills=2)
     out = lc.run(tmp_path, plan)
     assert_invariants(out)
     killed = {p.rsplit("-", 1)[0] for p, rc in out.exit_codes.items() if rc == -9}
     assert killed == {f.target for f in plan.faults}  # every kill happened
 
 
-def test_latency_stalls_and_cuts_lose_no_order_or_fill_and_count_lost_bars(
+def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill_and_count_lost_bars(
     tmp_path: Path,
 ) -> None:
     plan = lc.Plan(
         seed=0,
-        bars=800,
         faults=(
-            Fault(0.5, "execution", "latency", duration_s=1.0, latency_s=0.2),
-            Fault(1.6, "ingest", "stall", duration_s=0.8),
-            Fault(2.5, "scoring", "stall_up", duration_s=0.8),
-            Fault(3.4, "execution", "cut", duration_s=0.8),
-            Fault(4.3, "ingest", "cut", duration_s=0.5),
+            Fault(80, "execution", "latency", duration_s=1.0, latency_s=0.2),
+            Fault(200, "ingest", "stall", duration_s=0.8),
+            Fault(320, "scoring", "stall_up", duration_s=0.8),
+            Fault(440, "execution", "cut", duration_s=0.8),
+            Fault(560, "ingest", "cut", duration_s=0.5),
+            Fault(680, "scoring", "kill"),
         ),
     )
     out = lc.run(tmp_path, plan)
@@ -88,5 +88,5 @@ def test_latency_stalls_and_cuts_lose_no_order_or_fill_and_count_lost_bars(
 def test_kill_9_while_the_uplink_is_stalled_loses_no_fill(tmp_path: Path) -> None:
     # Execution's uplink stalls (its downlink still brings signals and bars), it trades and
     # persists two fills, then dies; on restart nothing re-publishes what died in its queue.
-    plan = lc.Plan(seed=0, bars=800, faults=(Fault(0.5, "execution", "stall_up_kill"),))
+    plan = lc.Plan(seed=0, faults=(Fault(100, "execution", "stall_up_kill"),))
     assert_invariants(lc.run(tmp_path, plan))
