@@ -32,17 +32,26 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file before parsing it
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
 
 
 def _parse_env_value(text: str) -> Any:
     # A value is read as a TOML value when it parses as one (numbers, booleans, arrays),
-    # otherwise as a plain string, so LEVIBOT__NATS__URL=nats://x works without quotes.
+    # otherwise as a plain string, so LEVIBOT__NATS__URL=nats://x works without quotes. A
+    # value with a newline that parses as several keys ("1\nx = 2") is a string too, never
+    # silently cut to its first line.
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        doc = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return doc["v"] if len(doc) == 1 else text
 
 
 def overlay_env(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -65,7 +74,12 @@ def overlay_env(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -
                 child = {}
             node[key] = child = dict(child)
             node = child
-        node[keys[-1]] = _parse_env_value(text)
+        try:
+            node[keys[-1]] = _parse_env_value(text)
+        except RecursionError:  # tomllib parses nested arrays recursively
+            path = "$." + ".".join(keys)
+            message = f"{name}: arrays nested too deeply - at `{path}`"
+            raise ConfigError(message, path=path) from None
     return merged
 
 
