@@ -129,7 +129,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print (and optionally write) the figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--symbols", type=int, default=16)
+    ap.add_argument("--symbols", type=int, default=8)
     ap.add_argument("--warmup-bars", type=int, default=240)  # features need 200
     ap.add_argument("--rates", type=float, nargs="+", default=[250.0, 500.0])
     ap.add_argument("--step-s", type=float, default=5.0)
