@@ -361,6 +361,16 @@ class Journal:
         if self.fsync != "never":
             os.fsync(self._fd)
 
+    def rotate_file(self) -> None:
+        """Start a new segment if the current one holds anything; leave the buffer alone.
+
+        The disk half of ``rotate`` (safe from a worker thread): frames still buffered go to
+        the new segment, after everything in the closed ones.
+        """
+        with self._io:
+            if self._size > 0:
+                self._new_segment()
+
     def rotate(self) -> None:
         """Close the current segment so every record so far lies in closed segments."""
         with self._io:

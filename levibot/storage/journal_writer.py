@@ -9,9 +9,9 @@ reaches the disk is in append order whoever flushes, and appends go on meanwhile
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -20,6 +20,8 @@ from levibot.messages import Message
 from levibot.storage.journal import BadRecord, Journal
 
 __all__ = ["JournalWriter"]
+
+T = TypeVar("T")
 
 
 class JournalWriter:
@@ -86,11 +88,20 @@ class JournalWriter:
     async def close(self) -> None:
         """Flush what is pending and close the segment (in a worker thread)."""
         await self.flush()
-        async with self._lock:
-            await self._run(self.journal.close_file)
+        await self.run(self.journal.close_file)
 
-    async def _run(self, fn: Any, *args: Any) -> None:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a disk operation on this journal in the worker thread, after earlier flushes.
+
+        ``fn`` must not touch the buffer (``append``, ``detach``, ``flush``): that belongs to
+        the loop.
+        """
+        async with self._lock:
+            return await self._run(fn, *args)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         # Shielded: a write that started finishes and counts as done; a cancellation lands
         # at the caller's next checkpoint instead of making us write the frames twice.
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            result = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return result

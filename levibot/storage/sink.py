@@ -8,8 +8,8 @@ the spill, segment by segment, each segment deleted once all its batches are com
 ids are recorded in the same transaction (``store_batches``), so a retried batch is written
 exactly once; spill batches get ids derived from their segment file, so a store restarted in
 the middle of a catch-up recognises what it already wrote. On stop with the server still down,
-what is in memory is written to the spill, ahead of it. The spill's periodic writes and fsyncs
-run in a worker thread (``flush_spill``); catching up and stopping still touch it on the loop.
+what is in memory is written to the spill, ahead of it. The spill's disk work (writes, fsyncs,
+rotation, reading a segment back, the final prepend) runs in a worker thread, never on the loop.
 
 A batch PostgreSQL refuses for its data (not its health) is split into single messages; those
 that still fail are counted, logged and dropped (they stay in the journal).
@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from levibot.clock import Clock
 from levibot.messages import Features, Message, Tick
 from levibot.runtime.metrics import Metrics
-from levibot.storage.journal import Journal, JournalReader
+from levibot.storage.journal import BadRecord, Journal, JournalReader
 from levibot.storage.journal_writer import JournalWriter
 from levibot.storage.postgres import DAY_NS, Batch, PgWriter, is_transient
 
@@ -53,6 +55,7 @@ class PgSink:
         spill_dir = cfg.spill_dir or f"{cfg.journal_dir.rstrip('/')}-spill"
         self.spill = Journal(spill_dir, segment_bytes=cfg.spill_segment_bytes, fsync=cfg.fsync)
         self._spill_writer = JournalWriter(self.spill, flush_bytes=_FLUSH_BYTES)
+        self._loading = anyio.Lock()
         self._queue: deque[Message] = deque()
         self._batches: deque[Batch] = deque()  # cut and not yet committed, in order
         self._spill_segment: Path | None = None  # the spill segment being caught up
@@ -101,7 +104,7 @@ class PgSink:
         self._retry_at = 0  # whatever the backoff says
         await self.flush_spill()
         await self.write(force=True)
-        self._spill_remaining()
+        await self._spill_remaining()
         await self.writer.close()
         await self._spill_writer.close()
 
@@ -123,7 +126,7 @@ class PgSink:
                 raise
             self._failed(exc)
 
-    def _spill_remaining(self) -> None:
+    async def _spill_remaining(self) -> None:
         # Whatever is still in memory is older than everything in the spill: put it first.
         pending: list[Message] = []
         for batch in self._batches:
@@ -133,8 +136,8 @@ class PgSink:
         pending.extend(self._queue)
         self._queue.clear()
         if pending:
-            self.spill.flush()
-            self.spill.prepend(pending)
+            await self.flush_spill()
+            await self._spill_writer.run(self.spill.prepend, pending)
             self._spill_active = True
             self._m_spilled.inc(len(pending))
             self._log.warning("store.spilled_on_stop", messages=len(pending))
@@ -180,7 +183,7 @@ class PgSink:
                 raise
             self._failed(exc)
             return
-        while (batch := self._next_batch(force)) is not None:
+        while (batch := await self._next_batch(force)) is not None:
             try:
                 rows = await self.writer.write(batch)
             except Exception as exc:
@@ -191,7 +194,7 @@ class PgSink:
                 continue
             self._committed(batch, rows)
 
-    def _next_batch(self, force: bool) -> Any:
+    async def _next_batch(self, force: bool) -> Any:
         if self._batches:
             return self._batches[0]
         size = self.cfg.batch_size
@@ -200,34 +203,39 @@ class PgSink:
             self._batches.append(Batch([self._queue.popleft() for _ in range(take)]))
             return self._batches[0]
         if force and not self._queue and self._spill_active:
-            self._load_spill()
+            await self._load_spill()
             return self._batches[0] if self._batches else None
         return None
 
-    def _load_spill(self) -> None:
-        while not self._batches:
-            closed = self.spill.closed_segments()
-            if not closed:
-                if self.spill.current_size == 0 and self.spill.pending_bytes == 0:
-                    self._spill_active = False
-                    self._log.info("store.caught_up")
-                    return
-                self.spill.rotate()
-                continue
-            seg = closed[0]
-            reader = JournalReader(seg)
-            msgs = [m for _, m in reader.records(seg)]
-            for bad in reader.bad:
-                self._log.error(
-                    "store.spill_bad_record", path=bad.path, offset=bad.offset, reason=bad.reason
-                )
-            size = self.cfg.batch_size
-            for i in range(0, len(msgs), size):
-                # Ids a restarted store derives again from the same file: no double writes.
-                self._batches.append(Batch(msgs[i : i + size], f"spill:{seg.stem}:{i}", seg))
-            self._spill_segment = seg
-            if not msgs:
-                seg.unlink()
+    async def _load_spill(self) -> None:
+        async with self._loading:  # one reader of the spill at a time
+            while not self._batches:
+                seg = await self._spill_writer.run(self._oldest_closed)
+                if seg is None:
+                    if self.spill.current_size == 0 and self.spill.pending_bytes == 0:
+                        self._spill_active = False
+                        self._log.info("store.caught_up")
+                        return
+                    # Close the segment being appended to, so it can be read back.
+                    await self.flush_spill()
+                    await self._spill_writer.run(self.spill.rotate_file)
+                    continue
+                msgs, bad = await self._spill_writer.run(_read_segment, seg)
+                for b in bad:
+                    self._log.error(
+                        "store.spill_bad_record", path=b.path, offset=b.offset, reason=b.reason
+                    )
+                size = self.cfg.batch_size
+                for i in range(0, len(msgs), size):
+                    # Ids a restarted store derives again from the same file: no double writes.
+                    self._batches.append(Batch(msgs[i : i + size], f"spill:{seg.stem}:{i}", seg))
+                self._spill_segment = seg
+                if not msgs:
+                    await self._spill_writer.run(seg.unlink)
+
+    def _oldest_closed(self) -> Path | None:
+        closed = self.spill.closed_segments()
+        return closed[0] if closed else None
 
     def _committed(self, batch: Any, rows: int) -> None:
         self._batches.popleft()
@@ -280,3 +288,10 @@ class PgSink:
         await self.writer.ensure_partitions([now + k * DAY_NS for k in ahead])
         await self.writer.prune_ledger(self.cfg.ledger_retention_days)
         self._ahead_day = day
+
+
+def _read_segment(seg: Path) -> tuple[list[Message], list[BadRecord]]:
+    """Read a closed spill segment back (blocking: the spill's worker thread calls it)."""
+    reader = JournalReader(seg)
+    msgs = [m for _, m in reader.records(seg)]
+    return msgs, reader.bad
