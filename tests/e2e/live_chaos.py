@@ -91,7 +91,8 @@ class Plan:
     faults: tuple[Fault, ...] = ()
     bars: int = 4_000
     rate: float = 150.0  # bars a second (the replay speed is rate × the 1h timeframe)
-    fills_after: int = 2
+    fills_after: int = 2  # 0: run until the replay ends
+    env: tuple[tuple[str, str, str], ...] = ()  # (process, variable, value) overrides
 
 
 def random_plan(seed: int, *, kills: int = 1, net: int = 0, first: int = 60,
@@ -276,7 +277,8 @@ class LiveCluster:
         node = NodeProcess(
             self.config, "--groups", proc,
             log=self.tmp / f"{proc}-{self.incarnation[proc]}.log",
-            env={"LEVIBOT__NATS__URL": self.proxies[proc].url},
+            env={"LEVIBOT__NATS__URL": self.proxies[proc].url,
+                 **{k: v for p, k, v in self.plan.env if p == proc}},
         )  # fmt: skip
         self.nodes[proc] = node
         if wait:
@@ -401,7 +403,8 @@ def run(tmp: Path, plan: Plan) -> Outcome:
             cluster.apply(fault)
         base = cluster.order_fills()
         wait_until(
-            lambda: cluster.order_fills() >= base + plan.fills_after or cluster.feed_done(),
+            lambda: (plan.fills_after and cluster.order_fills() >= base + plan.fills_after)
+            or cluster.feed_done(),
             300, "trading after the faults",
         )  # fmt: skip
         cluster.stop_ingest()

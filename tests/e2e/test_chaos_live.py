@@ -74,6 +74,24 @@ def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill_and_count_lost_bar
     assert rep.lost_outside == 0
 
 
+def test_bars_lost_by_an_overrun_ingest_equal_its_drop_counter(tmp_path: Path) -> None:
+    # Ingest replays as fast as it can into an egress queue of 8 messages and carries only bars
+    # (no feature actor): what it cannot publish is dropped and counted, and that count is
+    # exactly what execution is missing.
+    ingest = (
+        ("ingest", "LEVIBOT__NATS__EGRESS_QUEUE", "8"),
+        ("ingest", "LEVIBOT__FEED__REPLAY__SPEED", "0"),
+        ("ingest", "LEVIBOT__GROUPS__INGEST", '["feed", "tally_out"]'),
+    )
+    out = lc.run(tmp_path, lc.Plan(seed=0, fills_after=0, env=ingest))
+    rep = lc.check(out)
+    assert not rep.violations, rep.violations
+    assert rep.published == out.plan.bars
+    assert rep.lost_outside > 0, "the overrun should drop bars"
+    assert rep.lost_outside == rep.counted_drops
+    assert rep.lost_in_windows == 0
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
