@@ -36,9 +36,11 @@ class RecordingLog:
 
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.records: list[tuple[str, dict[str, Any]]] = []
 
     def warning(self, event: str, **kw: Any) -> None:
-        """Record ``event``."""
+        """Record ``event`` and its fields."""
         self.events.append(event)
+        self.records.append((event, kw))
 
     info = debug = error = warning
