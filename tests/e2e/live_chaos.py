@@ -318,11 +318,18 @@ class LiveCluster:
             elif fault.kind == "stall_up":
                 proxy.stall(up=True, down=False)
             else:
+                reconnects = self.reconnects(fault.target)
                 proxy.cut()
             time.sleep(fault.duration_s)  # the fault's length is part of the plan
             proxy.heal()
+            if fault.kind == "cut":  # the window lasts until the client is back and subscribed
+                wait_until(lambda: self.reconnects(fault.target) > reconnects, 120, "reconnect")
         end = time.time_ns() + int(fault.latency_s * 1e9)
         self.windows.append((fault.kind, fault.target, begin, end))
+
+    def reconnects(self, proc: str) -> float:
+        """Return how often ``proc`` reconnected to NATS (nats.py calls back once re-subscribed)."""
+        return scrape(self.nodes[proc].port).get("levibot_nats_reconnects_total", 0.0)
 
     def kill(self, proc: str) -> None:
         """SIGKILL ``proc``: no drain, nothing saved beyond what is already on disk."""
