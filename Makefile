@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo run test test-fast lint bench venv setup image clean
+.PHONY: demo run test test-fast lint bench venv setup image image-gpu clean
 
 venv:
 	@scripts/setup-test-env.sh --venv-only
@@ -30,8 +30,16 @@ lint: setup
 bench: setup
 	$(VENV)/bin/levibot bench
 
-image:  # needs a container engine (none on the development VM)
-	docker build -f Containerfile -t levibot:$$($(PY) -c 'import levibot; print(levibot.__version__)') .
+# podman or docker, whichever is present; with podman, our containers.conf (runc, no default
+# ulimits: crun fails on these machines). Without a registry the base is made from Debian's
+# packages (scripts/make-base-image.sh). Tags levibot:<version> and levibot:src-<hash>.
+export CONTAINERS_CONF ?= $(CURDIR)/containers/containers.conf
+
+image:
+	scripts/build-image.sh
+
+image-gpu:
+	scripts/build-image.sh --gpu
 
 clean:
 	rm -rf var/test-services bench/results tests/artifacts

@@ -77,4 +77,11 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium || say "no chromium: the browser test will fail"
 fi
+
+# -- podman, runc, debootstrap (tests/containers: the image built and run here) ------------
+# runc, not crun: see containers/containers.conf. debootstrap makes the base image when no
+# registry serves one (scripts/make-base-image.sh).
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+  apt_install podman runc debootstrap || say "no podman: the container tests will fail"
+fi
 say "ready"
