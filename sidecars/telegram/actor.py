@@ -92,8 +92,8 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
         if shared:
             names = ", ".join(f"{i} ({SHARED_SENDER_IDS[i]})" for i in shared)
             raise ValueError(
-                f"telegram.admin_user_ids: {names} is a shared Telegram id, not a person; "
-                "anonymous admins must turn off 'Remain anonymous' and use their own user id"
+                f"telegram.admin_user_ids: {names}: Telegram's shared sender id names no "
+                "person; anonymous admins must turn off 'Remain anonymous' and list their own id"
             )
 
     def __repr__(self) -> str:

@@ -42,6 +42,14 @@ async def replies(api: FakeBotAPI, user: int, text: str, count: int) -> list[str
     return api.texts(user)[before:]
 
 
+async def anonymous(api: FakeBotAPI, chat: int, text: str) -> str:
+    """Send ``text`` as an anonymous admin of ``chat`` and return the bot's next reply there."""
+    before = len(api.texts(chat))
+    api.send_anonymous(chat, text)
+    await eventually(lambda: len(api.texts(chat)) > before)
+    return api.texts(chat)[before]
+
+
 def assert_all_accepted(api: FakeBotAPI) -> None:
     refused = [(c.method, c.error) for c in api.refused()]
     assert refused == []
@@ -127,7 +135,7 @@ async def test_long_orders_models_and_subscriptions_answers_are_split(tmp_path: 
         for i in range(150):
             await bot.handle(signal(strategy=f"strategy_{i:03d}", model_id=f"model-{i:03d}-v1"))
 
-        orders = await replies(api, ALICE, "/orders", 3)
+        orders = await replies(api, ALICE, "/orders", 4)  # 10 lines of ~1,060: 3 a message
         assert orders[0].startswith("Recent orders") and "order 0 refused" in orders[-1]
         models = await replies(api, ALICE, "/models", 3)
         shown = "\n".join(models)
@@ -192,10 +200,7 @@ async def test_an_anonymous_admin_is_told_to_show_themselves_not_to_add_a_shared
     ctx = RecordingContext("telegram", clock=LiveClock())
     async with FakeBotAPI(TOKEN) as api, running_bot(config(api, tmp_path), ctx):
         for typed in ("/killswitch on", "/trading halted"):
-            before = len(api.texts(FORUM))
-            api.send_anonymous(FORUM, typed)
-            await eventually(lambda n=before: len(api.texts(FORUM)) > n)
-            reply = api.texts(FORUM)[before]
+            reply = await anonymous(api, FORUM, typed)
             assert "Remain anonymous" in reply and "your own account" in reply
             assert "1087968824" not in reply and "admin_user_ids" not in reply
         assert ctx.of_type(SetKillSwitch) == [] and ctx.of_type(SetTradingState) == []

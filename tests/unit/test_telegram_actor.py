@@ -223,7 +223,7 @@ async def test_a_long_push_is_queued_in_parts_that_fit_with_the_chats_topic(
 
 @pytest.mark.parametrize("shared", [1087968824, 136817688, 777000])
 def test_config_refuses_telegrams_shared_sender_ids_as_admins(shared: int) -> None:
-    with pytest.raises(ConfigError, match=rf"admin_user_ids: {shared} \(.*\) is a shared"):
+    with pytest.raises(ConfigError, match=rf"admin_user_ids: {shared} \(.*\): Telegram's shared"):
         convert({"admin_user_ids": [5, shared]}, TelegramConfig)
     assert convert({"admin_user_ids": [5]}, TelegramConfig).admin_user_ids == (5,)
 
