@@ -45,17 +45,42 @@ def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
     """Return a strategy of valid values for a msgspec type (the kinds messages use)."""
     match t:
         case mi.IntType():
-            return st.integers(-(2**63), 2**63 - 1)
+            low = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else -(2**63))
+            high = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else 2**63 - 1)
+            return st.integers(low, high)
         case mi.FloatType():
-            return st.floats()
+            bounded = any(b is not None for b in (t.ge, t.gt, t.le, t.lt))
+            return st.floats(
+                min_value=t.ge if t.ge is not None else t.gt,
+                max_value=t.le if t.le is not None else t.lt,
+                exclude_min=t.gt is not None,
+                exclude_max=t.lt is not None,
+                allow_nan=not bounded,
+            )
         case mi.StrType():
-            return st.text(max_size=30)
+            if t.pattern is not None:
+                return st.from_regex(t.pattern)
+            return st.text(min_size=t.min_length or 0, max_size=t.max_length or 30)
         case mi.BoolType():
             return st.booleans()
         case mi.EnumType():
             return st.sampled_from(t.cls)
+        case mi.NoneType():
+            return st.none()
+        case mi.LiteralType():
+            return st.sampled_from(t.values)
+        case mi.UnionType():
+            return st.one_of([strategy_for(u) for u in t.types])
         case mi.VarTupleType():
             return st.lists(strategy_for(t.item_type), max_size=8).map(tuple)
+        case mi.TupleType():
+            return st.tuples(*(strategy_for(u) for u in t.item_types))
+        case mi.ListType():
+            return st.lists(strategy_for(t.item_type), max_size=8)
+        case mi.DictType():
+            return st.dictionaries(strategy_for(t.key_type), strategy_for(t.value_type), max_size=5)
+        case mi.AnyType():
+            return msgpack_values
         case mi.StructType():
             fields = {f.encode_name: strategy_for(f.type) for f in t.fields}
             return st.fixed_dictionaries(fields).map(lambda kw: t.cls(**kw))
