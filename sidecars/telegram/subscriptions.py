@@ -239,6 +239,8 @@ class Subscriptions:
             if updated is None:
                 return False
             after = {**self.chats, chat_id: updated}
+            # (Cancelled mid-write, the store may hold a change memory lacks: the next load
+            # heals that; the reverse, memory ahead of the store, cannot happen.)
             try:
                 await self.store.save(updated, after)
             except Exception as exc:
