@@ -2,11 +2,12 @@
 
 Rows (bars per second; the median of ``--rounds`` rounds):
 - ``levibot.backtest``: ``run_backtest`` (EMA 12/26 cross, all-in, next-open fills): the real
-  feed → feature → scoring → risk → order actors and the recorder in one node under the replay
-  clock, settling the pipeline after every bar; report building not included.
+  feed → scoring → risk → order actors and the recorder in one node under the replay clock
+  (a rule strategy computes its own EMAs: no feature actor), settling the pipeline after every
+  bar; report building not included.
 - ``bare.loop``: the same per-bar work in one plain Python loop, no actors and no messages:
-  ``FeatureState.update``, the ``EmaCross`` rule, all-in fills at the next open on a
-  two-number portfolio (the floor of what the actors must compute).
+  the ``EmaCross`` rule (its two EMAs), all-in fills at the next open on a two-number
+  portfolio (the floor of what the actors must compute).
 - ``backtesting.py``: the reference library on the same bars (TA-Lib EMAs precomputed).
 
 Run: ``.venv/bin/python bench/bench_backtest.py [--rounds 3]``; writes
@@ -29,9 +30,8 @@ import anyio
 
 from levibot.backtest import BacktestSpec, run_backtest
 from levibot.data import Klines, ensure_btcusdt, load_klines
-from levibot.features import SCHEMA, FeatureState
 from levibot.messages import SignalSide
-from levibot.strategies import EmaCross
+from levibot.strategies import EmaCross, EmaCrossParams
 
 
 def levibot_once(path: Path) -> float:
@@ -41,15 +41,13 @@ def levibot_once(path: Path) -> float:
 
 
 def bare_once(k: Klines) -> float:
-    names = SCHEMA.names
-    rule = EmaCross(names.index("ema_12"), names.index("ema_26"))
-    state = FeatureState()
+    rule = EmaCross(EmaCrossParams(fast=12, slow=26))
     fee = 0.001
     cash, qty, pending = 10_000.0, 0.0, 0
     rows = zip(k.open.tolist(), k.high.tolist(), k.low.tolist(), k.close.tolist(),
-               k.volume.tolist(), strict=True)  # fmt: skip
+               strict=True)  # fmt: skip
     t0 = time.perf_counter()
-    for o, h, lo, c, v in rows:
+    for o, h, lo, c in rows:
         if pending > 0:
             q = math.floor(cash / (o * (1 + fee)) * 1e8) / 1e8
             cash -= q * o * (1 + fee)
@@ -57,10 +55,7 @@ def bare_once(k: Klines) -> float:
         elif pending < 0:
             cash += qty * o * (1 - fee)
             qty, pending = 0.0, 0
-        values = state.update(o, h, lo, c, v)
-        if state.bars < SCHEMA.warmup:
-            continue
-        d = rule.update("BTCUSDT", values)
+        d = rule.update("BTCUSDT", h, lo, c)
         if d is not None:
             pending = 1 if d.side is SignalSide.LONG and qty == 0 else -1 if qty > 0 else 0
     return time.perf_counter() - t0

@@ -9,10 +9,17 @@ and none is dropped. ONNX runs inline on the event loop: a small batch costs mic
 worker-thread hop would cost more (see ``bench/bench_scoring.py``). Building a session on
 ``ActivateModel`` also runs inline: tens of milliseconds once per swap, during which messages
 queue in the mailbox rather than being dropped.
+
+Rule strategies read closed ``Bar``s, not feature vectors: each computes its own indicators at
+its own periods (``[scoring.ema_cross]``, ``[scoring.rsi_macd]``, or a ``StartStrategy``'s
+``params``) and decides as soon as they exist, without waiting for the feature schema's
+200-bar warm-up. A bar is taken once per symbol in time order, at the symbol's first
+timeframe; a malformed one is dropped and counted (it would poison an EMA for good).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,11 +28,13 @@ import numpy as np
 from msgspec import Meta
 
 from levibot.config import Config
-from levibot.errors import LevibotError, SchemaMismatchError
+from levibot.errors import ConfigError, InputError, LevibotError, SchemaMismatchError
+from levibot.features.indicators import Atr
 from levibot.messages import (
     ActivateModel,
     Alert,
     AlertLevel,
+    Bar,
     Features,
     Signal,
     SignalSide,
@@ -39,9 +48,31 @@ from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
 from levibot.runtime.metrics import Counter, Gauge
 from levibot.settings import with_storage
-from levibot.strategies import STRATEGIES, EmaCross, RsiMacd, RuleStrategy, side_for
+from levibot.strategies import (
+    RULES,
+    STRATEGIES,
+    EmaCrossParams,
+    RsiMacdParams,
+    RuleParams,
+    RuleStrategy,
+    make_rule,
+    side_for,
+)
 
 Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+
+class _BarTrack:
+    """What the rules saw of one symbol: its timeframe, last bar time and ATR of bars."""
+
+    __slots__ = ("atr", "last_atr", "last_ts", "spread_bps", "timeframe")
+
+    def __init__(self, timeframe: str, atr_period: int) -> None:
+        self.timeframe = timeframe
+        self.last_ts = -1
+        self.atr = Atr(atr_period)
+        self.last_atr = 0.0
+        self.spread_bps = 0.0  # the last Features' spread (bars carry none)
 
 
 class ScoringConfig(Config, frozen=True, kw_only=True):
@@ -63,13 +94,11 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     short_threshold: Fraction = 0.45
     allow_short: bool = False  # below the short threshold: SHORT, or FLAT when False
     rule_probability: Fraction = 0.8  # probability a rule strategy's LONG carries
-    ema_fast: str = "ema_12"
-    ema_slow: str = "ema_26"
-    rsi_feature: str = "rsi_14"
-    macd_hist_feature: str = "macd_hist"
-    rsi_overbought: float = 70.0
-    rsi_oversold: float = 30.0
-    atr_feature: str = "atr_14"
+    # Each rule strategy's own parameters ([scoring.ema_cross] fast = 10, slow = 30).
+    ema_cross: EmaCrossParams = EmaCrossParams()
+    rsi_macd: RsiMacdParams = RsiMacdParams()
+    atr_feature: str = "atr_14"  # the ONNX strategy's signals carry it (ATR exits)
+    atr_period: Annotated[int, Meta(ge=1)] = 14  # a rule's signals carry ATR(period) of bars
     max_model_age_s: Annotated[float, Meta(ge=0)] = 30 * 86_400.0  # 0: never expires
     drift_tolerance: Annotated[float, Meta(ge=0)] = 0.1  # × training range, on each side
     drift_window: Annotated[int, Meta(ge=1)] = 500  # rows
@@ -80,7 +109,7 @@ class ScoringActor(Actor[ScoringConfig]):
     """Hosts the strategies; emits one ``Signal`` per decision."""
 
     name = "scoring"
-    consumes = (Features, StartStrategy, StopStrategy, ActivateModel)
+    consumes = (Features, Bar, StartStrategy, StopStrategy, ActivateModel)
     emits = (Signal, Alert)
     config_type = ScoringConfig
     supervision = Supervision(policy=Policy.SKIP)
@@ -130,28 +159,11 @@ class ScoringActor(Actor[ScoringConfig]):
             self.config, self.ctx.storage, services=False, registry_dir="models"
         )
         idx = {n: i for i, n in enumerate(names)}
-        missing = [
-            n
-            for n in (cfg.ema_fast, cfg.ema_slow, cfg.rsi_feature, cfg.macd_hist_feature)
-            if n not in idx
-        ]
-        if missing:
-            raise LevibotError(f"scoring: unknown feature names in config: {missing}")
         self._atr = idx.get(cfg.atr_feature, -1)
-        rule_kw: dict[str, Any] = {
-            "probability": cfg.rule_probability,
-            "allow_short": cfg.allow_short,
-        }
         self.rules: dict[str, RuleStrategy] = {
-            "ema_cross": EmaCross(idx[cfg.ema_fast], idx[cfg.ema_slow], **rule_kw),
-            "rsi_macd": RsiMacd(
-                idx[cfg.rsi_feature],
-                idx[cfg.macd_hist_feature],
-                overbought=cfg.rsi_overbought,
-                oversold=cfg.rsi_oversold,
-                **rule_kw,
-            ),
+            name: self._rule(name, getattr(cfg, name)) for name in RULES
         }
+        self._bars: dict[str, _BarTrack] = {}
         self.registry = ModelRegistry(Path(cfg.registry_dir), schema_hash=self._hash)
         m = self.ctx.metrics
         self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
@@ -195,12 +207,15 @@ class ScoringActor(Actor[ScoringConfig]):
             card = await self._pg.active() if self._pg else self.registry.active()
             start_id = card.model_id if card else None
         if start_id:
-            await self._activate(start_id, "active", quiet=True)
+            named = "[scoring] model_id" if cfg.model_id else ""
+            await self._activate(start_id, "active", quiet=True, required_by=named)
         elif "onnx" in self.running:
             self.ctx.log.warning("scoring.no_model", registry=str(self.registry.root))
         for role, mid in (("shadow", cfg.shadow_model_id), ("canary", cfg.canary_model_id)):
             if mid:
-                await self._activate(mid, role, quiet=True)
+                await self._activate(
+                    mid, role, quiet=True, required_by=f"[scoring] {role}_model_id"
+                )
 
     async def _fetch(self, model_id: str) -> None:
         """Copy a model's files from PostgreSQL into the local cache (once)."""
@@ -241,13 +256,61 @@ class ScoringActor(Actor[ScoringConfig]):
             if pending:
                 await self._score(pending)
                 pending = []
-            await self._command(msg)
+            if isinstance(msg, Bar):
+                await self._on_bar(msg)
+            else:
+                await self._command(msg)
         if pending:
             await self._score(pending)
+
+    def _rule(self, name: str, params: RuleParams | dict[str, Any]) -> RuleStrategy:
+        cfg = self.config
+        return make_rule(
+            name, params, probability=cfg.rule_probability, allow_short=cfg.allow_short
+        )
+
+    async def _on_bar(self, bar: Bar) -> None:
+        """Feed a closed bar to every running rule strategy of its symbol."""
+        if self.running.isdisjoint(RULES) or not self.ctx.owns(bar.symbol):
+            return  # no rule is running: the model's hot path pays nothing for bars
+        track = self._bars.get(bar.symbol)
+        if track is None:
+            track = self._bars[bar.symbol] = _BarTrack(bar.timeframe, self.config.atr_period)
+        h, lo, c = bar.high, bar.low, bar.close
+        reason = ""
+        if bar.timeframe != track.timeframe:
+            reason = "timeframe"
+        elif bar.ts_event <= track.last_ts:
+            reason = "out_of_order"
+        elif not (0.0 < lo <= c <= h < math.inf and lo <= bar.open <= h):
+            reason = "malformed"
+        if reason:
+            self._counter("scoring_bars_dropped_total", "Bars refused", reason=reason).inc()
+            return
+        track.last_ts = bar.ts_event
+        atr = track.atr.update(h, lo, c)
+        track.last_atr = atr if atr == atr else 0.0
+        for name, rule in self.rules.items():
+            if name in self.running:
+                d = rule.update(bar.symbol, h, lo, c)
+                if d is not None:
+                    await self._publish_signal(
+                        bar, name, d.side, d.probability, "", c, track.last_atr, track.spread_bps
+                    )
 
     async def _command(self, msg: Any) -> None:
         match msg:
             case StartStrategy():
+                if msg.params and msg.strategy in RULES:
+                    try:  # new parameters: a fresh rule, warmed up from the next bar
+                        self.rules[msg.strategy] = self._rule(msg.strategy, dict(msg.params))
+                    except ConfigError as exc:
+                        await self._alert(AlertLevel.WARNING, "strategy.bad_params", str(exc))
+                        return
+                elif msg.params:
+                    text = f"strategy {msg.strategy!r} takes no parameters"
+                    await self._alert(AlertLevel.WARNING, "strategy.bad_params", text)
+                    return
                 if not self._start(msg.strategy):
                     await self._alert(
                         AlertLevel.WARNING,
@@ -272,7 +335,9 @@ class ScoringActor(Actor[ScoringConfig]):
         self.ctx.log.info("scoring.strategy_started", strategy=name)
         return True
 
-    async def _activate(self, model_id: str, role: str, *, quiet: bool = False) -> None:
+    async def _activate(
+        self, model_id: str, role: str, *, quiet: bool = False, required_by: str = ""
+    ) -> None:
         if role not in ("active", "shadow", "canary"):
             await self._alert(AlertLevel.WARNING, "model.bad_role", f"unknown model role {role!r}")
             return
@@ -292,20 +357,23 @@ class ScoringActor(Actor[ScoringConfig]):
                 graph=cfg.graph,
                 intra_op_num_threads=cfg.intra_op_num_threads,
             )
-        except SchemaMismatchError as exc:
+        except LevibotError as exc:
+            if required_by:  # named in the configuration: the node does not start without it
+                msg = f"cannot load {role} model {model_id!r}: {exc}"
+                raise InputError(msg, required_by) from exc
+            if not isinstance(exc, SchemaMismatchError):
+                self.ctx.log.error("scoring.model_load_failed", model_id=model_id, error=str(exc))
+                await self._alert(AlertLevel.WARNING, "model.load_failed", str(exc))
+                return
             self.ctx.log.error(
                 "scoring.model_refused", model_id=model_id, role=role, error=str(exc)
             )
             await self._alert(AlertLevel.WARNING, "model.schema_mismatch", str(exc))
             return
-        except LevibotError as exc:
-            self.ctx.log.error("scoring.model_load_failed", model_id=model_id, error=str(exc))
-            await self._alert(AlertLevel.WARNING, "model.load_failed", str(exc))
-            return
         self.models.set(role, Served(scorer, self.policy))
         old = self._provider_gauges.pop(role, None)
-        if old is not None:
-            old.set(0.0)
+        if old is not None:  # one series per role: the model it served is gone from /metrics
+            self.ctx.metrics.remove("scoring_provider", **old.labels)
         gauge = self.ctx.metrics.gauge(
             "scoring_provider",
             "ONNX provider in use (1 per role)",
@@ -378,15 +446,17 @@ class ScoringActor(Actor[ScoringConfig]):
             self._account(scored)
         pol = self.policy
         for i, msg in enumerate(msgs):
+            track = self._bars.get(msg.symbol)
+            if track is not None:
+                track.spread_bps = msg.spread_bps
             if scored is not None and not np.isnan(scored.p[i]):
                 p = float(scored.p[i])
                 side = side_for(p, pol.long_threshold, pol.short_threshold, pol.allow_short)
-                await self._emit(msg, "onnx", side, p, scored.model_ids[i])
-            for name, rule in self.rules.items():
-                if name in self.running:
-                    d = rule.update(msg.symbol, msg.values)
-                    if d is not None:
-                        await self._emit(msg, name, d.side, d.probability, "")
+                atr = float(msg.values[self._atr]) if self._atr >= 0 else 0.0
+                await self._publish_signal(
+                    msg, "onnx", side, p, scored.model_ids[i], msg.price,
+                    atr if atr == atr else 0.0, msg.spread_bps,
+                )  # fmt: skip
         if scored is not None:
             for code, text in scored.alerts:
                 await self._alert(AlertLevel.WARNING, code, text, msgs[0].ts_ingress)
@@ -403,23 +473,30 @@ class ScoringActor(Actor[ScoringConfig]):
                 "scoring.shadow", rows=stats.rows, agreement=stats.agreement, drift=stats.drift
             )
 
-    async def _emit(
-        self, msg: Features, strategy: str, side: SignalSide, p: float, model_id: str
+    async def _publish_signal(
+        self,
+        cause: Features | Bar,
+        strategy: str,
+        side: SignalSide,
+        p: float,
+        model_id: str,
+        price: float,
+        atr: float,
+        spread_bps: float,
     ) -> None:
-        atr = float(msg.values[self._atr]) if self._atr >= 0 else 0.0
         await self.ctx.publish(
             Signal(
-                ts_event=msg.ts_event,
+                ts_event=cause.ts_event,
                 ts_init=self.ctx.clock.now_ns(),
-                ts_ingress=msg.ts_ingress,
-                symbol=msg.symbol,
+                ts_ingress=cause.ts_ingress,
+                symbol=cause.symbol,
                 strategy=strategy,
                 side=side,
                 probability=p,
                 confidence=abs(p - 0.5) * 2.0,
-                price=msg.price,
-                atr=atr if atr == atr else 0.0,
-                spread_bps=msg.spread_bps,
+                price=price,
+                atr=atr,
+                spread_bps=spread_bps,
                 model_id=model_id,
             )
         )

@@ -1,7 +1,8 @@
 """Run the real actors in one process under the replay clock, and keep what they produced.
 
 ``run_backtest(spec)`` builds a node whose only group is
-``feed → feature → scoring → risk → order`` plus the ``recorder``, with
+``feed → feature → scoring → risk → order`` plus the ``recorder`` (no ``feature`` for a rule
+strategy: it computes its own indicators from bars), with
 ``[node] replay = true`` (event-time clock, lossless mailboxes) and
 ``stop_when_sources_done = true``; the feed's replay source settles the pipeline after every
 bar (``ctx.settle()``), so each bar is handled to the end (signal, intent, fill, snapshot)
@@ -24,10 +25,9 @@ import msgspec
 import levibot.backtest.recorder
 import levibot.backtest.sources  # noqa: F401  (registers journal_replay)
 from levibot.errors import LevibotError
-from levibot.features import SCHEMA
 from levibot.risk.sizing import SizingMode
 from levibot.settings import Settings, load_settings
-from levibot.strategies import STRATEGIES
+from levibot.strategies import RULES, STRATEGIES
 
 FillMode = Literal["close", "next_open"]
 
@@ -61,30 +61,26 @@ class Recording(msgspec.Struct, kw_only=True):
     data: str = ""
 
 
-#: Keys of ``--param`` that name a strategy parameter rather than a config field.
-_ALIASES: dict[str, dict[str, str]] = {
-    "ema_cross": {"fast": "ema_fast", "slow": "ema_slow"},
-    "rsi_macd": {"overbought": "rsi_overbought", "oversold": "rsi_oversold"},
-}
 _SECTIONS = ("feature", "scoring", "risk", "order", "feed")
+_ACTORS = ("feed", "feature", "scoring", "risk", "order", "recorder")
 
 
 def strategy_overrides(strategy: str, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Map ``--param k=v`` onto actor config sections.
 
-    ``ema_cross``: ``fast=N`` / ``slow=N`` pick the feature ``ema_N`` (N one of the schema's
-    EMA spans); ``rsi_macd``: ``overbought=X`` / ``oversold=Y``; any ``[scoring]`` field by its
-    name (``long_threshold=0.6``, ``model_id=...``); any other actor field as ``section.key``
-    (``risk.notional=500``, ``order.snapshot_every_bars=24``). Values stay strings here; the
-    actor's config type converts and validates them (errors name the field).
+    A rule strategy's own parameter by its name (``ema_cross``: ``fast=10 slow=30``, any
+    spans; ``rsi_macd``: ``rsi``, ``fast``, ``slow``, ``signal``, ``overbought``,
+    ``oversold``); any ``[scoring]`` field by its name (``long_threshold=0.6``,
+    ``model_id=...``); any other actor field as ``section.key`` (``risk.notional=500``,
+    ``order.snapshot_every_bars=24``). Values stay strings here; the config types convert and
+    validate them (errors name the field, ``$.scoring.ema_cross.fast``).
     """
     from levibot.actors.scoring import ScoringConfig
 
     if strategy not in STRATEGIES:
         raise BacktestError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
     out: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
-    aliases = _ALIASES.get(strategy, {})
-    spans = [n.split("_", 1)[1] for n in SCHEMA.names if n.startswith("ema_")]
+    own = RULES[strategy].params_type.__struct_fields__ if strategy in RULES else ()
     for key, value in params.items():
         section, dot, field = key.partition(".")
         if dot:
@@ -93,20 +89,12 @@ def strategy_overrides(strategy: str, params: Mapping[str, str]) -> dict[str, di
                     f"--param {key}: unknown section {section!r}; one of {_SECTIONS}"
                 )
             out[section][field] = value
-        elif key in aliases:
-            target = aliases[key]
-            if target.startswith("ema_"):
-                if value.strip() not in spans:
-                    raise BacktestError(
-                        f"--param {key}={value}: the feature schema has EMAs of spans "
-                        f"{', '.join(spans)} only"
-                    )
-                value = f"ema_{value.strip()}"
-            out["scoring"][target] = value
+        elif key in own:
+            out["scoring"].setdefault(strategy, {})[key] = value
         elif key in ScoringConfig.__struct_fields__:
             out["scoring"][key] = value
         else:
-            known = [*sorted(aliases), "<scoring field>", "<section>.<field>"]
+            known = [*own, "<scoring field>", "<section>.<field>"]
             raise BacktestError(f"--param {key}: unknown parameter; use one of {known}")
     return out
 
@@ -137,7 +125,8 @@ def backtest_settings(spec: BacktestSpec, data: Path) -> Settings:
             "stop_when_sources_done": True, "http_port": -1, "plugins": [],
         },
         "nats": {"url": ""},
-        "groups": {"backtest": ["feed", "feature", "scoring", "risk", "order", "recorder"]},
+        # A rule strategy computes its own indicators from bars: only the model needs features.
+        "groups": {"backtest": [a for a in _ACTORS if a != "feature" or spec.strategy == "onnx"]},
         "feed": feed,
         "feature": sections["feature"],
         "scoring": {"strategies": [spec.strategy], "postgres_dsn": "", **sections["scoring"]},
@@ -146,7 +135,10 @@ def backtest_settings(spec: BacktestSpec, data: Path) -> Settings:
         "risk": {
             "preset": "off", "sizing": spec.sizing, "fee_bps": spec.fee_bps,
             "initial_equity": spec.cash, "atr_exits": False, "persist": False,
-            "halt_on_breach": True, **sections["risk"],
+            "halt_on_breach": True,
+            # A bar's exits and fills precede its signals, by design rather than by the
+            # luck of which actor's message arrives first (the order actor snapshots each bar).
+            "decide_after_portfolio": True, **sections["risk"],
         },
         "order": {
             "cash": spec.cash, "fee_bps": spec.fee_bps, "slippage_bps": spec.slippage_bps,

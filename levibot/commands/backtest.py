@@ -8,12 +8,15 @@ stop-loss / take-profit (``--param risk.atr_exits=true`` turns them on); nothing
 
 Conventions (they are what the comparison with backtesting.py checks, on the real data):
 
-- bars: ``ts_event`` is the bar's close time (open time + timeframe); features are computed on
-  closed bars; the feature vector is published from the 200th bar on (the schema's warm-up:
-  ``ema_200``), so the first possible signal is on the 201st bar;
-- EMAs are TA-Lib's (seeded with the SMA of the first ``span`` closes; the feature module
-  equals TA-Lib to 1e-9); ``--param fast=N slow=M`` pick ``ema_N``/``ema_M`` among the
-  schema's spans (5, 9, 12, 21, 26, 50, 100, 200);
+- bars: ``ts_event`` is the bar's close time (open time + timeframe); indicators are computed
+  on closed bars;
+- a rule strategy computes its own indicators at its own periods and decides as soon as they
+  exist: ``ema_cross`` (``--param fast=N slow=M``, any spans, fast < slow) from bar index
+  ``slow`` (its first possible crossing), ``rsi_macd`` (``rsi``, ``fast``, ``slow``,
+  ``signal``, ``overbought``, ``oversold``) from index ``max(slow + signal - 1, rsi)``; the
+  ``onnx`` strategy waits for the whole feature vector (the 200th bar: ``ema_200``);
+- EMAs, MACD and RSI are TA-Lib's (EMAs seeded with the SMA of the first ``span`` closes; the
+  kernels equal TA-Lib to 1e-9);
 - ``ema_cross``: a crossover is a strict change of sign of (fast − slow) between two
   consecutive bars (``prev < 0 < cur`` up, ``prev > 0 > cur`` down; touching 0 is not a
   cross); up → LONG, down → FLAT;
@@ -72,7 +75,7 @@ def register(sub: Any) -> None:
         type=_param,
         action="append",
         default=[],
-        help="strategy parameter (fast=12, slow=26, overbought=70, model_id=...) "
+        help="strategy parameter (fast=10, slow=30, rsi=14, overbought=70, model_id=...) "
         "or actor field as section.key (risk.notional=500); repeatable",
     )
     p.add_argument("--cash", type=float, default=10_000.0, help="starting cash (10000)")

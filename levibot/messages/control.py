@@ -58,6 +58,8 @@ class StartStrategy(Command, frozen=True, kw_only=True):
     """Start a strategy in the scoring actor."""
 
     strategy: str
+    # A rule strategy's parameters ({"fast": 10, "slow": 30}); empty: as configured.
+    params: dict[str, float] = {}
     target: ClassVar[str] = "scoring"
 
 

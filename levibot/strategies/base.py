@@ -1,10 +1,11 @@
-"""What a strategy decides, and how a probability becomes a side."""
+"""What a strategy decides, how a probability becomes a side, and the rule-strategy base."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from levibot.config import Config
 from levibot.messages import SignalSide
 
 
@@ -30,29 +31,57 @@ def side_for(p: float, long: float, short: float, allow_short: bool) -> SignalSi
     return SignalSide.FLAT
 
 
-class RuleStrategy:
-    """A per-symbol rule that emits a ``Decision`` only when its side changes.
+class RuleParams(Config, frozen=True, kw_only=True):
+    """Base of a rule strategy's parameters (a config section: unknown keys are errors)."""
 
-    Subclasses implement ``_decide(symbol, values)``, returning the side the rule wants now or
-    None for no opinion (warm-up, no crossing).
+
+class RuleStrategy:
+    """A per-symbol rule over closed bars that emits a ``Decision`` only when its side changes.
+
+    A rule owns its parameters (``params``, a ``params_type``) and its indicators, built with
+    the incremental kernels of ``levibot.features.indicators`` at whatever periods it is
+    given. It warms up only as long as those indicators need: ``warmup`` is the number of bars
+    before the first decision is possible. Subclasses implement ``_indicators()`` (one
+    symbol's fresh state) and ``_decide(state, high, low, close)``, returning the side the rule
+    wants now or None for no opinion (warm-up, no crossing).
     """
 
-    name = ""
+    name: ClassVar[str] = ""
+    params_type: ClassVar[type[RuleParams]] = RuleParams
 
-    def __init__(self, *, probability: float = 0.8, allow_short: bool = False) -> None:
+    def __init__(
+        self,
+        params: RuleParams | None = None,
+        *,
+        probability: float = 0.8,
+        allow_short: bool = False,
+    ) -> None:
+        self.params = params if params is not None else self.params_type()
         self.probability = probability
         self.allow_short = allow_short
         self._side: dict[str, SignalSide] = {}
+        self._state: dict[str, Any] = {}
+
+    @property
+    def warmup(self) -> int:
+        """Return how many bars a symbol needs before this rule can decide."""
+        raise NotImplementedError
+
+    def _indicators(self) -> Any:
+        raise NotImplementedError
+
+    def _decide(self, state: Any, high: float, low: float, close: float) -> SignalSide | None:
+        raise NotImplementedError
 
     def _down(self) -> SignalSide:
         return SignalSide.SHORT if self.allow_short else SignalSide.FLAT
 
-    def _decide(self, symbol: str, values: Sequence[float]) -> SignalSide | None:
-        raise NotImplementedError
-
-    def update(self, symbol: str, values: Sequence[float]) -> Decision | None:
-        """Feed one bar's features; return a decision when the side changes."""
-        side = self._decide(symbol, values)
+    def update(self, symbol: str, high: float, low: float, close: float) -> Decision | None:
+        """Feed one closed bar of ``symbol``; return a decision when the side changes."""
+        state = self._state.get(symbol)
+        if state is None:
+            state = self._state[symbol] = self._indicators()
+        side = self._decide(state, high, low, close)
         if side is None or self._side.get(symbol) == side:
             return None
         self._side[symbol] = side
@@ -62,3 +91,4 @@ class RuleStrategy:
     def reset(self) -> None:
         """Forget every symbol's state (on stop: a restarted rule starts fresh)."""
         self._side.clear()
+        self._state.clear()

@@ -3,10 +3,14 @@
 Both sides run the EMA-cross strategy on the real Binance BTCUSDT 1h klines under the same
 conventions (``levibot backtest --help`` states them):
 
-- EMAs are TA-Lib's, computed from the first bar of the data; no decision before bar index 200
-  (our feature vector is published once ``ema_200`` is defined, at index 199, so the first
-  crossover can be seen between bars 199 and 200);
-- a crossover is a strict change of sign of (fast − slow) between two consecutive bars;
+- EMAs (and for ``rsi_macd`` the RSI and MACD) are TA-Lib's, computed from the first bar of
+  the data; a decision is possible from the first bar where the strategy's own indicators
+  exist (the strategy computes them itself, at any period, and does not wait for the feature
+  schema): bar ``slow`` for an EMA cross, the first crossing being between ``slow - 1`` and
+  ``slow``;
+- a crossover is a strict change of sign of (fast − slow), or of the MACD histogram, between
+  two consecutive bars; ``rsi_macd`` enters only while RSI < overbought and exits only while
+  RSI > oversold;
 - long only: buy everything on an up-cross when flat, sell everything on a down-cross;
 - commission = our fee (both sides), no spread/slippage;
 - ``fill=close`` ↔ ``trade_on_close=True``; ``fill=next_open`` ↔ the default (next bar's open).
@@ -44,7 +48,6 @@ from levibot.messages import Bar, Fill, PortfolioSnapshot
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 SCALE = 1e8  # backtesting.py units are satoshis
-WARMUP = 200
 CASH = 10_000.0
 
 
@@ -60,26 +63,49 @@ def _slice(k: Klines, start: int, stop: int) -> Klines:
     )  # fmt: skip
 
 
-def reference(k: Klines, fast: int, slow: int, fee: float, fill: str) -> Any:
-    """Run backtesting.py on ``k`` with the conventions above; return its stats."""
-    import pandas as pd
+def ema_cross_sides(k: Klines, fast: int, slow: int) -> list[int]:
+    """+1 (enter) / -1 (exit) / 0 per bar, from TA-Lib's EMAs; NaN compares false."""
     import talib
-    from backtesting import Backtest, Strategy
 
     diff = talib.EMA(k.close, fast) - talib.EMA(k.close, slow)
+    out = [0] * len(diff)
+    for i in range(1, len(diff)):
+        prev, cur = diff[i - 1], diff[i]
+        out[i] = 1 if prev < 0 < cur else -1 if prev > 0 > cur else 0
+    return out
+
+
+def rsi_macd_sides(k: Klines, p: dict[str, float]) -> list[int]:
+    """+1 / -1 / 0 per bar: MACD histogram crossings filtered by the RSI levels (TA-Lib)."""
+    import talib
+
+    hist = talib.MACD(k.close, int(p["fast"]), int(p["slow"]), int(p["signal"]))[2]
+    rsi = talib.RSI(k.close, int(p["rsi"]))
+    out = [0] * len(hist)
+    for i in range(1, len(hist)):
+        prev, cur = hist[i - 1], hist[i]
+        if prev < 0 < cur and rsi[i] < p["overbought"]:
+            out[i] = 1
+        elif prev > 0 > cur and rsi[i] > p["oversold"]:
+            out[i] = -1
+    return out
+
+
+def reference(k: Klines, sides: list[int], fee: float, fill: str) -> Any:
+    """Run backtesting.py on ``k`` with the conventions above; return its stats."""
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+
     next_open = np.append(k.open[1:], np.nan)
     close = k.close
 
-    class EmaCross(Strategy):  # type: ignore[misc]
+    class Rule(Strategy):  # type: ignore[misc]
         def init(self) -> None:
             pass
 
         def next(self) -> None:
             i = len(self.data) - 1
-            if i < WARMUP:
-                return
-            prev, cur = diff[i - 1], diff[i]
-            if prev < 0 < cur and not self.position:
+            if sides[i] > 0 and not self.position:
                 if fill == "close":
                     self.buy(size=1 - 1e-12)
                 elif not math.isnan(next_open[i]):
@@ -87,7 +113,7 @@ def reference(k: Klines, fast: int, slow: int, fee: float, fill: str) -> Any:
                     units = math.floor(self.equity / (price * (1 + fee)) + 1e-6)
                     if units > 0:
                         self.buy(size=units)
-            elif prev > 0 > cur and self.position:
+            elif sides[i] < 0 and self.position:
                 self.position.close()
 
     df = pd.DataFrame(
@@ -95,15 +121,17 @@ def reference(k: Klines, fast: int, slow: int, fee: float, fill: str) -> Any:
          "Close": k.close / SCALE, "Volume": k.volume},
         index=pd.to_datetime(k.ts, unit="ns"),
     )  # fmt: skip
-    bt = Backtest(df, EmaCross, cash=CASH, commission=fee, trade_on_close=fill == "close")
+    bt = Backtest(df, Rule, cash=CASH, commission=fee, trade_on_close=fill == "close")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "trades remain open at the end": expected
         return bt.run()
 
 
-async def compare(k: Klines, path: Path, fast: int, slow: int, fee_bps: float, fill: str) -> None:
+async def compare(
+    k: Klines, path: Path, strategy: str, params: dict[str, float], fee_bps: float, fill: str
+) -> None:
     spec = BacktestSpec(
-        data=str(path), strategy="ema_cross", params={"fast": str(fast), "slow": str(slow)},
+        data=str(path), strategy=strategy, params={n: str(v) for n, v in params.items()},
         cash=CASH, fee_bps=fee_bps, slippage_bps=0.0, fill=fill, sizing="all_in",  # type: ignore[arg-type]
         symbol="BTCUSDT",
     )  # fmt: skip
@@ -114,7 +142,11 @@ async def compare(k: Klines, path: Path, fast: int, slow: int, fee_bps: float, f
     closed = [t for t in trades if t.exit_reason != "open"]
     _, equity, _ = equity_curve(bars, rec.recorder.of_type(PortfolioSnapshot), CASH)
 
-    stats = reference(k, fast, slow, fee_bps / 1e4, fill)
+    if strategy == "ema_cross":
+        sides = ema_cross_sides(k, int(params["fast"]), int(params["slow"]))
+    else:
+        sides = rsi_macd_sides(k, {**RSI_MACD, **params})
+    stats = reference(k, sides, fee_bps / 1e4, fill)
     ref = stats._trades
     assert len(closed) == len(ref) > 20
     # Where each fill happened, in our event time: the signal bar's close (its open time + the
@@ -136,26 +168,39 @@ async def compare(k: Klines, path: Path, fast: int, slow: int, fee_bps: float, f
     assert len(open_ours) <= 1
 
 
+RSI_MACD = {"rsi": 14, "fast": 12, "slow": 26, "signal": 9, "overbought": 70.0, "oversold": 30.0}
+
+
 async def test_ema_cross_12_26_agrees_with_backtesting_py_on_the_whole_btcusdt_history(
     klines: Klines,
 ) -> None:
-    """All 55,765 bars, next-open fills (the default of both), 10 bps: 958 closed trades."""
-    await compare(klines, ensure_btcusdt(None, False), 12, 26, 10.0, "next_open")
+    """All 55,765 bars, next-open fills (the default of both), 10 bps."""
+    path = ensure_btcusdt(None, False)
+    await compare(klines, path, "ema_cross", {"fast": 12, "slow": 26}, 10.0, "next_open")
 
 
 @pytest.mark.parametrize(
-    ("fast", "slow", "fee_bps", "fill"),
+    ("strategy", "params", "fee_bps", "fill"),
     [
-        (12, 26, 10.0, "close"),
-        (9, 21, 5.0, "close"),
-        (50, 200, 10.0, "next_open"),
-        (5, 50, 0.0, "next_open"),
+        ("ema_cross", {"fast": 12, "slow": 26}, 10.0, "close"),
+        ("ema_cross", {"fast": 9, "slow": 21}, 5.0, "close"),
+        ("ema_cross", {"fast": 10, "slow": 30}, 10.0, "next_open"),  # spans not in the schema
+        ("ema_cross", {"fast": 7, "slow": 77}, 10.0, "close"),
+        ("ema_cross", {"fast": 50, "slow": 200}, 10.0, "next_open"),
+        ("ema_cross", {"fast": 5, "slow": 50}, 0.0, "next_open"),
+        ("rsi_macd", {}, 10.0, "next_open"),
+        ("rsi_macd", {"rsi": 7, "fast": 8, "slow": 17, "signal": 9}, 10.0, "close"),
     ],
 )
-async def test_other_ema_pairs_agree_with_backtesting_py_on_the_last_two_years(
-    klines: Klines, tmp_path: Path, fast: int, slow: int, fee_bps: float, fill: str
+async def test_strategies_agree_with_backtesting_py_on_the_last_two_years(
+    klines: Klines,
+    tmp_path: Path,
+    strategy: str,
+    params: dict[str, float],
+    fee_bps: float,
+    fill: str,
 ) -> None:
     two_years = _slice(klines, len(klines) - 2 * 8760, len(klines))
     path = tmp_path / "BTCUSDT-1h-2y.csv"
     write_klines_csv(path, two_years)
-    await compare(two_years, path, fast, slow, fee_bps, fill)
+    await compare(two_years, path, strategy, params, fee_bps, fill)

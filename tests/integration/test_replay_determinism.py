@@ -97,8 +97,7 @@ async def test_backtest_gives_the_same_orders_and_fills_bit_for_bit_run_after_ru
 CONFIG = """
 [scoring]
 strategies = ["ema_cross"]
-ema_fast = "ema_12"
-ema_slow = "ema_26"
+ema_cross = { fast = 12, slow = 26 }
 [risk]
 preset = "off"
 sizing = "all_in"

@@ -57,7 +57,7 @@ def test_backtest_writes_a_report_trades_and_an_equity_png(
     assert report["fees"] > 0
     assert report["first_ts"] == "2020-09-13 12:26:40"
     assert report["config"]["spec"]["fill"] == "close"
-    assert report["config"]["actors"]["scoring"]["ema_fast"] == "ema_12"
+    assert report["config"]["actors"]["scoring"]["ema_cross"] == {"fast": 12, "slow": 26}
     assert report["config"]["actors"]["risk"]["preset"] == "off"
     with (out / "trades.csv").open() as fh:
         rows = list(csv.DictReader(fh))

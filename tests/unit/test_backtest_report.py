@@ -108,14 +108,14 @@ def test_sharpe_annualises_per_bar_returns_and_is_zero_without_variance() -> Non
     assert sharpe([100.0, 100.0, 100.0], 8760.0) == 0.0
 
 
-def test_ema_cross_params_pick_the_schemas_ema_features() -> None:
-    out = strategy_overrides("ema_cross", {"fast": "9", "slow": "21", "long_threshold": "0.6"})
-    assert out["scoring"] == {"ema_fast": "ema_9", "ema_slow": "ema_21", "long_threshold": "0.6"}
+def test_ema_cross_params_are_the_strategys_own_at_any_span() -> None:
+    out = strategy_overrides("ema_cross", {"fast": "10", "slow": "30", "long_threshold": "0.6"})
+    assert out["scoring"] == {"ema_cross": {"fast": "10", "slow": "30"}, "long_threshold": "0.6"}
 
 
 def test_section_params_reach_their_actor_section() -> None:
     out = strategy_overrides("rsi_macd", {"overbought": "75", "risk.notional": "500"})
-    assert out["scoring"] == {"rsi_overbought": "75"}
+    assert out["scoring"] == {"rsi_macd": {"overbought": "75"}}
     assert out["risk"] == {"notional": "500"}
 
 
@@ -123,7 +123,7 @@ def test_section_params_reach_their_actor_section() -> None:
     ("strategy", "params", "match"),
     [
         ("nope", {}, "unknown strategy"),
-        ("ema_cross", {"fast": "13"}, "spans"),
+        ("rsi_macd", {"fast": "13", "speed": "1"}, "unknown parameter"),
         ("ema_cross", {"speed": "1"}, "unknown parameter"),
         ("ema_cross", {"gateway.port": "1"}, "unknown section"),
     ],

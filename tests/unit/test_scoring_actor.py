@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import talib
 
 from levibot.actors.scoring import ScoringActor, ScoringConfig
 from levibot.clock import ReplayClock
@@ -14,6 +15,7 @@ from levibot.features import SCHEMA
 from levibot.messages import (
     ActivateModel,
     Alert,
+    Bar,
     Features,
     Signal,
     SignalSide,
@@ -24,6 +26,7 @@ from levibot.ml.monitor import in_canary
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.scorer import Scorer
 from levibot.ml.testing import make_model
+from levibot.strategies import EmaCrossParams
 from levibot.testing import RecordingContext
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +34,8 @@ K = len(SCHEMA.names)
 USED = ("close_ema_12_ratio", "rsi_14", "bb_pctb", "ret_1")
 COLS = tuple(SCHEMA.index(n) for n in USED)
 CREATED = 1_700_000_000_000_000_000
+S = 1_000_000_000
+T0 = CREATED
 
 
 @pytest.fixture(scope="module")
@@ -193,35 +198,63 @@ async def test_commands_apply_in_their_place_within_a_batch(registry_dir: Path) 
     assert ctx.of_type(Alert)[-1].code == "strategy.unknown"
 
 
-async def test_rule_strategies_run_beside_the_model_and_emit_on_crossings(
+def _bar(i: int, close: float, symbol: str = "S0", **kw: Any) -> Bar:
+    ts = T0 + i * 60 * S
+    return Bar(
+        ts_event=ts, ts_init=ts, ts_ingress=ts - 7, symbol=symbol, venue="test",
+        timeframe=kw.get("timeframe", "1m"), start=ts - 60 * S, open=close,
+        high=kw.get("high", close), low=close, close=close, volume=1.0, trades=1,
+    )  # fmt: skip
+
+
+async def test_rule_strategies_read_bars_with_their_own_spans_beside_the_model(
     registry_dir: Path,
 ) -> None:
-    actor, ctx = await _actor(registry_dir, strategies=("ema_cross",))
-    fast, slow = SCHEMA.index("ema_12"), SCHEMA.index("ema_26")
-    base = _features(6, symbols=1)
-    diffs = [-1.0, -0.5, 0.5, 1.0, -1.0, -2.0]
-    msgs = []
-    for m, d in zip(base, diffs, strict=True):
-        v = list(m.values)
-        v[fast], v[slow] = 100.0 + d, 100.0
-        msgs.append(
-            Features(
-                ts_event=m.ts_event,
-                ts_init=m.ts_init,
-                ts_ingress=m.ts_ingress,
-                symbol=m.symbol,
-                schema_hash=m.schema_hash,
-                values=tuple(v),
-                price=m.price,
-            )
-        )
-    await actor.handle_batch(msgs)
+    actor, ctx = await _actor(
+        registry_dir, strategies=("ema_cross", "onnx"), ema_cross=EmaCrossParams(fast=2, slow=3)
+    )
+    closes = [10.0, 10.0, 10.0, 9.0, 8.0, 12.0, 14.0, 9.0, 7.0]
+    bars = [_bar(i, c) for i, c in enumerate(closes)]
+    await actor.handle_batch(bars)
     sig = ctx.of_type(Signal)
-    assert [(s.strategy, s.side, s.ts_ingress) for s in sig] == [
-        ("ema_cross", SignalSide.LONG, msgs[2].ts_ingress),
-        ("ema_cross", SignalSide.FLAT, msgs[4].ts_ingress),
-    ]
-    assert sig[0].probability == 0.8 and sig[0].model_id == ""
+    diff = talib.EMA(np.array(closes), 2) - talib.EMA(np.array(closes), 3)
+    ups = [i for i in range(1, len(diff)) if diff[i - 1] < 0 < diff[i]]
+    downs = [i for i in range(1, len(diff)) if diff[i - 1] > 0 > diff[i]]
+    assert ups and downs
+    want = sorted([(i, SignalSide.LONG) for i in ups] + [(i, SignalSide.FLAT) for i in downs])
+    assert [(s.ts_ingress, s.side) for s in sig] == [(bars[i].ts_ingress, s) for i, s in want]
+    assert all(s.strategy == "ema_cross" and s.model_id == "" for s in sig)
+    assert sig[0].probability == 0.8 and sig[0].price == closes[want[0][0]]
+
+
+async def test_rules_drop_malformed_late_and_other_timeframe_bars(registry_dir: Path) -> None:
+    actor, ctx = await _actor(registry_dir, strategies=("ema_cross",))
+    await actor.handle_batch(
+        [
+            _bar(2, 10.0),
+            _bar(1, 10.0),  # late
+            _bar(3, 10.0, timeframe="1h"),  # not the symbol's timeframe
+            _bar(4, float("nan")),
+            _bar(5, 10.0, high=5.0),  # high below the close
+        ]
+    )
+    for reason in ("out_of_order", "timeframe", "malformed"):
+        assert ctx.metrics.value("scoring_bars_dropped_total", reason=reason) >= 1
+
+
+async def test_start_strategy_with_params_restarts_the_rule_and_bad_params_alert(
+    registry_dir: Path,
+) -> None:
+    actor, ctx = await _actor(registry_dir, strategies=())
+    await actor.handle(StartStrategy(ts_event=T0, ts_init=T0, command_id="c1", issued_by="t",
+                                     strategy="ema_cross", params={"fast": 5.0, "slow": 40.0}))  # fmt: skip
+    rule = actor.rules["ema_cross"]
+    assert "ema_cross" in actor.running and rule.params == EmaCrossParams(fast=5, slow=40)
+    await actor.handle(StartStrategy(ts_event=T0, ts_init=T0, command_id="c2", issued_by="t",
+                                     strategy="rsi_macd", params={"fast": 40.0, "slow": 5.0}))  # fmt: skip
+    (alert,) = ctx.of_type(Alert)
+    assert alert.code == "strategy.bad_params" and "$.rsi_macd" in alert.text
+    assert "rsi_macd" not in actor.running
 
 
 async def test_the_shadow_model_is_compared_but_never_emitted(registry_dir: Path) -> None:
