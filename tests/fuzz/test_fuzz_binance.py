@@ -42,10 +42,20 @@ RECORDED_FRAMES = (
     if RECORDINGS.is_dir()
     else []
 )
-# One well-formed frame of each kind the decoder handles (raw and combined), to mutate by field.
-TEMPLATES: list[dict[str, Any]] = [
-    json.loads(f) for f in FIXTURE_FRAMES if f.endswith("}}") and '"p": "not' not in f
-]
+
+
+def templates() -> list[dict[str, Any]]:
+    """Return the fixture's combined-stream frames that are JSON (one of each kind), to edit."""
+    out = []
+    for frame in FIXTURE_FRAMES:
+        try:
+            out.append(json.loads(frame))
+        except ValueError:  # the fixture's truncated frame
+            continue
+    return out
+
+
+TEMPLATES = templates()
 
 
 def decoder() -> BinanceDecoder:
