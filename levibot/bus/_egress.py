@@ -25,6 +25,7 @@ import anyio
 from nats.aio.msg import Msg
 
 from levibot.bus import _spill
+from levibot.bus._delivery import error_text
 from levibot.bus._spill import Item
 from levibot.messages import Message
 from levibot.settings import NatsConfig
@@ -154,7 +155,7 @@ class DurableEgress:
                     self.log.info("nats.publish_recovered")
                 return
             self.m_errors.inc(len(failed))
-            error = next(repr(r) for r in results if isinstance(r, BaseException))
+            error = next(error_text(r) for r in results if isinstance(r, BaseException))
             left = budget_s - (time.monotonic() - started)
             if attempt == attempts or left <= 0:
                 await self._spill(failed, error)
