@@ -52,9 +52,9 @@ def test_kill_9_at_seeded_random_points_loses_no_order_or_fill(tmp_path: Path, s
     assert killed == {f.target for f in plan.faults}  # every kill happened
 
 
-def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill_and_count_lost_bars(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory: pytest.TempPathFactory) -> lc.Outcome:
+    """One run through latency, stalls, cuts and a kill, shared by the tests below."""
     plan = lc.Plan(
         seed=0,
         faults=(
@@ -66,12 +66,30 @@ def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill_and_count_lost_bar
             Fault(680, "scoring", "kill"),
         ),
     )
-    out = lc.run(tmp_path, plan)
-    rep = assert_invariants(out)
-    # A cut execution misses the bars published meanwhile (core NATS keeps nothing), and no
-    # counter can see them: the loss is all inside the fault windows, none outside.
+    return lc.run(tmp_path_factory.mktemp("faulted"), plan)
+
+
+def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill(faulted: lc.Outcome) -> None:
+    rep = assert_invariants(faulted)
+    # A cut execution misses the bars published meanwhile (core NATS keeps nothing): the loss
+    # is all inside the fault windows, none outside.
     assert rep.lost_in_windows > 0
     assert rep.lost_outside == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "bars lost while a subscriber is cut off or restarting are counted by no node: core "
+        "NATS is at most once and the mirror (levibot/bus/_nats.py NatsMirror) puts no "
+        "sequence on core messages, so the receiver cannot see the gap"
+    ),
+)
+def test_bars_lost_in_a_cut_are_counted_by_the_nodes(faulted: lc.Outcome) -> None:
+    rep = lc.check(faulted)
+    assert rep.lost_in_windows > 0
+    assert rep.lost_in_windows + rep.lost_outside <= rep.counted_drops
 
 
 def test_bars_lost_by_an_overrun_ingest_equal_its_drop_counter(tmp_path: Path) -> None:
