@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import anyio
 import pytest
 
+from levibot.bus import Delivery
 from levibot.runtime import Partition
 from levibot.runtime.node import EXIT_CRASH, EXIT_OK, Node, drain_order
 from levibot.settings import load_settings
 from levibot.testing import eventually
-from tests.pipeline import GROUPS
+from tests.pipeline import GROUPS, Squared
 
 pytestmark = pytest.mark.anyio
 
@@ -170,3 +171,79 @@ async def test_periodic_ticks_run_for_every_actor_that_asks_and_stop_with_the_no
         )
         node.stop()
     assert node.exit_code == EXIT_OK
+
+
+class RecordingDelivery(Delivery):
+    """A transport delivery that records how it was settled."""
+
+    settled: ClassVar[list[tuple[str, str | None]]] = []
+
+    def settle(self) -> None:
+        self.settled.append((self.key, repr(self.error) if self.error else None))
+
+
+async def deliver_durable(node: Node, *values: int, attempt: int = 1) -> None:
+    for v in values:
+        msg = Squared(ts_event=v, ts_init=v, symbol="AAA", value=v, square=v * v)
+        await node.bus.deliver_remote(msg, RecordingDelivery(f"sq:{v}", attempt))
+
+
+async def test_a_failed_durable_delivery_is_reported_and_the_crash_policy_actor_goes_on() -> None:
+    RecordingDelivery.settled.clear()
+    node = Node(settings(("fatal_sink",), fatal_sink={"fail_on": [2]}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_until_stopped, node)
+        await eventually(lambda: node.ready)
+        await deliver_durable(node, 1, 2, 3)
+        await deliver_durable(node, 2, attempt=2)  # the transport redelivers it: same key
+        await eventually(lambda: len(RecordingDelivery.settled) == 4)
+        node.stop()
+    assert node.exit_code == EXIT_OK
+    assert [m.value for m in node.actors["fatal_sink"].seen] == [1, 3]
+    assert RecordingDelivery.settled == [
+        ("sq:1", None),
+        ("sq:2", "RuntimeError('sink refuses 2')"),
+        ("sq:3", None),
+        ("sq:2", "RuntimeError('sink refuses 2')"),
+    ]
+    assert node.metrics.value("levibot_actor_durable_failures_total", actor="fatal_sink") == 2
+
+
+async def test_distinct_failing_durable_messages_past_the_budget_stop_the_node() -> None:
+    RecordingDelivery.settled.clear()
+    node = Node(settings(("fatal_sink",), fatal_sink={"fail_on": list(range(10))}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_until_stopped, node)
+        await eventually(lambda: node.ready)
+        await deliver_durable(node, *range(10))
+    assert node.exit_code == EXIT_CRASH  # budget 5 in 60 s: the sixth distinct failure
+    failed = [k for k, e in RecordingDelivery.settled if e is not None]
+    assert failed == [f"sq:{v}" for v in range(6)]  # each reported for redelivery first
+
+
+async def test_restart_policy_restarts_on_a_failed_durable_delivery_and_reports_it() -> None:
+    RecordingDelivery.settled.clear()
+    node = Node(settings(("crashy_sink",), crashy_sink={"fail_on": [2]}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_until_stopped, node)
+        await eventually(lambda: node.ready)
+        await deliver_durable(node, 1, 2, 3)
+        await eventually(lambda: len(RecordingDelivery.settled) == 3)
+        node.stop()
+    assert node.exit_code == EXIT_OK
+    assert node.metrics.value("levibot_actor_restarts_total", actor="crashy_sink") == 1
+    assert [e is None for _, e in RecordingDelivery.settled] == [True, False, True]
+
+
+async def test_a_delivery_with_several_local_handlers_settles_once_after_all_reported() -> None:
+    RecordingDelivery.settled.clear()
+    node = Node(settings(("sink", "fatal_sink"), fatal_sink={"fail_on": [5]}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_until_stopped, node)
+        await eventually(lambda: node.ready)
+        await deliver_durable(node, 4, 5)
+        await eventually(lambda: len(RecordingDelivery.settled) == 2)
+        node.stop()
+    # sink handled 5, fatal_sink refused it: one failure, settled when both had reported
+    assert [m.value for m in node.actors["sink"].seen] == [4, 5]
+    assert RecordingDelivery.settled == [("sq:4", None), ("sq:5", "RuntimeError('sink refuses 5')")]
