@@ -110,7 +110,8 @@ def build_trades(fills: list[Fill], last_close: dict[str, float]) -> list[Trade]
 def equity_curve(
     bars: list[Bar], snaps: list[PortfolioSnapshot], cash: float
 ) -> tuple[list[int], list[float], list[bool]]:
-    """Return (bar close times, equity, in-position) per bar; see the module conventions."""
+    """Return (bar close times, equity, in-position) per bar close time (several symbols'
+    bars of one instant make one point, after the last of them); see the module conventions."""
     by_ts: dict[int, PortfolioSnapshot] = {}
     for s in snaps:
         by_ts[s.ts_event] = s  # the last snapshot of an instant is the one after its fills
@@ -120,8 +121,10 @@ def equity_curve(
     closes: dict[str, float] = {}
     snap_ts = sorted(by_ts)
     j, current = 0, None
-    for bar in bars:
+    for n, bar in enumerate(bars):
         closes[bar.symbol] = bar.close
+        if n + 1 < len(bars) and bars[n + 1].ts_event == bar.ts_event:
+            continue  # another symbol's bar of the same instant follows
         while j < len(snap_ts) and snap_ts[j] <= bar.ts_event:
             current = by_ts[snap_ts[j]]
             j += 1
@@ -194,8 +197,22 @@ def build_report(recorder: Any, *, cash: float, config: dict[str, Any]) -> dict[
         "intents": len(recorder.of_type(OrderIntent)),
         "fills": len(fills),
         "denials": denials,
+        "symbols": _by_symbol(bars, trades),
         "config": config,
     }
+
+
+def _by_symbol(bars: list[Bar], trades: list[Trade]) -> dict[str, dict[str, Any]]:
+    """Return each symbol's bars, closed and open trades and PnL (open ones at the last close)."""
+    out: dict[str, dict[str, Any]] = {}
+    for b in bars:
+        out.setdefault(b.symbol, {"bars": 0, "trades": 0, "open_trades": 0, "pnl": 0.0})
+        out[b.symbol]["bars"] += 1
+    for t in trades:
+        row = out.setdefault(t.symbol, {"bars": 0, "trades": 0, "open_trades": 0, "pnl": 0.0})
+        row["open_trades" if t.exit_reason == "open" else "trades"] += 1
+        row["pnl"] += t.pnl
+    return out
 
 
 def _interval_ns(bars: list[Bar]) -> int:

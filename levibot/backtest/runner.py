@@ -40,6 +40,9 @@ class BacktestSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What to backtest and how; the CLI flags map one to one onto these fields."""
 
     data: str = ""  # kline CSV; "" → the real BTCUSDT 1h data (levibot.data.ensure_btcusdt)
+    # Several kline CSVs, one symbol each (named in the file name), traded by one portfolio;
+    # instead of ``data`` and ``symbol``.
+    data_files: tuple[str, ...] = ()
     strategy: str = "ema_cross"
     params: dict[str, str] = {}  # strategy parameters, and `section.key` actor overrides
     cash: float = 10_000.0
@@ -116,8 +119,11 @@ def backtest_settings(spec: BacktestSpec, data: Path) -> Settings:
     if spec.cash <= 0 or spec.fee_bps < 0 or spec.slippage_bps < 0:
         raise BacktestError("cash must be > 0, fee and slippage >= 0")
     sections = strategy_overrides(spec.strategy, spec.params)
-    feed = {"source": "replay", "replay": {"path": str(data), "symbol": spec.symbol,
-                                           "limit": spec.limit}}  # fmt: skip
+    if spec.data_files:
+        replay: dict[str, Any] = {"paths": list(spec.data_files), "limit": spec.limit}
+    else:
+        replay = {"path": str(data), "symbol": spec.symbol, "limit": spec.limit}
+    feed = {"source": "replay", "replay": replay}
     feed.update(sections["feed"])
     overrides: dict[str, Any] = {
         "node": {
@@ -170,6 +176,18 @@ async def run_node(settings: Settings, data: str = "") -> Recording:
 
 async def run_backtest(spec: BacktestSpec) -> Recording:
     """Run ``spec`` through the real actors; return what they produced."""
+    if spec.data_files:
+        if spec.data:
+            raise BacktestError("give the data as one file or as several files, not both")
+        from levibot.data._klines import infer_symbol
+
+        symbols = [infer_symbol(resolve_data(name)) for name in spec.data_files]
+        if len(set(symbols)) != len(symbols):
+            raise BacktestError(
+                f"several data files need one symbol each (named in the file name: "
+                f"ETHUSDT-1h.csv); these name {symbols}"
+            )
+        return await run_node(backtest_settings(spec, Path()), ",".join(spec.data_files))
     data = resolve_data(spec.data)
     return await run_node(backtest_settings(spec, data), str(data))
 

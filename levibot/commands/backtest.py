@@ -29,6 +29,11 @@ Conventions (they are what the comparison with backtesting.py checks, on the rea
   ``qty = floor(cash / (max(close, next open)·(1+fee)), 1e-8)``; other modes: ``fixed_notional``
   (``--param risk.notional=1000``), ``atr_risk`` (``risk.risk_fraction``), ``kelly``
   (``risk.kelly_fraction``, ``risk.vol_target``);
+- several symbols: ``--data BTCUSDT-1h.csv --data ETHUSDT-1h.csv`` replays the files as one
+  stream in time order (each file names its symbol) and trades them with one portfolio; the
+  equity curve has one point per instant and the report a ``symbols`` breakdown. ``all_in``
+  sizing then puts everything in the first symbol to signal: use ``fixed_notional`` or
+  ``--param risk.equity_fraction=...``;
 - report (``report.json``): final equity with open positions marked at the last close (no exit
   fee), return, closed trades, win rate, max drawdown (fraction of the running peak), Sharpe
   (per-bar returns, ×√8760 for 1h bars: 365 days of 24 h, risk-free 0), fees, exposure (the
@@ -65,8 +70,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data",
         metavar="CSV",
-        default="",
-        help="kline CSV (default: the real BTCUSDT 1h data, fetched once)",
+        action="append",
+        default=[],
+        help="kline CSV (default: the real BTCUSDT 1h data, fetched once); repeat it for "
+        "several symbols traded by one portfolio (each file names its symbol: ETHUSDT-1h.csv)",
     )
     p.add_argument("--strategy", default="ema_cross", help="onnx, ema_cross or rsi_macd")
     p.add_argument(
@@ -110,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
     configure(args.log_level, "auto")
     try:
+        many = len(args.data) > 1
         spec = BacktestSpec(
-            data=args.data, strategy=args.strategy, params=dict(args.param), cash=args.cash,
+            data="" if many else "".join(args.data), data_files=tuple(args.data) if many else (),
+            strategy=args.strategy, params=dict(args.param), cash=args.cash,
             fee_bps=args.fee_bps, slippage_bps=args.slippage_bps, fill=args.fill,
             sizing=args.sizing, symbol=args.symbol, limit=max(args.limit, 0),
         )  # fmt: skip
@@ -125,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     run_info = {"wall_s": round(rec.wall_s, 3), "bars_per_s": round(bars / rec.wall_s, 1)}
     report = write_outputs(
         out, rec.recorder, cash=spec.cash, config=config, run=run_info,
-        title=f"{spec.strategy} {spec.symbol} ({spec.fill}, {spec.fee_bps:g} bps)",
+        title=f"{spec.strategy} {', '.join(report_symbols(spec))} ({spec.fill}, "
+        f"{spec.fee_bps:g} bps)",
         png=not args.no_png,
     )  # fmt: skip
     summary = {k: report[k] for k in (
@@ -137,6 +147,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'report.json'}, {out / 'trades.csv'}"
           + ("" if args.no_png else f", {out / 'equity.png'}"))  # fmt: skip
     return 0
+
+
+def report_symbols(spec: Any) -> list[str]:
+    """Return the symbols a spec trades (from the file names when there are several)."""
+    if not spec.data_files:
+        return [spec.symbol]
+    from levibot.data._klines import infer_symbol
+
+    return [infer_symbol(Path(f)) for f in spec.data_files]
 
 
 def _bar_type() -> type:

@@ -21,6 +21,9 @@ class ReplayConfig(Config, frozen=True, kw_only=True):
     """Replay a kline CSV (→ ``Bar``) or a trades CSV (→ ``Tick``)."""
 
     path: str = ""  # "" → the real BTCUSDT 1h klines (levibot.data.ensure_btcusdt)
+    # Several kline CSVs, one symbol each (named in the file name), replayed as one stream in
+    # time order (bars of the same instant in the order given); instead of ``path``.
+    paths: tuple[str, ...] = ()
     kind: Literal["auto", "klines", "trades"] = "auto"  # auto: klines if the header has OHLC
     speed: NonNegative = 0.0  # 0: as fast as possible; N: N × real time (event-time spacing)
     symbol: str = ""  # "" → the symbol named in the file name (klines) or the `symbol` column
@@ -30,6 +33,11 @@ class ReplayConfig(Config, frozen=True, kw_only=True):
     data_dir: str = ""
 
     def __post_init__(self) -> None:
+        if self.paths and (self.path or self.symbol or self.kind == "trades"):
+            raise ValueError(
+                "feed.replay.paths replays several kline files, one symbol each (from the file"
+                " names): give it without path, symbol or kind = 'trades'"
+            )
         if self.timeframe:
             try:
                 parse_timeframe(self.timeframe)

@@ -4,6 +4,9 @@ Event time drives everything: each message's ``ts_event`` is observed by the clo
 stamped, so in replay ``ts_init == ts_ingress == ts_event`` and a run is bit-for-bit repeatable.
 A kline's ``ts_event`` is its close (open time + timeframe), ``start`` its open time.
 
+Several kline CSVs (``paths``, one symbol each) replay as one stream merged in time order:
+bars closing at the same instant come in the order the files were given.
+
 Trades CSV: a header naming ``timestamp`` (or ``date``/``time``/``ts``), ``price`` and ``size``
 (or ``qty``/``quantity``/``amount``), optionally ``side`` (buy/sell), ``is_buyer_maker``,
 ``trade_id`` (or ``id``) and ``symbol``; timestamps as in the kline format. Rows must be in time
@@ -14,11 +17,12 @@ dropped, counted in ``levibot_feed_rejected_total{reason}`` and logged.
 from __future__ import annotations
 
 import csv
+import heapq
 import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -90,6 +94,21 @@ class ReplaySource(Source[ReplayConfig]):
     async def open(self) -> None:
         """Resolve the file (fetching the real data when no path is set) and load klines."""
         cfg = self.config
+        self._rejected: dict[str, Counter] = {}
+        self._bad_rows = 0
+        self.more: list[Klines] = []  # with ``paths``: the files after the first
+        if cfg.paths:
+            loaded = [await self._load_klines(Path(p), "") for p in cfg.paths]
+            symbols = [k.symbol for k in loaded]
+            if len(set(symbols)) != len(symbols):
+                raise KlinesError(
+                    f"feed.replay.paths: each file must hold another symbol, got {symbols}",
+                    path=Path(cfg.paths[0]),
+                )
+            self.path, self.file_kind = Path(cfg.paths[0]), "klines"
+            self.klines: Klines | None = loaded[0]
+            self.more = loaded[1:]
+            return
         if cfg.path:
             self.path = Path(cfg.path)
         else:
@@ -111,24 +130,22 @@ class ReplaySource(Source[ReplayConfig]):
             self.file_kind = cfg.kind
         if self.file_kind == "trades":
             self._columns = _trade_columns(self.path, line, names)
-        self.klines: Klines | None = None
-        self._rejected: dict[str, Counter] = {}
-        self._bad_rows = 0
+        self.klines = None
         if self.file_kind == "klines":
-            self.klines = await anyio.to_thread.run_sync(
-                lambda: load_klines(self.path, cfg.symbol or None)
+            self.klines = await self._load_klines(self.path, cfg.symbol)
+
+    async def _load_klines(self, path: Path, symbol: str) -> Klines:
+        k = await anyio.to_thread.run_sync(lambda: load_klines(path, symbol or None))
+        if not self.config.timeframe and k.interval_ns <= 0:
+            raise KlinesError(
+                "cannot infer the timeframe (fewer than 2 bars); set feed.replay.timeframe",
+                path=path,
             )
-            if not cfg.timeframe and self.klines.interval_ns <= 0:
-                raise KlinesError(
-                    "cannot infer the timeframe (fewer than 2 bars); set feed.replay.timeframe",
-                    path=self.path,
-                )
-            for reason, n in self.klines.dropped.items():
-                self._reject(reason, n)
-            if self.klines.n_dropped:
-                self.ctx.log.warning(
-                    "feed.replay.rows_dropped", path=str(self.path), dropped=self.klines.dropped
-                )
+        for reason, n in k.dropped.items():
+            self._reject(reason, n)
+        if k.n_dropped:
+            self.ctx.log.warning("feed.replay.rows_dropped", path=str(path), dropped=k.dropped)
+        return k
 
     def _reject(self, reason: str, n: int = 1) -> None:
         counter_ = self._rejected.get(reason)
@@ -145,32 +162,40 @@ class ReplaySource(Source[ReplayConfig]):
     async def run(self, emit: Emit) -> None:
         """Emit every bar or trade of the file, in order."""
         if self.klines is not None:
-            await self._run_klines(self.klines, emit)
+            await self._run_klines([self.klines, *self.more], emit)
         else:
             await self._run_trades(emit)
 
-    async def _run_klines(self, k: Klines, emit: Emit) -> None:
+    async def _run_klines(self, files: list[Klines], emit: Emit) -> None:
         cfg = self.config
-        interval = parse_timeframe(cfg.timeframe) if cfg.timeframe else k.interval_ns
-        timeframe = cfg.timeframe or k.timeframe
-        clock, pacer, limit = self.ctx.clock, Pacer(cfg.speed), cfg.limit or len(k)
-        columns = zip(
-            k.ts.tolist(), k.open.tolist(), k.high.tolist(), k.low.tolist(),
-            k.close.tolist(), k.volume.tolist(), strict=True,
-        )  # fmt: skip
-        for n, (start, o, h, lo, c, v) in enumerate(columns):
+        clock, pacer = self.ctx.clock, Pacer(cfg.speed)
+        limit = cfg.limit or sum(len(k) for k in files)
+        streams = [self._bars(k, i) for i, k in enumerate(files)]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
+        for n, (end, _, symbol, timeframe, start, o, h, lo, c, v) in enumerate(merged):
             if n >= limit:
                 break
-            end = start + interval
             await pacer.wait(end)
             clock.observe(end)
             now = clock.now_ns()
             bar = Bar(
-                ts_event=end, ts_init=now, ts_ingress=now, symbol=k.symbol, venue=self.venue,
+                ts_event=end, ts_init=now, ts_ingress=now, symbol=symbol, venue=self.venue,
                 timeframe=timeframe, start=start, open=o, high=h, low=lo, close=c, volume=v,
             )  # fmt: skip
             self.count(bar)
             await emit(bar)
+
+    def _bars(self, k: Klines, order: int) -> Iterator[tuple[Any, ...]]:
+        """Yield ``(close time, file order, symbol, timeframe, open time, o, h, l, c, v)``."""
+        cfg = self.config
+        interval = parse_timeframe(cfg.timeframe) if cfg.timeframe else k.interval_ns
+        timeframe = cfg.timeframe or k.timeframe
+        columns = zip(
+            k.ts.tolist(), k.open.tolist(), k.high.tolist(), k.low.tolist(),
+            k.close.tolist(), k.volume.tolist(), strict=True,
+        )  # fmt: skip
+        for start, o, h, lo, c, v in columns:
+            yield start + interval, order, k.symbol, timeframe, start, o, h, lo, c, v
 
     async def _run_trades(self, emit: Emit) -> None:
         clock, pacer = self.ctx.clock, Pacer(self.config.speed)
