@@ -78,6 +78,11 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium || say "no chromium: the browser test will fail"
 fi
 
+# -- promtool (checks the node's /metrics; the prometheus package ships it) ------------------
+if ! command -v promtool >/dev/null; then
+  apt_install --no-install-recommends prometheus || say "no promtool: its /metrics check is skipped"
+fi
+
 # -- podman, runc, debootstrap (tests/containers: the image built and run here) ------------
 # runc, not crun: see containers/containers.conf. debootstrap makes the base image when no
 # registry serves one (scripts/make-base-image.sh).

@@ -9,6 +9,9 @@ from aiohttp import web
 
 from levibot.runtime.metrics import Metrics
 
+#: The Prometheus text exposition format, version 0.0.4.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 
 class NodeHttp:
     """Serves liveness, readiness and Prometheus metrics for one node."""
@@ -54,4 +57,6 @@ class NodeHttp:
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _on_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            body=self._metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE}
+        )

@@ -3,11 +3,17 @@
 Our own rather than ``prometheus_client``: the hot path records a handle time per message, and a
 lock-free ``list`` increment is several times cheaper than the client's locked ``observe``; the
 text format we need is a few dozen lines.
+
+A family is one name, one kind, one help text; within it there is exactly one series per label
+set. Registering a name and labels again returns the series already there (a restarted actor,
+a re-activated model), with a gauge's callback replaced by the new one.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
+import re
 from collections.abc import Callable, Iterable
 
 #: Latency buckets in seconds, 1 µs to 1 s, roughly ×2.5 apart.
@@ -16,14 +22,43 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
 
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+#: Integral floats below this print as integers; above it ``repr`` is exact and shorter.
+_EXACT_INT = 2.0**63
+
+
+def format_value(value: float) -> str:
+    """Return ``value`` as the exposition format wants it, without losing precision.
+
+    Integral values print as integers (``1234567``, never ``1.23457e+06``), others as
+    ``repr`` (the shortest string that reads back to the same float), and the special values
+    as ``+Inf``, ``-Inf`` and ``NaN``.
+    """
+    v = float(value)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v.is_integer() and abs(v) < _EXACT_INT:
+        return str(int(v))
+    return repr(v)
+
+
+def escape_label_value(value: str) -> str:
+    r"""Escape a label value: ``\`` as ``\\``, ``"`` as ``\"`` and a newline as ``\n``."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    r"""Escape a HELP text: ``\`` as ``\\`` and a newline as ``\n``."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
 
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{v}"'.replace("\\", "\\\\").replace("\n", "\\n") for k, v in labels.items()
-    )
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
 
 
 class Counter:
@@ -81,43 +116,95 @@ class Histogram:
         return sum(self.counts)
 
 
+Metric = Counter | Gauge | Histogram
+LabelKey = tuple[tuple[str, str], ...]
+
+
+class _Family:
+    __slots__ = ("help", "kind", "series")
+
+    def __init__(self, kind: str, help_: str) -> None:
+        self.kind = kind
+        self.help = help_
+        self.series: dict[LabelKey, Metric] = {}
+
+
 class Metrics:
     """A registry of named metric families; ``render()`` gives the Prometheus text format."""
 
     def __init__(self) -> None:
-        self._families: dict[str, tuple[str, str, list[Counter | Gauge | Histogram]]] = {}
+        self._families: dict[str, _Family] = {}
 
-    def _add(self, name: str, kind: str, help_: str, metric: Counter | Gauge | Histogram) -> None:
-        family = self._families.setdefault(name, (kind, help_, []))
-        if family[0] != kind:
-            raise ValueError(f"metric {name} is a {family[0]}, not a {kind}")
-        family[2].append(metric)
+    def _lookup(self, name: str, kind: str, help_: str, labels: dict[str, str]) -> Metric | None:
+        """Return the series ``name{labels}`` if registered, after checking names and kind."""
+        if not _NAME.match(name):
+            raise ValueError(f"invalid metric name {name!r}")
+        for label in labels:
+            if not _LABEL.match(label) or label.startswith("__"):
+                raise ValueError(f"invalid label name {label!r} on metric {name}")
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = _Family(kind, help_)
+        elif family.kind != kind:
+            raise ValueError(f"metric {name} is a {family.kind}, not a {kind}")
+        return family.series.get(_key(labels))
+
+    def _store(self, name: str, metric: Metric) -> None:
+        self._families[name].series[_key(metric.labels)] = metric
 
     def counter(self, name: str, help_: str, **labels: str) -> Counter:
-        """Register and return a counter."""
+        """Return the counter ``name{labels}``, registering it the first time."""
+        found = self._lookup(name, "counter", help_, labels)
+        if isinstance(found, Counter):
+            return found
         metric = Counter(labels)
-        self._add(name, "counter", help_, metric)
+        self._store(name, metric)
         return metric
 
     def gauge(
         self, name: str, help_: str, fn: Callable[[], float] | None = None, **labels: str
     ) -> Gauge:
-        """Register and return a gauge, optionally read from ``fn`` at scrape time."""
+        """Return the gauge ``name{labels}``, registering it the first time.
+
+        With ``fn`` it is read from ``fn`` at scrape time; a second registration with a new
+        ``fn`` replaces the old one (the old one may close over an actor that is gone).
+        """
+        found = self._lookup(name, "gauge", help_, labels)
+        if isinstance(found, Gauge):
+            if fn is not None:
+                found.fn = fn
+            return found
         metric = Gauge(labels, fn)
-        self._add(name, "gauge", help_, metric)
+        self._store(name, metric)
         return metric
 
     def histogram(
         self, name: str, help_: str, *, buckets: tuple[float, ...] = LATENCY_BUCKETS, **labels: str
     ) -> Histogram:
-        """Register and return a histogram."""
-        metric = Histogram(labels, buckets)
-        self._add(name, "histogram", help_, metric)
+        """Return the histogram ``name{labels}``, registering it the first time."""
+        if "le" in labels:
+            raise ValueError(f"histogram {name} cannot have a label named 'le'")
+        if list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"histogram {name}: buckets must be increasing: {buckets}")
+        found = self._lookup(name, "histogram", help_, labels)
+        if isinstance(found, Histogram):
+            if found.buckets != tuple(buckets):
+                raise ValueError(f"histogram {name} is registered with other buckets")
+            return found
+        metric = Histogram(labels, tuple(buckets))
+        self._store(name, metric)
         return metric
 
-    def find(self, name: str, **labels: str) -> Iterable[Counter | Gauge | Histogram]:
+    def remove(self, name: str, **labels: str) -> None:
+        """Forget the series ``name{labels}`` (it disappears from the next scrape)."""
+        family = self._families.get(name)
+        if family is not None:
+            family.series.pop(_key(labels), None)
+
+    def find(self, name: str, **labels: str) -> Iterable[Metric]:
         """Yield the metrics of family ``name`` whose labels include ``labels``."""
-        for metric in self._families.get(name, ("", "", []))[2]:
+        family = self._families.get(name)
+        for metric in list(family.series.values()) if family else ():
             if all(metric.labels.get(k) == v for k, v in labels.items()):
                 yield metric
 
@@ -134,22 +221,35 @@ class Metrics:
         return total
 
     def render(self) -> str:
-        """Return every metric in the Prometheus text exposition format."""
+        """Return every metric in the Prometheus text exposition format (version 0.0.4)."""
         out: list[str] = []
-        for name, (kind, help_, metrics) in sorted(self._families.items()):
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            for m in metrics:
-                if isinstance(m, Counter):
-                    out.append(f"{name}{_labels(m.labels)} {m.value:g}")
-                elif isinstance(m, Gauge):
-                    out.append(f"{name}{_labels(m.labels)} {m.read():g}")
-                else:
-                    cumulative = 0
-                    for bound, count in zip((*m.buckets, float("inf")), m.counts, strict=True):
-                        cumulative += count
-                        le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                        out.append(f"{name}_bucket{_labels({**m.labels, 'le': le})} {cumulative}")
-                    out.append(f"{name}_sum{_labels(m.labels)} {m.sum:g}")
-                    out.append(f"{name}_count{_labels(m.labels)} {cumulative}")
+        for name, family in sorted(self._families.items()):
+            out.append(f"# HELP {name} {escape_help(family.help)}")
+            out.append(f"# TYPE {name} {family.kind}")
+            for m in list(family.series.values()):
+                out.extend(_samples(name, m))
         return "\n".join(out) + "\n"
+
+
+def _key(labels: dict[str, str]) -> LabelKey:
+    return tuple(sorted(labels.items()))
+
+
+def _samples(name: str, m: Metric) -> list[str]:
+    if isinstance(m, Counter):
+        return [f"{name}{_labels(m.labels)} {format_value(m.value)}"]
+    if isinstance(m, Gauge):
+        try:
+            value = m.read()
+        except Exception:  # one broken callback must not fail the whole scrape
+            value = math.nan
+        return [f"{name}{_labels(m.labels)} {format_value(value)}"]
+    lines = []
+    cumulative = 0
+    for bound, count in zip((*m.buckets, math.inf), m.counts, strict=True):
+        cumulative += count
+        le = _labels({**m.labels, "le": format_value(bound)})
+        lines.append(f"{name}_bucket{le} {cumulative}")
+    lines.append(f"{name}_sum{_labels(m.labels)} {format_value(m.sum)}")
+    lines.append(f"{name}_count{_labels(m.labels)} {cumulative}")
+    return lines
