@@ -17,10 +17,35 @@ from sidecars.gateway.errors import ApiError, Handler, error_middleware
 from sidecars.gateway.rest import ROUTES, Route
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 from sidecars.gateway.ws import Session
+from sidecars.gateway.wsupgrade import check_upgrade
 
 MINIAPP_MODULE = "sidecars.miniapp.routes"
-OPENAPI = web.AppKey("openapi", bytes)
 _UNLIMITED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes are never limited
+
+
+class Document:
+    """The OpenAPI document, built on its first request.
+
+    It describes ``POST /retrain``'s options from ``levibot.ml.train``, whose import (ONNX)
+    would otherwise cost every gateway start most of a second.
+    """
+
+    def __init__(self, extra_paths: dict[str, dict[str, Any]]) -> None:
+        self.extra_paths = extra_paths
+        self._body: bytes | None = None
+
+    def build(self) -> bytes:
+        """Return the encoded document (blocking: imports the ML package)."""
+        return msgspec.json.encode(openapi.build(ROUTES, self.extra_paths, openapi.train_options()))
+
+    async def get(self) -> bytes:
+        """Return the encoded document, building it in a worker thread the first time."""
+        if self._body is None:
+            self._body = await anyio.to_thread.run_sync(self.build)
+        return self._body
+
+
+OPENAPI = web.AppKey("openapi", Document)
 
 
 async def _limit(services: Services, *limits: tuple[str, int]) -> None:
@@ -79,8 +104,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     config = services.config
     who = await authorize(request, services, "read", allow_query_token=True)
+    check_upgrade(request.headers)
     ws = web.WebSocketResponse(max_msg_size=config.ws_max_frame, autoping=True)
-    if not ws.can_prepare(request).ok:
+    if not ws.can_prepare(request).ok:  # e.g. a Connection header llhttp does not accept
         raise ApiError(400, "not_websocket", "this endpoint needs a websocket upgrade")
     await ws.prepare(request)
     client = services.hub.connect(who.subject)
@@ -111,6 +137,11 @@ def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[s
     module = importlib.import_module(MINIAPP_MODULE)
     before = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
     module.setup_routes(app, **services.extra["miniapp_options"])
+    if hasattr(module, "openapi_paths"):  # the module documents its own routes
+        documented: dict[str, dict[str, Any]] = module.openapi_paths(
+            "#/components/schemas/ErrorBody"
+        )
+        return documented
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         if route.resource is None or route.method in ("HEAD", "*"):
@@ -137,11 +168,11 @@ def create_app(services: Services) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route))
     app.router.add_get("/ws", websocket)
-    extra = _mount_miniapp(app, services)
-    app[OPENAPI] = msgspec.json.encode(openapi.build(ROUTES, extra))
+    app[OPENAPI] = Document(_mount_miniapp(app, services))
 
     async def document(request: web.Request) -> web.Response:
-        return web.Response(body=request.app[OPENAPI], content_type="application/json")
+        body = await request.app[OPENAPI].get()
+        return web.Response(body=body, content_type="application/json")
 
     app.router.add_get("/openapi.json", document)
     app.on_shutdown.append(_close_websockets)

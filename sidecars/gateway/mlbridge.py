@@ -135,15 +135,29 @@ class ModelBridge:
         return train
 
     @staticmethod
-    def check_options(options: Mapping[str, Any]) -> None:
-        """Validate training options now, so a typo is a 422 rather than a failed job."""
+    def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the training options, validated now so a typo is a 422, not a failed job.
+
+        Strictly, as JSON: the OpenAPI document gives ``TrainConfig``'s schema, which has no
+        room for the config file's leniency ("5" for 5). As in JSON Schema, 5.0 is an integer.
+        """
         try:
-            from levibot.config import convert
-            from levibot.errors import ConfigError
             from levibot.ml.train import TrainConfig
         except ImportError as exc:
             raise _ml_unavailable(exc) from None
+        ints = {f.name for f in msgspec.structs.fields(TrainConfig) if _is_int(f.type)}
+        checked = {
+            k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+            for k, v in options.items()
+        }
         try:
-            convert(dict(options), TrainConfig, prefix="$.options")
-        except ConfigError as exc:
-            raise ApiError(422, "invalid_options", str(exc)) from None
+            msgspec.convert(checked, TrainConfig)
+        except msgspec.ValidationError as exc:
+            message = str(exc).replace(" - at `$", " - at `$.options")
+            raise ApiError(422, "invalid_options", f"invalid options: {message}") from None
+        return checked
+
+
+def _is_int(type_: Any) -> bool:
+    """Return True for ``int`` and ``Annotated[int, ...]``."""
+    return type_ is int or getattr(type_, "__origin__", None) is int

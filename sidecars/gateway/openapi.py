@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from sidecars.gateway import ws
+from sidecars.gateway import ws, wsupgrade
 from sidecars.gateway.errors import ErrorBody
 from sidecars.gateway.rest import Route
 
@@ -73,33 +73,56 @@ def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]
     return op
 
 
+def train_options() -> type | None:
+    """Return ``TrainConfig`` (what ``POST /retrain`` accepts), None without the ML libraries."""
+    try:
+        from levibot.ml.train import TrainConfig
+    except ImportError:
+        return None
+    return TrainConfig
+
+
 def build(
-    routes: tuple[Route, ...], extra_paths: dict[str, dict[str, Any]] | None = None
+    routes: tuple[Route, ...],
+    extra_paths: dict[str, dict[str, Any]] | None = None,
+    options: type | None = None,
 ) -> dict[str, Any]:
-    """Return the OpenAPI document of ``routes`` (plus ``extra_paths`` mounted by others)."""
+    """Return the OpenAPI document of ``routes`` (plus ``extra_paths`` mounted by others).
+
+    ``options`` is the type of ``RetrainRequest.options`` (``train_options()``); without it the
+    document says only "an object".
+    """
     types = (
         {ErrorBody}
         | {r.body for r in routes if r.body}
         | {r.response for r in routes if r.response}
+        | ({options} if options is not None else set())
     )
     ordered = sorted(types, key=lambda t: t.__name__)
     schemas, components = msgspec.json.schema_components(ordered, ref_template=_REF)
     refs = dict(zip(ordered, schemas, strict=True))
+    for type_ in ordered:  # constraints between fields (see ``schemas``)
+        components[type_.__name__].update(getattr(type_, "openapi", {}))
+    if options is not None and "RetrainRequest" in components:
+        components["RetrainRequest"]["properties"]["options"] = refs[options] | {"default": {}}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    error = {"application/json": {"schema": refs[ErrorBody]}}
     paths.setdefault("/ws", {})["get"] = {
         "operationId": "get_ws",
         "summary": "Trader websocket (upgrade); protocol in info.description",
         "tags": ["stream"],
+        "parameters": wsupgrade.parameters(),
         "security": [{"bearer": []}, {"apiKey": []}, {"adminCookie": []}, {"queryToken": []}],
         "x-scope": "read",
         "responses": {
             "101": {"description": "switching protocols"},
-            "400": {"description": "not a websocket request",
-                    "content": {"application/json": {"schema": refs[ErrorBody]}}},
-            "401": {"description": "unauthenticated",
-                    "content": {"application/json": {"schema": refs[ErrorBody]}}},
+            "400": {"description": "not a websocket upgrade", "content": error},
+            "401": {"description": "unauthenticated", "content": error},
+            "403": {"description": "no read scope, or a cookie from outside the allowlist",
+                    "content": error},
+            "429": {"description": "rate limited", "content": error},
         },
     }  # fmt: skip
     paths.setdefault("/openapi.json", {})["get"] = {

@@ -185,9 +185,8 @@ async def retrain(request: web.Request) -> web.Response:
     body: s.RetrainRequest = await _body(request, s.RetrainRequest)
     services = svc(request)
     bridge = services.extra["ml"]
-    bridge.check_options(body.options)
+    options = bridge.check_options(body.options)
     trainer = services.trainer or bridge.default_trainer()
-    options = dict(body.options)
     job = services.jobs.submit("retrain", lambda: trainer(options))
     _audit(request, "model.retrain", job_id=job.job_id, options=options)
     return ok(job, 202, {"Location": f"/retrain/{job.job_id}"})
@@ -330,9 +329,7 @@ async def get_risk(request: web.Request) -> web.Response:
 
 
 async def put_risk(request: web.Request) -> web.Response:
-    body: s.RiskUpdate = await _body(request, s.RiskUpdate)
-    if body.policy is None and body.trading_state is None:
-        raise ApiError(422, "invalid_body", "set 'policy' and/or 'trading_state'")
+    body: s.RiskUpdate = await _body(request, s.RiskUpdate)  # sets at least one of the two
     services, cmds = svc(request), []
     if body.policy is not None:
         cmds.append(await _command(request, SetRiskPolicy, policy=body.policy))

@@ -1,8 +1,13 @@
-"""Request and response bodies of the REST API; the OpenAPI schemas are generated from these."""
+"""Request and response bodies of the REST API; the OpenAPI schemas are generated from these.
+
+A body whose fields constrain each other (exactly one of two, at least one of two) says so in
+``openapi``, JSON Schema merged into its generated schema, so that the document refuses what
+the handler refuses.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -62,8 +67,19 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
 class PredictRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A feature vector: by name (``features``) or in schema order (``values``); exactly one."""
 
+    openapi: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"required": ["features"], "properties": {"features": {"type": "object"}}},
+            {"required": ["values"], "properties": {"values": {"type": "array"}}},
+        ]
+    }
+
     features: dict[str, float] | None = None
     values: Annotated[list[float], Meta(max_length=4096)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.features is None) == (self.values is None):
+            raise ValueError("give exactly one of 'features' or 'values'")
 
 
 class PredictResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,9 +92,9 @@ class PredictResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RetrainRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Options passed to ``levibot.ml.train.train_model`` as keyword arguments."""
+    """Training options: fields of ``levibot.ml.train.TrainConfig`` (the document has them)."""
 
-    options: dict[str, str | int | float | bool] = {}
+    options: dict[str, Any] = {}
 
 
 class JobView(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,8 +189,19 @@ class RiskView(msgspec.Struct, frozen=True, kw_only=True):
 class RiskUpdate(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Change the exit policy and/or the trading state; each set field becomes a command."""
 
+    openapi: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["policy"], "properties": {"policy": {"type": "string"}}},
+            {"required": ["trading_state"], "properties": {"trading_state": {"type": "string"}}},
+        ]
+    }
+
     policy: Literal["conservative", "moderate", "aggressive"] | None = None
     trading_state: TradingState | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy is None and self.trading_state is None:
+            raise ValueError("set 'policy' and/or 'trading_state'")
 
 
 class RiskUpdated(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,7 +7,9 @@ gateway's ``/ws`` and REST routes accept as ``Authorization: Bearer``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -19,6 +21,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: Telegram's own script; included in the page only when an operator put a copy here.
 TELEGRAM_JS = "telegram-web-app.js"
 _PLACEHOLDER = "<!--TELEGRAM_WEB_APP_JS-->"
+#: The assets ``/app/static/{filename}`` serves: a script or a style sheet of STATIC_DIR.
+_MEDIA = {".js": "text/javascript", ".css": "text/css"}
+ASSET_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.(js|css)$"
+_ASSET = re.compile(ASSET_PATTERN)
 
 _HTML_HEADERS = {
     "Cache-Control": "no-store",
@@ -70,6 +76,15 @@ def setup_routes(
         """Serve the Telegram Mini App page."""
         return web.Response(text=page, content_type="text/html", headers=_HTML_HEADERS)
 
+    async def get_asset(request: web.Request) -> web.StreamResponse:
+        """Serve a script or style sheet of the Mini App."""
+        name = request.match_info["filename"]
+        path = STATIC_DIR / name
+        if not _ASSET.fullmatch(name) or not path.is_file():
+            return _error(404, "not_found", f"no asset {name!r}")
+        media = _MEDIA[path.suffix]
+        return web.FileResponse(path, headers={"Content-Type": f"{media}; charset=utf-8"})
+
     async def post_auth(request: web.Request) -> web.Response:
         """Exchange verified Telegram initData for a 5-minute session token."""
         if not bot_token:
@@ -96,5 +111,59 @@ def setup_routes(
         )
 
     app.router.add_get("/app", get_app)
-    app.router.add_static("/app/static", STATIC_DIR, show_index=False)
+    app.router.add_get("/app/static/{filename}", get_asset)
     app.router.add_post("/auth/telegram", post_auth)
+
+
+def openapi_paths(error_ref: str) -> dict[str, dict[str, Any]]:
+    """Return the OpenAPI paths of these routes; ``error_ref`` points at the error schema."""
+    error = {
+        "description": "error",
+        "content": {"application/json": {"schema": {"$ref": error_ref}}},
+    }
+    session = {
+        "type": "object",
+        "required": ["token", "user", "admin", "expires_in"],
+        "properties": {
+            "token": {"type": "string", "description": "send as Authorization: Bearer"},
+            "user": {"type": "object"},
+            "admin": {"type": "boolean"},
+            "expires_in": {"type": "integer"},
+        },
+    }
+    return {
+        "/app": {"get": {
+            "operationId": "miniapp_get_app", "summary": "The Telegram Mini App page",
+            "tags": ["miniapp"],
+            "responses": {"200": {"description": "the page",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        "/app/static/{filename}": {"get": {
+            "operationId": "miniapp_get_asset", "summary": "A script or style sheet of the page",
+            "tags": ["miniapp"],
+            "parameters": [{"name": "filename", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": ASSET_PATTERN}}],
+            "responses": {
+                "200": {"description": "the asset", "content": {
+                    media: {"schema": {"type": "string"}} for media in _MEDIA.values()}},
+                "404": error,
+            },
+        }},
+        "/auth/telegram": {"post": {
+            "operationId": "miniapp_post_auth",
+            "summary": "Exchange verified Telegram initData for a 5-minute session token",
+            "tags": ["miniapp", "auth"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["initData"],
+                "properties": {"initData": {"type": "string",
+                                            "description": "Telegram.WebApp.initData"}},
+            }}}},
+            "responses": {
+                "200": {"description": "a session",
+                        "content": {"application/json": {"schema": session}}},
+                "400": error,  # not JSON, or no initData string
+                "401": error,  # initData unsigned, forged or too old
+                "503": error,  # no bot token configured: initData cannot be verified
+            },
+        }},
+    }  # fmt: skip
