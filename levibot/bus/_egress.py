@@ -1,4 +1,9 @@
-"""Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
+"""A node's egress to NATS: core (market data) and durable (JetStream), each its own task.
+
+Core egress publishes at most once: a full queue drops market data (counted), a failed publish
+is counted and dropped, and nothing waits for the server.
+
+Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
 
 Durable messages have their own queue and task, apart from market data (core NATS): a publish
 the server does not accept delays the durable messages behind it, never a tick. A batch is
@@ -32,6 +37,79 @@ from levibot.settings import NatsConfig
 
 #: Called when messages were spilled: (count, last error, True on the first spill of a spell).
 OnSpill = Callable[[int, str, bool], Awaitable[None]]
+
+
+class CoreEgress:
+    """The core-NATS half of a node's egress. ``encode`` turns a message into a publish."""
+
+    def __init__(
+        self,
+        config: NatsConfig,
+        *,
+        encode: Callable[[Message], Item | None],
+        published: Any,
+        errors: Any,
+        dropped: Any,
+        log: Any,
+    ) -> None:
+        self.config = config
+        self.encode = encode
+        self.log = log
+        self.nc: Any = None
+        self.queue: deque[Message] = deque()
+        self.busy = False
+        self.closing = False
+        self._wakeup = asyncio.Event()
+        self.m_published = published  # counters shared with the mirror
+        self.m_errors = errors
+        self.m_dropped = dropped
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is queued or being published."""
+        return not self.queue and not self.busy
+
+    def put(self, msg: Message) -> None:
+        """Queue ``msg``, or drop it (counted) when the queue is full."""
+        if len(self.queue) >= self.config.egress_queue:
+            self.m_dropped.inc()
+            return
+        self.queue.append(msg)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Let ``run`` return once its queue is published."""
+        self.closing = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Publish queued messages in batches until ``close`` and the queue is empty."""
+        batch_size = self.config.egress_batch
+        while True:
+            if not self.queue:
+                if self.closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                # Let the local pipeline run on first: what it is about to publish joins this
+                # batch, and the mirror stays off the hot path instead of interleaving with it.
+                for _ in range(self.config.egress_yield):
+                    await asyncio.sleep(0)
+                continue
+            n = min(batch_size, len(self.queue))
+            batch = [self.queue.popleft() for _ in range(n)]
+            self.busy = True
+            for item in map(self.encode, batch):
+                if item is None:
+                    continue
+                try:
+                    await self.nc.publish(item[0], item[1], headers=item[2])
+                    self.m_published.inc()
+                except Exception as exc:  # at most once: counted and dropped
+                    self.m_errors.inc()
+                    self.m_dropped.inc()
+                    self.log.debug("nats.publish_failed", error=repr(exc))
+            self.busy = False
 
 
 class DurableEgress:

@@ -15,10 +15,8 @@ tick. A handler that raises on a durable message gets it again later and, after
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ from nats.js import api
 
 from levibot.bus import _dlq, _spill
 from levibot.bus._dlq import DeadLetters, JsDelivery
-from levibot.bus._egress import DurableEgress
+from levibot.bus._egress import CoreEgress, DurableEgress
+from levibot.bus._settle import SettleMixin
 from levibot.bus._spill import Item
 from levibot.errors import DecodeError
 from levibot.messages import Alert, AlertLevel, Codec, Message
@@ -69,7 +68,7 @@ def _patterns(types: Iterable[type[Message]], durable_all: bool) -> dict[str, bo
     return out
 
 
-class NatsMirror:
+class NatsMirror(SettleMixin):
     """Mirrors a node's bus onto NATS. One instance per node."""
 
     def __init__(
@@ -92,10 +91,6 @@ class NatsMirror:
         self.partition = partition
         self.nc: Any = None
         self.js: Any = None
-        self._queue: deque[Message] = deque()  # core NATS only; durable ones: self.durable
-        self._wakeup = asyncio.Event()
-        self._closing = False
-        self._core_busy = False
         self._local: Deliver | None = None  # the local bus, for alerts raised here
         self._subs: list[Any] = []
         self._durable_subs: list[Any] = []
@@ -107,7 +102,7 @@ class NatsMirror:
         self._handled_max = 100_000
         self.m_queue = metrics.gauge(
             "levibot_nats_egress_queue", "Messages waiting to be published to NATS.",
-            fn=lambda: len(self._queue) + len(self.durable.queue),
+            fn=lambda: len(self.core.queue) + len(self.durable.queue),
         )  # fmt: skip
         self.m_published = metrics.counter(
             "levibot_nats_published_total", "Messages published to NATS."
@@ -132,6 +127,10 @@ class NatsMirror:
             "levibot_nats_spilled_total", "Durable publishes not accepted in time: spilled."
         )
         self.spill_path = Path(data_dir) / "spill" / f"{consumer_name}.jsonl"
+        self.core = CoreEgress(
+            config, encode=self._core_item, published=self.m_published, errors=self.m_errors,
+            dropped=self.m_dropped, log=log,
+        )  # fmt: skip
         self.durable = DurableEgress(
             config, encode=self._durable_item, spill_path=self.spill_path,
             on_spill=self._on_spill, published=self.m_published, errors=self.m_errors,
@@ -191,6 +190,7 @@ class NatsMirror:
                 )
             )
         self.durable.js = self.dead_letters.js = self.js
+        self.core.nc = self.nc
         await _dlq.ensure_stream(self.js, self.config)
         self.log.info("nats.connected", url=self.config.url, stream=self.config.stream)
         await self.resend_spill()
@@ -215,12 +215,8 @@ class NatsMirror:
         """Queue ``msg`` for publishing. Market data is dropped when full; durable waits."""
         if msg.durable or self.config.durable_all:
             await self.durable.put(msg)
-            return
-        if len(self._queue) >= self.config.egress_queue:
-            self.m_dropped.inc()
-            return
-        self._queue.append(msg)
-        self._wakeup.set()
+        else:
+            self.core.put(msg)
 
     async def run_egress(self) -> None:
         """Publish queued messages until ``close`` and the queues are empty.
@@ -230,42 +226,16 @@ class NatsMirror:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.durable.run)
             tg.start_soon(self.dead_letters.run)
-            await self._run_core()
+            await self.core.run()
 
-    async def _run_core(self) -> None:
-        batch_size = self.config.egress_batch
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                # Let the local pipeline run on first: what it is about to publish joins this
-                # batch, and the mirror stays off the hot path instead of interleaving with it.
-                for _ in range(self.config.egress_yield):
-                    await asyncio.sleep(0)
-                continue
-            n = min(batch_size, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
-            self._core_busy = True
-            await self._publish_core(batch)
-            self._core_busy = False
-
-    async def _publish_core(self, batch: list[Message]) -> None:
-        for msg in batch:
-            try:
-                data = self.codec.encode(msg)
-            except Exception as exc:  # a message that cannot be encoded is a bug: say so
-                self.m_errors.inc()
-                self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
-                continue
-            try:
-                await self.nc.publish(self._ns + msg.subject(), data, headers=self._core_headers)
-                self.m_published.inc()
-            except Exception as exc:  # at most once: counted and dropped
-                self.m_errors.inc()
-                self.m_dropped.inc()
-                self.log.debug("nats.publish_failed", error=repr(exc))
+    def _core_item(self, msg: Message) -> Item | None:
+        try:
+            data = self.codec.encode(msg)
+        except Exception as exc:  # a message that cannot be encoded is a bug: say so
+            self.m_errors.inc()
+            self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+            return None
+        return self._ns + msg.subject(), data, self._core_headers
 
     def _durable_item(self, msg: Message) -> Item | None:
         """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
@@ -433,77 +403,6 @@ class NatsMirror:
             await self.js.add_consumer(self.config.stream, info.config)
             self.log.info("nats.consumer_updated", consumer=durable, max_deliver=max_deliver)
 
-    # -- distributed settle (replay across processes) ---------------------------------------
-    #
-    # A replay source that waits for "everything caused so far has been handled" must see past
-    # its own process. A settle round asks every node to become quiescent (mailboxes empty,
-    # egress confirmed, its JetStream consumers with nothing pending or unacked), flush its
-    # connection and answer with how many messages it has published. NATS delivers one
-    # connection's messages in order, so a round's request reaches each node after everything
-    # flushed before the previous round's answers. Two rounds in a row with the same total
-    # means no node published in between: the whole system is quiescent.
-
-    def _settle_subject(self) -> str:
-        return f"{self._ns}lb.settle"
-
-    async def _quiesce(self, local_settle: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await local_settle()
-            if self._queue or self._core_busy or not self.durable.idle:
-                await anyio.lowlevel.checkpoint()
-                continue
-            pending = 0
-            for psub in self._durable_subs:
-                info = await psub.consumer_info()
-                pending += info.num_pending + info.num_ack_pending
-            if pending:
-                await anyio.sleep(0.0005)
-                continue
-            await self.nc.flush()
-            return
-
-    async def serve_settle(self, local_settle: Callable[[], Awaitable[None]]) -> None:
-        """Answer settle rounds from a replay source on another node."""
-
-        async def cb(raw: Msg) -> None:
-            await self._quiesce(local_settle)
-            await raw.respond(f"{self.node} {int(self.m_published.value)}".encode())
-
-        self._subs.append(await self.nc.subscribe(self._settle_subject(), cb=cb))
-
-    async def settle_cluster(
-        self, nodes: int, local_settle: Callable[[], Awaitable[None]], deadline_s: float = 600.0
-    ) -> None:
-        """Return once all ``nodes`` (this one included) are quiescent together.
-
-        A node that does not answer (it crashed and is being restarted) makes the round start
-        over, until ``deadline_s`` has passed.
-        """
-        previous = -1
-        with anyio.fail_after(deadline_s):
-            while True:
-                await self._quiesce(local_settle)
-                inbox = self.nc.new_inbox()
-                sub = await self.nc.subscribe(inbox)
-                await self.nc.publish(self._settle_subject(), b"", reply=inbox)
-                total = int(self.m_published.value)
-                answers: dict[str, int] = {}
-                try:
-                    while len(answers) < nodes - 1:
-                        raw = await sub.next_msg(timeout=2.0)
-                        node, _, count = raw.data.decode().partition(" ")
-                        answers[node] = int(count)
-                except nats.errors.TimeoutError:
-                    self.log.warning("nats.settle_waiting", answered=len(answers), nodes=nodes)
-                    previous = -1
-                    continue
-                finally:
-                    await sub.unsubscribe()
-                total += sum(answers.values())
-                if total == previous:
-                    return
-                previous = total
-
     async def stop_ingress(self) -> None:
         """Stop taking messages from NATS; unacked durable ones will be redelivered later."""
         for sub in self._subs:
@@ -515,8 +414,7 @@ class NatsMirror:
 
     async def close(self) -> None:
         """Stop egress once its queue is published, then drain the connection."""
-        self._closing = True
-        self._wakeup.set()
+        self.core.close()
         self.durable.close()
         self.dead_letters.close()
 
