@@ -21,8 +21,19 @@ _DESCRIPTION = (
     "<token>` or `X-API-Key: lb_...`. Scopes: read, trade, admin (admin implies trade and read). "
     "Rate-limited requests get 429 with `Retry-After`. Errors are "
     '`{"error": {"code": ..., "message": ...}}`.\n\n'
-    "## Websocket protocol\n" + (ws.__doc__ or "").split("Protocol (JSON text frames)", 1)[-1]
+    "While Redis is down, rate limits are counted per gateway process and "
+    "`GET /features/{symbol}` answers 503 `feature_store_unavailable`; every other route "
+    "keeps working.\n\n"
+    "## Websocket protocol\n"
+    + (ws.__doc__ or "").split("Protocol (JSON text frames)\n" + "=" * 27, 1)[-1]
 )
+
+
+_RETRY_AFTER = {
+    "description": "seconds until the current rate-limit window ends",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 
 
 def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]:
@@ -60,6 +71,8 @@ def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]
     codes = set(route.errors)
     if route.body is not None or route.params:
         codes |= {400, 422}
+    if route.body is not None:
+        codes.add(413)  # larger than [gateway] max_body_bytes
     if route.scope is not None:
         codes |= {401, 403}
         op["security"] = [{"bearer": []}, {"apiKey": []}, {"adminCookie": []}]
@@ -67,6 +80,8 @@ def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]
         codes.add(429)
     for code in sorted(codes):
         responses[str(code)] = error
+    if 429 in codes:
+        responses["429"] = error | {"headers": {"Retry-After": _RETRY_AFTER}}
     op["responses"] = responses
     if route.scope is not None:
         op["x-scope"] = route.scope
@@ -122,7 +137,8 @@ def build(
             "401": {"description": "unauthenticated", "content": error},
             "403": {"description": "no read scope, or a cookie from outside the allowlist",
                     "content": error},
-            "429": {"description": "rate limited", "content": error},
+            "429": {"description": "rate limited", "content": error,
+                    "headers": {"Retry-After": _RETRY_AFTER}},
         },
     }  # fmt: skip
     paths.setdefault("/openapi.json", {})["get"] = {
