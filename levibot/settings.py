@@ -78,7 +78,7 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # a replay split across processes then survives a kill -9 of any process. Slower.
     durable_all: bool = False
     # A durable message whose handler raises is redelivered after redeliver_delay_s (doubling,
-    # at most 30 s) and, at the max_deliver-th failure, moved to the dead-letter stream.
+    # at most 30 s); a failure on its max_deliver-th delivery moves it to the dead-letter stream.
     max_deliver: PositiveInt = 5
     redeliver_delay_s: PositiveFloat = 1.0
     dlq_stream: str = ""  # default: derived from the namespace (<NAMESPACE>_DLQ, LEVIBOT_DLQ)

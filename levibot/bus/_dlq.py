@@ -12,9 +12,12 @@ the delivery count and the error (type and message, never locals). Its own ``Nat
 derived from the original stream sequence, so a node that dies between the dead-letter write and
 the ``term`` does not dead-letter the message twice.
 
-The consumers are created with ``max_deliver`` one above the configured value: if the node dies
-while handling the last try, the server delivers once more and that delivery is dead-lettered
-without being handled again, instead of the server dropping the message silently.
+``max_deliver`` counts the server's deliveries, whatever caused the earlier ones. The consumers
+are created with ``SPARE_DELIVERIES`` more than that: a redelivery that no handler failure caused
+(the node holding it was killed, its ack_wait expired in a busy mailbox) is still handled, and a
+failure from ``max_deliver`` on is dead-lettered at once. Only a node that dies on each of the
+last spare deliveries too leaves the message to the server's bound (it stops redelivering; the
+message stays in the stream, unacked, and JetStream emits its MAX_DELIVERIES advisory).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ H_NODE = "Lb-Dlq-Node"
 H_MSG_ID = "Lb-Dlq-Msg-Id"
 REPLAY_ORIGIN = "dlq-replay"  # never a node id: every node takes a replayed message
 MAX_REDELIVER_DELAY_S = 30.0
+SPARE_DELIVERIES = 5  # server-side bound = max_deliver + this (see above)
 
 
 def _ns(config: NatsConfig) -> str:
@@ -85,6 +89,15 @@ async def ensure_stream(js: Any, config: NatsConfig) -> None:
         )
 
 
+def delivery_key(raw: Msg) -> str:
+    """Return what identifies ``raw`` across redeliveries: its message id, else its sequence."""
+    msg_id = raw.headers.get("Nats-Msg-Id") if raw.headers else None
+    if msg_id:
+        return str(msg_id)
+    meta = raw.metadata
+    return f"{meta.stream}:{meta.sequence.stream}"
+
+
 class JsDelivery(Delivery):
     """A JetStream delivery: acked through ``on_ok``, failures through ``on_fail``."""
 
@@ -93,15 +106,15 @@ class JsDelivery(Delivery):
     def __init__(
         self,
         raw: Msg,
+        key: str,
         *,
         consumer: str,
         max_deliver: int,
         on_ok: Callable[[JsDelivery], None],
         on_fail: Callable[[JsDelivery], None],
     ) -> None:
-        meta = raw.metadata
-        key = (raw.headers or {}).get("Nats-Msg-Id") or f"{meta.stream}:{meta.sequence.stream}"
-        super().__init__(key, meta.num_delivered, final=meta.num_delivered >= max_deliver)
+        attempt = raw.metadata.num_delivered
+        super().__init__(key, attempt, final=attempt >= max_deliver)
         self.raw = raw
         self.consumer = consumer
         self.on_ok = on_ok
@@ -132,8 +145,6 @@ class DeadLetters:
         self.closing = False
         self._failed: deque[JsDelivery] = deque()
         self._wakeup = asyncio.Event()
-        # The error of a message whose dead-letter write failed: its extra delivery says it.
-        self._errors: dict[str, str] = {}
         self.m_redelivered = metrics.counter(
             "levibot_nats_redelivery_requested_total",
             "Durable messages nak'ed after a handler failed, to be tried again.",
@@ -180,7 +191,6 @@ class DeadLetters:
         meta = raw.metadata
         headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
         msg_id = (raw.headers or {}).get("Nats-Msg-Id", "")
-        error = error or self._errors.pop(msg_id, "") or "unknown: no handler outcome"
         headers.update({
             H_SUBJECT: raw.subject, H_STREAM: meta.stream, H_SEQ: str(meta.sequence.stream),
             H_CONSUMER: consumer, H_ACTOR: actor or "-", H_DELIVERIES: str(meta.num_delivered),
@@ -194,12 +204,8 @@ class DeadLetters:
                 timeout=self.config.connect_timeout_s,
                 headers=headers,
             )
-        except Exception as exc:  # the extra delivery (max_deliver + 1) tries again
+        except Exception as exc:  # the next delivery fails again and tries again
             self.log.error("nats.dead_letter_failed", subject=raw.subject, error=repr(exc))
-            if msg_id:
-                self._errors[msg_id] = error
-                while len(self._errors) > 10_000:
-                    del self._errors[next(iter(self._errors))]
             try:
                 await raw.nak(delay=self.config.redeliver_delay_s)
             except Exception as nak_exc:

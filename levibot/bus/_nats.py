@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from levibot.bus import _dlq, _spill
-from levibot.bus._dlq import DeadLetters, JsDelivery
+from levibot.bus._dlq import SPARE_DELIVERIES, DeadLetters, JsDelivery, delivery_key
 from levibot.bus._egress import CoreEgress, DurableEgress
 from levibot.bus._settle import SettleMixin
 from levibot.bus._spill import Item
@@ -100,6 +100,7 @@ class NatsMirror(SettleMixin):
         # is acked and skipped instead of being handled twice. Bounded, oldest forgotten.
         self._handled_ids: dict[str, None] = {}
         self._handled_max = 100_000
+        self._inflight: dict[str, None] = {}  # keys of durable deliveries being handled here
         self.m_queue = metrics.gauge(
             "levibot_nats_egress_queue", "Messages waiting to be published to NATS.",
             fn=lambda: len(self.core.queue) + len(self.durable.queue),
@@ -122,6 +123,10 @@ class NatsMirror(SettleMixin):
         self.m_reconnects = metrics.counter("levibot_nats_reconnects_total", "Reconnections.")
         self.m_redelivered = metrics.counter(
             "levibot_nats_redelivered_skipped_total", "Durable redeliveries already handled."
+        )
+        self.m_inflight_redelivered = metrics.counter(
+            "levibot_nats_redelivered_inflight_total",
+            "Durable redeliveries of a message still being handled here (ack_wait expired).",
         )
         self.m_spilled = metrics.counter(
             "levibot_nats_spilled_total", "Durable publishes not accepted in time: spilled."
@@ -286,8 +291,13 @@ class NatsMirror(SettleMixin):
                 del self._handled_ids[next(iter(self._handled_ids))]
 
     def _delivered(self, d: JsDelivery) -> None:
+        self._inflight.pop(d.key, None)
         self._remember(d.key)
         self.durable.ack_later(d.raw)
+
+    def _failed(self, d: JsDelivery) -> None:
+        self._inflight.pop(d.key, None)
+        self.dead_letters.failed(d)
 
     # -- ingress --------------------------------------------------------------------------
 
@@ -354,33 +364,36 @@ class NatsMirror(SettleMixin):
         max_deliver = self.config.max_deliver
 
         async def cb(raw: Msg) -> None:
-            if raw.headers and raw.headers.get("Nats-Msg-Id") in self._handled_ids:
+            key = delivery_key(raw)
+            if key in self._handled_ids:
                 self.m_redelivered.inc()
                 await raw.ack()  # handled before the ack was lost: never twice
                 return
-            if raw.metadata.num_delivered > max_deliver:
-                # The node handling the last try died (or its dead-letter write failed): the
-                # server's one extra delivery goes to the dead-letter stream, unhandled.
-                await self.dead_letters.dead_letter(raw, consumer=durable, actor="", error="")
+            if key in self._inflight:
+                # ack_wait expired while it waited in a busy mailbox: the delivery still in
+                # flight settles it (the server takes an ack from any delivery of a message).
+                self.m_inflight_redelivered.inc()
                 return
             msg = self._decode(raw, wanted)
             if msg is None:
                 await raw.ack()  # not ours, or garbage: never redeliver it
                 return
             self.m_received.inc()
+            self._inflight[key] = None
             delivery = JsDelivery(
-                raw, consumer=durable, max_deliver=max_deliver, on_ok=self._delivered,
-                on_fail=self.dead_letters.failed,
+                raw, key, consumer=durable, max_deliver=max_deliver, on_ok=self._delivered,
+                on_fail=self._failed,
             )  # fmt: skip
             await deliver(msg, delivery)
 
+        server_max = max_deliver + SPARE_DELIVERIES
         config = api.ConsumerConfig(
             ack_wait=self.config.ack_wait_s,
             max_ack_pending=self.config.fetch_batch * 8,
             deliver_policy=api.DeliverPolicy.ALL,
-            max_deliver=max_deliver + 1,  # one extra: see _dlq
+            max_deliver=server_max,
         )
-        await self._bound_deliveries(durable, max_deliver + 1)
+        await self._bound_deliveries(durable, server_max)
         sub = await self.js.subscribe(
             pattern,
             durable=durable,

@@ -176,3 +176,35 @@ async def test_an_actor_that_fails_on_every_message_still_exhausts_its_budget(
         await nc.close()
     # Budget 5 distinct failing messages per minute: the sixth ends the node non-zero.
     assert code == EXIT_CRASH
+
+
+async def test_a_slow_handler_outliving_ack_wait_handles_the_message_once(tmp_path: Path) -> None:
+    ns = f"dlq{uuid.uuid4().hex[:8]}"
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "node": {"plugins": ["tests.pipeline"], "groups": ["out"], "http_port": -1},
+            "groups": {"out": ["sink"]},
+            "sink": {"delay_s": 2.5},  # longer than two ack_waits
+            "nats": {**nats_section(ns), "ack_wait_s": 1.0, "max_deliver": 1},
+            "storage": {"data_dir": str(tmp_path / "var")},
+        },
+    )
+    node = Node(settings)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: node.run(handle_signals=False))
+        await eventually(lambda: node.ready)
+        async with await nats.connect(URL) as nc:
+            js = nc.jetstream()
+            await publish(js, ns, 1)
+            await eventually(lambda: node.actors["sink"].seen, timeout=15)
+            consumer = (await js.consumers_info(ns.upper()))[0].name
+            with anyio.fail_after(10):
+                while (await js.consumer_info(ns.upper(), consumer)).num_ack_pending:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            assert await _dlq.letters(js, settings.nats) == []
+        node.stop()
+    assert [m.value for m in node.actors["sink"].seen] == [1]  # not once per redelivery
+    assert node.metrics.value("levibot_nats_redelivered_inflight_total") >= 1
+    assert node.metrics.value("levibot_nats_dead_lettered_total") == 0
