@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import levibot
 import levibot.commands
-from levibot.errors import LevibotError
+from levibot.errors import EXIT_CANCELLED, LevibotError, root_cause
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +35,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except LevibotError as exc:
-        print(f"levibot: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `levibot data gaps ... | head`
+    except (LevibotError, KeyboardInterrupt, BrokenPipeError, BaseExceptionGroup) as exc:
+        return _failed(exc)
+
+
+def _failed(exc: BaseException) -> int:
+    """Print the one line that says what failed and return the exit code it documents."""
+    cause = root_cause(exc)  # an exception group from a task group: what is inside counts
+    if isinstance(cause, LevibotError):
+        print(f"levibot: error: {cause}", file=sys.stderr)
+        return cause.exit_code
+    if isinstance(cause, KeyboardInterrupt):
+        return EXIT_CANCELLED
+    if isinstance(cause, BrokenPipeError):  # `levibot data gaps ... | head`
         sys.stderr.close()
         return 0
+    raise cause from exc  # a bug: its own traceback is what a report needs
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from levibot.errors import ConfigError
+from levibot.errors import ConfigError, ConfigFileError
 
 ENV_PREFIX = "LEVIBOT__"
 
@@ -31,9 +31,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigFileError(f"config file not found: {path}") from None
     except OSError as exc:  # a directory, no permission, an I/O error
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raise ConfigFileError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:  # tomllib decodes the whole file before parsing it
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:

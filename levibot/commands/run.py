@@ -6,7 +6,20 @@ import argparse
 import os
 from typing import Any
 
+from levibot.errors import EXIT_CODES, LevibotError
 from levibot.settings import load_settings
+
+
+def exit_codes_epilog() -> str:
+    """Return the table of exit codes, for ``--help``."""
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    return (
+        "exit codes:\n" + rows + "\n\n"
+        "A failure to start ends with one line on stderr, e.g.\n"
+        "  levibot: error: cannot listen on 127.0.0.1:9100: address already in use "
+        "([node] http_port)\n"
+        '(the traceback is logged at [log] level = "debug").'
+    )
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +39,12 @@ def config_path(args: argparse.Namespace) -> str | None:
 
 def register(sub: Any) -> None:
     """Register ``levibot run``."""
-    p = sub.add_parser("run", help="run actor groups (all of the node's groups by default)")
+    p = sub.add_parser(
+        "run",
+        help="run actor groups (all of the node's groups by default)",
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(p)
     p.add_argument("--groups", help="comma-separated groups to run, e.g. ingest,scoring")
     p.add_argument("--partition", metavar="I/N", help="this replica's partition, e.g. 0/2")
@@ -46,15 +64,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_node(settings: Any) -> int:
-    """Configure logging and run a ``Node`` for ``settings`` on uvloop; return its exit code."""
+    """Configure logging and run a ``Node`` for ``settings`` on uvloop; return its exit code.
+
+    A failure to start is raised as the ``LevibotError`` that says, in one line, what failed
+    and where (its class carries the exit code); the traceback is logged at debug level only.
+    """
     import anyio
 
-    from levibot.logging import configure
+    from levibot.logging import configure, get_logger
+    from levibot.runtime.failure import explain, format_traceback
     from levibot.runtime.node import Node
 
     configure(settings.log.level, settings.log.format)
 
     async def main() -> int:
-        return await Node(settings).run()
+        node = Node(settings)
+        code = await node.run()
+        if node.failure is not None:
+            raise node.failure
+        return code
 
-    return anyio.run(main, backend_options={"use_uvloop": True})
+    try:
+        return anyio.run(main, backend_options={"use_uvloop": True})
+    except LevibotError:
+        raise
+    except Exception as exc:  # building the node failed: an actor's constructor, a plugin
+        get_logger().debug("node.build_failed.traceback", traceback=format_traceback(exc))
+        raise explain(exc, component="node", storage=settings.storage) from None

@@ -12,6 +12,7 @@ everything at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -24,17 +25,24 @@ import anyio.lowlevel
 from levibot.actors import resolve
 from levibot.bus import LocalBus, Mailbox, NatsMirror
 from levibot.clock import Clock, LiveClock, ReplayClock
+from levibot.errors import (
+    EXIT_CANCELLED,
+    EXIT_SOFTWARE,
+    LevibotError,
+    ListenError,
+    UnavailableError,
+)
 from levibot.logging import get_logger
 from levibot.messages import CORE_TYPES, Codec, Message
 from levibot.runtime._runner import ActorRunner
 from levibot.runtime.actor import Actor, ActorContext, Partition
+from levibot.runtime.failure import address, explain, format_traceback, probe, reason
 from levibot.runtime.http import NodeHttp
 from levibot.runtime.metrics import Metrics
 from levibot.settings import Settings
 
 EXIT_OK = 0
-EXIT_CRASH = 70  # an actor crashed or exhausted its restart budget
-EXIT_CANCELLED = 130
+EXIT_CRASH = EXIT_SOFTWARE  # an actor crashed or exhausted its restart budget
 
 
 def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
@@ -86,6 +94,9 @@ class Node:
         self.http = NodeHttp(self.metrics, self.health, lambda: self.ready)
         self.ready = False
         self.exit_code = EXIT_OK
+        self.failure: LevibotError | None = None  # why the start failed, in one line
+        self._starting = "node"  # what the start is doing, named as in the configuration
+        self._egress_started = False
         self._stop = anyio.Event()
         self._cancel_scope: anyio.CancelScope | None = None
         self._tick_scopes: list[anyio.CancelScope] = []
@@ -213,14 +224,12 @@ class Node:
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(self._watch_signals)
-                if node.http_port >= 0:
-                    await self.http.start(node.http_host, node.http_port)
                 try:
+                    if node.http_port >= 0:
+                        await self._listen(node.http_host, node.http_port)
                     await self._start(tg)
                 except Exception as exc:
-                    self.log.error("node.start_failed", error=str(exc) or repr(exc))
-                    self.exit_code = EXIT_CRASH
-                    self._stop.set()
+                    self._start_failed(exc)
                 if self.exit_code == EXIT_OK and not self._stop.is_set():
                     self.ready = True
                     self.log.info("node.ready", groups=list(self.groups), actors=list(self.actors))
@@ -231,6 +240,30 @@ class Node:
         await self.http.stop()
         self.log.info("node.stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    async def _listen(self, host: str, port: int) -> None:
+        try:
+            await self.http.start(host, port)
+        except OSError as exc:
+            where = "[node] http_host" if exc.errno == errno.EADDRNOTAVAIL else "[node] http_port"
+            raise ListenError(f"cannot listen on {host}:{port}: {reason(exc)}", where) from exc
+
+    def _start_failed(self, exc: Exception) -> None:
+        """Record why the start failed (one line), and stop with the exit code that says so."""
+        component = self._starting
+        config: Any = self.settings.nats if component == "nats" else None
+        if component in self.actors:
+            config = self.settings.actor_config(component)
+        self.failure = explain(
+            exc, component=component, config=config, storage=self.settings.storage
+        )
+        self.exit_code = self.failure.exit_code
+        self.log.error("node.start_failed", error=str(self.failure), exit_code=self.exit_code)
+        # Formatted here, not by exc_info: the renderers would add local variables (DSNs).
+        self.log.debug("node.start_failed.traceback", traceback=format_traceback(exc))
+        if not self._egress_started:
+            self._egress_done.set()  # nothing to wait for when draining
+        self._stop.set()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -244,7 +277,8 @@ class Node:
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         if self.mirror is not None:
-            await self.mirror.connect()
+            self._starting = "nats"
+            await self._connect(self.mirror)
 
             async def egress() -> None:
                 assert self.mirror is not None
@@ -254,8 +288,11 @@ class Node:
                     self._egress_done.set()
 
             tg.start_soon(egress)
+            self._egress_started = True
         for runner in self.runners:  # the readiness barrier: every on_start has returned
+            self._starting = runner.name
             await runner.start()
+        self._starting = "nats"
         for runner in self.runners:
             if runner.mailbox is not None:
                 tg.start_soon(runner.run_inbox)
@@ -273,6 +310,17 @@ class Node:
             scope = anyio.CancelScope()
             self._source_scopes.append((runner, scope))
             tg.start_soon(self._source, runner, scope)
+
+    async def _connect(self, mirror: NatsMirror) -> None:
+        """Connect to NATS, giving up after ``[nats] connect_timeout_s`` (the client retries)."""
+        cfg = self.settings.nats
+        with anyio.move_on_after(cfg.connect_timeout_s) as scope:
+            await mirror.connect()
+        if scope.cancelled_caught:
+            why = await probe(cfg.url, 4222)
+            raise UnavailableError(
+                f"cannot reach NATS at {address(cfg.url, 4222)}: {why}", "[nats] url"
+            )
 
     async def _ticks(self, runner: ActorRunner) -> None:
         scope = anyio.CancelScope()

@@ -247,3 +247,26 @@ async def test_a_delivery_with_several_local_handlers_settles_once_after_all_rep
     # sink handled 5, fatal_sink refused it: one failure, settled when both had reported
     assert [m.value for m in node.actors["sink"].seen] == [4, 5]
     assert RecordingDelivery.settled == [("sq:4", None), ("sq:5", "RuntimeError('sink refuses 5')")]
+
+
+async def test_a_port_in_use_fails_the_start_with_one_line_and_exit_73() -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        node = Node(settings(node={"http_port": port}, counter={"count": 10}))
+        assert await run_until_stopped(node) == 73
+    assert not node.ready and not any(r.started for r in node.runners)
+    assert str(node.failure) == (
+        f"cannot listen on 127.0.0.1:{port}: address already in use ([node] http_port)"
+    )
+
+
+async def test_an_actor_failing_to_start_is_named_and_the_others_are_stopped() -> None:
+    node = Node(settings(sink={"path": "/nonexistent-dir/out"}))
+    code = await run_until_stopped(node)
+    assert node.failure is not None and code == node.failure.exit_code
+    assert str(node.failure).endswith("([sink] path)"), str(node.failure)
+    assert not any(r.started for r in node.runners)
