@@ -245,7 +245,8 @@ class Node:
         try:
             await self.http.start(host, port)
         except OSError as exc:
-            where = "[node] http_host" if exc.errno == errno.EADDRNOTAVAIL else "[node] http_port"
+            bad_host = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+            where = "[node] http_host" if bad_host else "[node] http_port"
             raise ListenError(f"cannot listen on {host}:{port}: {reason(exc)}", where) from exc
 
     def _start_failed(self, exc: Exception) -> None:
