@@ -213,7 +213,8 @@ class DurableEgress:
         backoff = 0.05
         started = time.monotonic()
         budget_s = self.config.publish_retry_s
-        attempts = 1 if self.refusing else self.config.publish_attempts
+        # Refusing, or stopping (the drain must end): one try, then the spill, re-sent later.
+        attempts = 1 if self.refusing or self.closing else self.config.publish_attempts
         timeout = min(self.config.connect_timeout_s, budget_s)
         for attempt in range(1, attempts + 1):
             # Each publish awaits its own PubAck; gathering them keeps the batch in flight at
@@ -235,14 +236,14 @@ class DurableEgress:
             self.m_errors.inc(len(failed))
             error = next(error_text(r) for r in results if isinstance(r, BaseException))
             left = budget_s - (time.monotonic() - started)
-            if attempt == attempts or left <= 0:
+            if attempt == attempts or left <= 0 or self.closing:
                 await self._spill(failed, error)
                 return
             # Retrying is safe: the server deduplicates on Nats-Msg-Id.
             self.log.warning("nats.durable_retry", count=len(failed), backoff_s=backoff)
             await anyio.sleep(min(backoff, left))
             backoff = min(backoff * 2, 2.0)
-            items = failed
+            items = self._inflight = failed
 
     async def _spill(self, items: list[Item], error: str) -> None:
         first = not self.refusing

@@ -84,30 +84,39 @@ def pending(path: Path) -> list[Path]:
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 
 
-async def resend(path: Path, publish: Publish) -> tuple[int, int]:
-    """Re-send every message spilled at ``path``; return (sent, still spilled).
+def _rewrite_sync(path: Path, items: list[Item], error: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(_lines(items, error))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
-    Each file is renamed aside before it is read; what fails again is appended to ``path``.
+
+async def resend(path: Path, publish: Publish) -> tuple[int, int]:
+    """Re-send every message spilled at ``path``, oldest first; return (sent, still spilled).
+
+    Each file is renamed aside (``<name>.<ts>.resend``) before it is read, so a running node
+    spills into a fresh file meanwhile. At the first refusal the rest is not tried (it would
+    be refused too, and sending it would overtake the refused one): the file moved aside keeps
+    what is left, and being older it is re-sent first next time.
     """
-    sent = failed = 0
-    for file in pending(path):
+    sent = 0
+    files = pending(path)
+    for n, file in enumerate(files):
         if not file.name.endswith(_RESEND):
             aside = file.with_name(f"{file.name}.{time.time_ns()}{_RESEND}")
             file.rename(aside)
             file = aside
-        entries = await anyio.to_thread.run_sync(read, file)
-        again: list[Item] = []
-        last_error = ""
-        for entry in entries:
-            item = entry.item()
+        items = [e.item() for e in await anyio.to_thread.run_sync(read, file)]
+        for i, item in enumerate(items):
             try:
                 await publish(*item)
-                sent += 1
-            except Exception as exc:  # still refused: keep it for the next try
-                again.append(item)
-                last_error = repr(exc)
-        if again:
-            await append(path, again, last_error)
-            failed += len(again)
+            except Exception as exc:  # still refused: keep it and everything after it
+                error = f"{type(exc).__name__}: {exc}"
+                await anyio.to_thread.run_sync(_rewrite_sync, file, items[i:], error)
+                later = sum(len(read(f)) for f in files[n + 1 :])
+                return sent, len(items) - i + later
+            sent += 1
         file.unlink()
-    return sent, failed
+    return sent, 0

@@ -28,7 +28,9 @@ def test_spilled_items_read_back_byte_for_byte_and_a_torn_line_is_ignored(
     assert back[0].error == "APIError: maximum messages exceeded"
 
 
-async def test_resend_keeps_only_what_is_refused_again(tmp_path: Path) -> None:
+async def test_resend_stops_at_the_first_refusal_and_keeps_the_rest_in_order(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "lb_exec.jsonl"
     await _spill.append(path, items(1, 2, 3), "refused")
     sent: list[str] = []
@@ -38,10 +40,21 @@ async def test_resend_keeps_only_what_is_refused_again(tmp_path: Path) -> None:
             raise TimeoutError("still refused")
         sent.append(headers["Nats-Msg-Id"])
 
-    assert await _spill.resend(path, publish) == (2, 1)
-    assert sent == ["m1", "m3"]
-    assert [e.item() for e in _spill.read(path)] == items(2)
-    assert _spill.pending(path) == [path]  # the file moved aside for the resend is gone
+    assert await _spill.resend(path, publish) == (1, 2)
+    assert sent == ["m1"]  # m3 would overtake m2: not tried
+    await _spill.append(path, items(4), "refused")  # the node spills on meanwhile
+    [left, newer] = _spill.pending(path)
+    assert [e.item() for e in _spill.read(left)] == items(2, 3)
+    assert _spill.read(left)[0].error == "TimeoutError: still refused"
+    assert newer == path and [e.item() for e in _spill.read(path)] == items(4)
+    sent.clear()
+
+    async def accept(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        sent.append(headers["Nats-Msg-Id"])
+
+    assert await _spill.resend(path, accept) == (3, 0)
+    assert sent == ["m2", "m3", "m4"]  # oldest first
+    assert _spill.pending(path) == []
 
 
 async def test_a_resend_interrupted_midway_is_picked_up_by_the_next(tmp_path: Path) -> None:
