@@ -60,7 +60,7 @@ def ensure_model(registry: Path = REGISTRY, *, trees: int = 200) -> str:
     threads = max(1, min(2, os.cpu_count() or 1))
     # The default walk-forward (5 folds): the export check failed on 1- and 2-fold fits here.
     cfg = TrainConfig(n_estimators=trees, num_threads=threads)
-    card = train_model(config=cfg, registry=reg, activate=True, progress=False)
+    card = train_model(config=cfg, registry=reg, activate=True, force=True, progress=False)
     return card.model_id
 
 

@@ -42,6 +42,7 @@ from levibot.messages import (
     StopStrategy,
 )
 from levibot.ml.card import ModelError
+from levibot.ml.governance import CanaryPolicy, OutcomeTracker, canary_verdict
 from levibot.ml.registry import ModelRegistry, check_schema
 from levibot.ml.scorer import Scorer
 from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
@@ -60,6 +61,13 @@ from levibot.strategies import (
 )
 
 Fraction = Annotated[float, Meta(ge=0, le=1)]
+#: Matured rows between two updates of the live gauges and canary checks.
+LIVE_EVERY = 100
+LIVE_GAUGES = {
+    "auc": "Live ROC AUC of served probabilities on realised labels",
+    "log_loss": "Live log loss of served probabilities on realised labels",
+    "hit_rate": "Live share of rows whose side (long or not) matched the realised label",
+}
 
 
 class _BarTrack:
@@ -103,6 +111,12 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     drift_tolerance: Annotated[float, Meta(ge=0)] = 0.1  # × training range, on each side
     drift_window: Annotated[int, Meta(ge=1)] = 500  # rows
     drift_max_fraction: Fraction = 0.05
+    # Live metrics on realised outcomes (labels mature ``horizon`` bars later), and when a
+    # canary is rolled back: worse than the active model on the same rows by these margins.
+    live_window: Annotated[int, Meta(ge=10)] = 2_000  # matured rows per live metric
+    canary_min_rows: Annotated[int, Meta(ge=1)] = 500
+    canary_max_log_loss_excess: Annotated[float, Meta(ge=0)] = 0.02
+    canary_max_auc_shortfall: Annotated[float, Meta(ge=0)] = 0.05
 
 
 class ScoringActor(Actor[ScoringConfig]):
@@ -136,6 +150,14 @@ class ScoringActor(Actor[ScoringConfig]):
         self._alerts = 0
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
         self._provider_gauges: dict[str, Gauge] = {}
+        self._outcomes: OutcomeTracker | None = None
+        self._outcomes_of = ""  # the active model the outcome tracker follows
+        self._matured = 0
+        self._canary_policy = CanaryPolicy(
+            min_rows=config.canary_min_rows,
+            max_log_loss_excess=config.canary_max_log_loss_excess,
+            max_auc_shortfall=config.canary_max_auc_shortfall,
+        )
 
     def _counter(self, name: str, help_: str, **labels: str) -> Counter:
         key = (name, tuple(sorted(labels.items())))
@@ -460,6 +482,73 @@ class ScoringActor(Actor[ScoringConfig]):
         if scored is not None:
             for code, text in scored.alerts:
                 await self._alert(AlertLevel.WARNING, code, text, msgs[0].ts_ingress)
+            await self._watch_outcomes(msgs, scored)
+
+    async def _watch_outcomes(self, msgs: list[Features], scored: Scored) -> None:
+        """Feed the live metrics; roll the canary back when it fails or does worse."""
+        active, canary = self.models.active, self.models.canary
+        if active is None:
+            return
+        tracker = self._outcomes
+        if tracker is None or self._outcomes_of != active.card.model_id:
+            card = active.card
+            tracker = self._outcomes = OutcomeTracker(
+                horizon=card.horizon, fee_bps=card.fee_bps, window=self.config.live_window
+            )
+            self._outcomes_of, self._matured = card.model_id, 0
+        canary_id = canary.card.model_id if canary is not None else None
+        base, shadow = scored.active_on_canary, scored.shadow_p
+        for i, msg in enumerate(msgs):
+            p = float(scored.p[i])
+            if p != p:
+                continue
+            served: dict[str, float] = {}
+            if canary_id is not None and scored.model_ids[i] == canary_id:
+                served["canary"] = p
+                if base is not None and base[i] == base[i]:
+                    served["active@canary"] = float(base[i])
+            else:
+                served["active"] = p
+            if shadow is not None and shadow[i] == shadow[i]:
+                served["shadow"] = float(shadow[i])
+            if tracker.observe(msg.symbol, msg.price, served):
+                self._matured += 1
+        if scored.canary_faults:
+            await self._rollback_canary(scored.canary_faults[0])
+        elif self._matured >= LIVE_EVERY:
+            self._matured = 0
+            self._publish_live(tracker)
+            m = tracker.metrics
+            why = canary_verdict(m.get("canary"), m.get("active@canary"), self._canary_policy)
+            if why is not None:
+                await self._rollback_canary(why)
+
+    def _publish_live(self, tracker: OutcomeTracker) -> None:
+        metrics = self.ctx.metrics
+        for role, live in tracker.metrics.items():
+            values = live.summary()
+            for name, help_ in LIVE_GAUGES.items():
+                gauge = metrics.gauge(f"scoring_live_{name}", help_, role=role)
+                gauge.set(values[name])
+            metrics.gauge("scoring_live_rows", "Matured rows in the live window", role=role).set(
+                float(live.rows)
+            )
+
+    async def _rollback_canary(self, why: str) -> None:
+        canary = self.models.canary
+        if canary is None:
+            return
+        model_id = canary.card.model_id
+        self.models.set("canary", None)
+        old = self._provider_gauges.pop("canary", None)
+        if old is not None:
+            self.ctx.metrics.remove("scoring_provider", **old.labels)
+        if self._outcomes is not None:
+            self._outcomes.forget("canary")
+            self._outcomes.forget("active@canary")
+        self.ctx.log.warning("scoring.canary_rolled_back", model_id=model_id, why=why)
+        text = f"canary model {model_id} rolled back: {why}; its symbols are served by the active"
+        await self._alert(AlertLevel.WARNING, "model.canary_rolled_back", text)
 
     def _account(self, scored: Scored) -> None:
         self._m_skipped.inc(scored.skipped)

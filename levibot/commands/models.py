@@ -16,6 +16,7 @@ from typing import Any
 
 from levibot.commands.run import add_common, config_path
 from levibot.ml.card import ModelCard
+from levibot.ml.governance import check_promotion
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,8 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     show = verbs.add_parser("show", help="show a model card and its metrics")
     show.add_argument("model_id", nargs="?", help="default: the active model")
     show.add_argument("--json", action="store_true", help="print the card as JSON")
-    act = verbs.add_parser("activate", help="make a model active (schema hash must match)")
+    act = verbs.add_parser(
+        "activate", help="make a model active (schema hash must match, promotion gate passed)"
+    )
     act.add_argument("model_id")
+    act.add_argument("--force", action="store_true", help="activate despite the promotion gate")
     verbs.add_parser("rollback", help="re-activate the previously active model")
     p.set_defaults(func=run)
 
@@ -68,6 +72,7 @@ async def _pg(args: argparse.Namespace, cache: Path) -> tuple[list[ModelCard], s
                 card = await reg.get(args.model_id) if args.model_id else await reg.active()
                 return [], None, card
             case "activate":
+                check_promotion(await reg.get(args.model_id), force=args.force)
                 return [], None, await reg.activate(args.model_id)
             case _:
                 return [], None, await reg.rollback()
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             case "show":
                 card = reg.get(args.model_id) if args.model_id else reg.active()
             case "activate":
+                check_promotion(reg.get(args.model_id), force=args.force)
                 card = reg.activate(args.model_id)
             case _:
                 card = reg.rollback()

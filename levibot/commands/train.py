@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
     p.add_argument("--allow-short", action="store_true", help="trade p <= 0.45 short in metrics")
     p.add_argument("--plots", type=Path, metavar="DIR", help="save PNG plots into DIR")
-    p.add_argument("--activate", action="store_true", help="make the new model active")
+    p.add_argument(
+        "--activate", action="store_true", help="make the new model active if it passes the gate"
+    )
+    p.add_argument("--force", action="store_true", help="with --activate: despite the gate")
     p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
     p.add_argument("--dsn", default="", help="PostgreSQL DSN: also store the model there")
     p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         config=cfg,
         registry=registry,
         activate=args.activate,
+        force=args.force,
         plots_dir=args.plots,
         progress=not args.no_progress,
     )

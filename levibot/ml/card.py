@@ -55,6 +55,8 @@ class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     libraries: dict[str, str] = msgspec.field(default_factory=dict)
     input_ranges: dict[str, FeatureRange] = msgspec.field(default_factory=dict)
     export: dict[str, Any] = msgspec.field(default_factory=dict)  # max errors, fp16 error
+    # The promotion gate's verdict at training: {"passed": bool, "why": str} (governance).
+    promotion: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Return the card as indented JSON."""

@@ -55,6 +55,12 @@ class Scored:
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (code, text)
     runs: list[int] = field(default_factory=list)  # rows per ONNX run
     skipped: int = 0
+    # The shadow's score of every row, and the active model's score of the canary's rows (so
+    # the two compare on the same rows); NaN elsewhere. None when there is no such model.
+    shadow_p: np.ndarray | None = None
+    active_on_canary: np.ndarray | None = None
+    # Why the canary must go at once: its drift or expiry alert fired, or it failed to score.
+    canary_faults: list[str] = field(default_factory=list)
 
 
 class ModelSet:
@@ -95,6 +101,9 @@ class ModelSet:
             groups.setdefault(id(served), (served, []))[1].append(i)
         for served, idx in groups.values():
             sel = np.asarray(idx)
+            if served is canary:
+                self._score_canary(served, sel, rows, now_ns, out)
+                continue
             out.p[sel] = self._predict(served, rows[sel], now_ns, out)
             for j in idx:
                 out.model_ids[j] = served.card.model_id
@@ -102,12 +111,42 @@ class ModelSet:
             shadow_out = Scored(p=np.full(n, np.nan), model_ids=[])
             ps = self._predict(self.shadow, rows, now_ns, shadow_out)
             out.alerts += shadow_out.alerts
+            out.shadow_p = ps
             ok = ~(np.isnan(ps) | np.isnan(out.p))
             if ok.any():
                 self.shadow_stats.update(
                     self._sides(out.p[ok]), self._sides(ps[ok]), out.p[ok] - ps[ok]
                 )
         return out
+
+    def _score_canary(
+        self, canary: Served, sel: np.ndarray, rows: np.ndarray, now_ns: int, out: Scored
+    ) -> None:
+        """Score the canary's rows with the canary and, for comparison, the active model.
+
+        A canary that fails to score, or whose own drift or expiry alert fires, is reported in
+        ``canary_faults`` for rollback; if it failed, its rows get the active model's scores.
+        """
+        active = self.active
+        assert active is not None  # a canary row exists only beside an active model
+        base = np.full(len(out.p), np.nan)
+        base[sel] = self._predict(active, rows[sel], now_ns, out)
+        out.active_on_canary = base
+        mine = Scored(p=np.full(len(sel), np.nan), model_ids=[])
+        try:
+            p = self._predict(canary, rows[sel], now_ns, mine)
+        except Exception as exc:  # a broken candidate must not take its symbols down with it
+            out.canary_faults.append(f"scoring failed: {type(exc).__name__}: {exc}")
+            out.p[sel] = base[sel]
+            for j in sel.tolist():
+                out.model_ids[j] = active.card.model_id
+            return
+        out.alerts += mine.alerts
+        out.runs += mine.runs
+        out.canary_faults += [f"{code}: {text}" for code, text in mine.alerts]
+        out.p[sel] = p
+        for j in sel.tolist():
+            out.model_ids[j] = canary.card.model_id
 
     def _predict(self, served: Served, rows: np.ndarray, now_ns: int, out: Scored) -> np.ndarray:
         x = rows[:, served.scorer.columns]

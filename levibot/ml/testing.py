@@ -72,6 +72,9 @@ def make_model(
             for j, n in enumerate(used)
         },
         export=export,
+        # Made for tests, never evaluated out of sample: promoted by fiat so tests can
+        # activate it; the promotion gate itself is tested with trained cards.
+        promotion={"passed": True, "why": "test model (levibot.ml.testing)"},
     )
     card.save(out)
     return card, booster

@@ -19,6 +19,7 @@ from levibot.ml.card import FeatureRange, ModelCard
 from levibot.ml.dataset import Bars, Dataset, build_dataset, load_bars, walk_forward
 from levibot.ml.evaluate import baselines, signal_metrics
 from levibot.ml.export import export_all
+from levibot.ml.governance import check_promotion, promotion
 from levibot.ml.registry import ModelRegistry, default_registry_dir
 
 
@@ -227,6 +228,7 @@ def fit_and_evaluate(
         libraries=_versions(),
         input_ranges=_ranges(ds),
         export=export,
+        promotion=promotion(overall, {k: v for k, v in overall.items() if k != "model"}).as_dict(),
     )
     card.save(out_dir)
     oos = {"rows": rows, "p": p_all}
@@ -239,13 +241,16 @@ def train_model(
     config: TrainConfig | None = None,
     registry: ModelRegistry | None = None,
     activate: bool = False,
+    force: bool = False,
     plots_dir: Path | str | None = None,
     progress: bool = True,
     bars: Bars | None = None,
 ) -> ModelCard:
     """Train on a kline CSV (default: the real BTCUSDT 1h data), register and return the card.
 
-    ``registry`` defaults to ``var/models``; ``activate`` makes the new model active.
+    ``registry`` defaults to ``var/models``; ``activate`` makes the new model active if it
+    passes the promotion gate (``PromotionRefused`` otherwise, after it is registered), or
+    whatever the gate says with ``force``.
     """
     from levibot.features import SCHEMA
 
@@ -273,5 +278,6 @@ def train_model(
             save_plots(result, Path(plots_dir))
         card = registry.register(Path(tmp))
     if activate:
+        check_promotion(card, force=force)
         registry.activate(card.model_id)
     return card

@@ -41,7 +41,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 close=k.close[span], volume=k.volume[span])  # fmt: skip
     train_model(
         bars=bars, config=TrainConfig(n_estimators=30, folds=2),
-        registry=ModelRegistry(root), activate=True, progress=False,
+        registry=ModelRegistry(root), activate=True, force=True, progress=False,
     )  # fmt: skip
     return root
 

@@ -169,6 +169,7 @@ def test_train_and_models_commands_use_postgres_when_given_a_dsn(
                     str(tmp_path / "m"),
                     "--no-progress",
                     "--activate",
+                    "--force",  # a 3-tree model on a short CSV: past the promotion gate
                     *pg,
                 ]
             )

@@ -30,6 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelCard, ModelR
         plots_dir=root / "plots",
         progress=False,
         activate=True,
+        force=True,  # random data: the model cannot pass the promotion gate
     )
     return card, registry, root
 
@@ -107,6 +108,7 @@ def test_train_and_models_commands_from_a_csv(
         reg,
         "--no-progress",
         "--activate",
+        "--force",  # random data: the model cannot pass the promotion gate
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
