@@ -17,7 +17,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramRetryAfter, TelegramUnauthorizedError
-from aiogram.methods import GetUpdates, SendMessage
+from aiogram.methods import SendMessage
 from aiogram.types import Update, User
 from msgspec import Meta
 
@@ -50,6 +50,14 @@ from sidecars.telegram.subscriptions import (
     SubscriptionStore,
 )
 from sidecars.telegram.text import split_text
+from sidecars.telegram.updates import (
+    Backoff,
+    Dropped,
+    DropReason,
+    RawGetUpdates,
+    parse_updates,
+    poll_error,
+)
 
 TOKEN_ENV = "LEVIBOT__TELEGRAM__TOKEN"
 
@@ -149,6 +157,17 @@ class TelegramActor(SourceActor[TelegramConfig]):
         self._m_dropped = ctx.metrics.counter(
             "telegram_push_dropped_total", "Pushes dropped because a chat's outbox was full"
         )
+        self._m_poll_failed = ctx.metrics.counter(
+            "telegram_poll_failures_total", "getUpdates calls that failed or were unreadable"
+        )
+        self._m_updates_dropped = {
+            reason: ctx.metrics.counter(
+                "telegram_updates_dropped_total",
+                "Updates skipped because they could not be parsed",
+                reason=reason.value,
+            )
+            for reason in DropReason
+        }
         ctx.metrics.gauge(
             "telegram_outbox_pending", "Pushes waiting to be sent", fn=lambda: len(self.outbox)
         )
@@ -313,32 +332,57 @@ class TelegramActor(SourceActor[TelegramConfig]):
 
     async def _poll(self, bot: Bot, dp: Dispatcher) -> None:
         timeout = self.config.polling_timeout_s
-        method = GetUpdates(timeout=timeout, allowed_updates=dp.resolve_used_update_types())
+        # Raw JSON values, validated one by one: one update aiogram cannot parse must not fail
+        # the batch, or the offset never passes it and the bot answers nothing ever again.
+        method = RawGetUpdates(timeout=timeout, allowed_updates=dp.resolve_used_update_types())
         limiter = anyio.CapacityLimiter(self.config.max_concurrent_updates)
         chat_locks: dict[int, anyio.Lock] = {}
-        backoff = 0.5
+        backoff = Backoff(initial=0.5, maximum=30.0)
         async with anyio.create_task_group() as tg:
             while True:
                 try:
-                    updates = await bot(
+                    values: Any = await bot(
                         method, request_timeout=int(self.config.request_timeout_s + timeout)
                     )
+                    if not isinstance(values, list):  # {"ok": true} without a result
+                        raise TypeError(f"getUpdates answered {type(values).__name__}, no list")
                 except TelegramUnauthorizedError:
                     raise _Unauthorized from None
                 except TelegramRetryAfter as exc:
                     await anyio.sleep(exc.retry_after)
                     continue
-                except Exception as exc:  # the Bot API is unreachable: back off and go on
+                except Exception as exc:  # unreachable, or an answer that is not the Bot API's
+                    self._m_poll_failed.inc()
+                    delay = backoff.next()
                     # An HTTP error may quote the request URL, which carries the token.
-                    error = repr(exc).replace(self._token, "***")
-                    self.ctx.log.warning("telegram.poll_failed", error=error, retry_s=backoff)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    error = poll_error(exc).replace(self._token, "***")
+                    self.ctx.log.warning(
+                        "telegram.poll_failed", error=error, retry_s=round(delay, 3)
+                    )
+                    await anyio.sleep(delay)
                     continue
-                backoff = 0.5
-                for update in updates:
-                    method.offset = update.update_id + 1
+                batch = parse_updates(bot, values)
+                for dropped in batch.dropped:
+                    self._drop(dropped)
+                if batch.next_offset is not None:
+                    method.offset = max(method.offset or 0, batch.next_offset)
+                if batch.next_offset is None and batch.dropped:
+                    # Only values without an id: no offset can confirm them, so they come back.
+                    await anyio.sleep(backoff.next())
+                else:
+                    backoff.reset()
+                for update in batch.updates:
                     tg.start_soon(self._feed, bot, dp, update, limiter, chat_locks)
+
+    def _drop(self, dropped: Dropped) -> None:
+        self._m_updates_dropped[dropped.reason].inc()
+        self.ctx.log.warning(
+            "telegram.update_dropped",
+            update_id=dropped.update_id,
+            reason=dropped.reason.value,
+            error=dropped.error,
+            prefix=dropped.prefix,
+        )
 
     async def _feed(
         self,

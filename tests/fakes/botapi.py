@@ -3,9 +3,10 @@
 It serves ``POST /bot<token>/<method>`` (JSON, urlencoded or multipart bodies, as aiogram and
 other clients send them) and answers ``{"ok": true, "result": ...}`` with result objects shaped
 like Telegram's, so an unmodified aiogram ``Bot`` and ``Dispatcher`` run against it. A test
-queues updates (``send_text``, also in a forum topic or as an anonymous group admin), reads
-what the bot did (``calls``, ``sent_messages``) and injects failures: 429 flood control with
-``retry_after`` (``fail_next``), a chat that blocked the bot, a deleted forum topic.
+queues updates (``send_text``, also in a forum topic or as an anonymous group admin; any raw
+JSON value with ``push_raw``), reads what the bot did (``calls``, ``sent_messages``) and injects
+failures: 429 flood control with ``retry_after`` (``fail_next``), any raw HTTP answer such as a
+proxy's HTML 502 (``answer_next``), a chat that blocked the bot, a deleted forum topic.
 
 ``sendMessage`` enforces Telegram's limits with Telegram's answers: a text that is blank once
 stripped is ``400 Bad Request: message text is empty``, one over 4,096 characters after
@@ -74,6 +75,15 @@ class Call:
     error: str = ""  # the error description it answered with, if any
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """A scripted HTTP answer, sent as is instead of the Bot API's."""
+
+    status: int
+    body: str
+    content_type: str = "application/json"
+
+
 class FakeBotAPI:
     """An aiohttp server on 127.0.0.1:<free port> speaking the Bot API."""
 
@@ -91,11 +101,14 @@ class FakeBotAPI:
             "supports_inline_queries": False,
         }
         self.calls: list[Call] = []
-        self._updates: list[dict[str, Any]] = []
+        # (sequence id, what getUpdates serves): the id is the update's update_id, or for a raw
+        # value the id Telegram's queue would give it (an offset above it confirms it).
+        self._updates: list[tuple[int, Any]] = []
         self._next_update_id = 100
         self._next_message_id = 1
         self._new_update = asyncio.Event()
         self._failures: dict[str, deque[int]] = {}
+        self._raw_answers: dict[str, deque[RawAnswer]] = {}
         self.blocked_chats: set[int] = set()
         self.deleted_topics: set[tuple[int, int]] = set()  # (chat_id, message_thread_id)
         self._runner: web.AppRunner | None = None
@@ -134,12 +147,27 @@ class FakeBotAPI:
     # -- what a test does --------------------------------------------------------------------
 
     def push_update(self, update: dict[str, Any]) -> int:
-        """Queue a raw update (its ``update_id`` is assigned here); return the id."""
+        """Queue a raw update (its ``update_id`` is assigned here); return the id.
+
+        Nothing is checked: an update that no client can parse is served as given.
+        """
         update_id = self._next_update_id
         self._next_update_id += 1
-        self._updates.append({**update, "update_id": update_id})
+        self._updates.append((update_id, {**update, "update_id": update_id}))
         self._new_update.set()
         return update_id
+
+    def push_raw(self, value: Any) -> int:
+        """Queue ``value`` exactly as given (no ``update_id`` added); return its place in the queue.
+
+        For what Telegram never sends but a client must survive: a number, an update without
+        an id. An offset above the returned id confirms it, like any update.
+        """
+        seq = self._next_update_id
+        self._next_update_id += 1
+        self._updates.append((seq, value))
+        self._new_update.set()
+        return seq
 
     def send_text(
         self,
@@ -203,6 +231,13 @@ class FakeBotAPI:
         """Answer the next ``count`` calls of ``method`` with a 429 asking to retry later."""
         self._failures.setdefault(method.lower(), deque()).extend([retry_after] * count)
 
+    def answer_next(
+        self, method: str, status: int, body: str, *, content_type: str = "application/json"
+    ) -> None:
+        """Answer the next call of ``method`` with ``body`` and HTTP ``status``, verbatim."""
+        answer = RawAnswer(status, body, content_type)
+        self._raw_answers.setdefault(method.lower(), deque()).append(answer)
+
     def calls_of(self, method: str) -> list[Call]:
         """Return the recorded calls of ``method`` (case-insensitive)."""
         return [c for c in self.calls if c.method.lower() == method.lower()]
@@ -262,14 +297,29 @@ class FakeBotAPI:
         self.calls.append(call)
         response = await self._answer(request, call)
         call.status = response.status
-        if response.status != 200 and isinstance(response.text, str):
-            call.error = json.loads(response.text).get("description", "")
+        if response.status != 200:
+            call.error = self._description(response.text or "")
         return response
+
+    @staticmethod
+    def _description(body: str) -> str:
+        """Return the ``description`` of an error body (a scripted one may be anything)."""
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body[:80]
+        return str(parsed.get("description", "")) if isinstance(parsed, dict) else body[:80]
 
     async def _answer(self, request: web.Request, call: Call) -> web.Response:
         if request.match_info["token"] != self.token:
             call.token_ok = False
             return self._error(401, "Unauthorized")
+        raw = self._raw_answers.get(call.method.lower())
+        if raw:
+            answer = raw.popleft()
+            return web.Response(
+                status=answer.status, text=answer.body, content_type=answer.content_type
+            )
         pending = self._failures.get(call.method.lower())
         if pending:
             retry_after = pending.popleft()
@@ -296,7 +346,7 @@ class FakeBotAPI:
         limit = int(params.get("limit") or 100)
         timeout = float(params.get("timeout") or 0)
         if offset:  # every update below the offset is confirmed and forgotten
-            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            self._updates = [(seq, u) for seq, u in self._updates if seq >= offset]
         deadline = time.monotonic() + timeout
         while not self._updates:
             remaining = deadline - time.monotonic()
@@ -307,7 +357,7 @@ class FakeBotAPI:
                 await asyncio.wait_for(self._new_update.wait(), remaining)
             except TimeoutError:
                 return []
-        return self._updates[:limit]
+        return [u for _, u in self._updates[:limit]]
 
     async def _m_sendmessage(self, params: dict[str, Any]) -> Any:
         chat_id, text = params.get("chat_id"), params.get("text")

@@ -1,0 +1,147 @@
+"""Reading getUpdates answers one update at a time, so that one bad update silences nothing.
+
+aiogram's ``GetUpdates`` validates the whole answer as ``list[Update]``: a single update it
+cannot parse (a message without ``chat``, a field a strict model does not know) fails the
+whole batch, the offset never moves past it, and every later poll fails on it again.
+``RawGetUpdates`` asks the same Bot API method for the list as plain JSON values, and
+``parse_updates`` validates each with the bot's context (what aiogram would have done), keeps
+those that parse and reports the rest, with the offset past everything that was served.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from aiogram.exceptions import ClientDecodeError
+from aiogram.methods.base import TelegramMethod
+from aiogram.types import Update
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+
+#: How much of a dropped update a log line may quote (it may be a user's message).
+PREFIX_CHARS = 64
+
+
+class RawGetUpdates(TelegramMethod[list[Any]]):
+    """``getUpdates``, answered as a list of raw JSON values instead of ``list[Update]``."""
+
+    __returning__ = list[Any]
+    __api_method__ = "getUpdates"
+
+    offset: int | None = None
+    limit: int | None = None
+    timeout: int | None = None
+    allowed_updates: list[str] | None = None
+
+
+class DropReason(StrEnum):
+    """Why an update was not dispatched (the ``reason`` label of the dropped counter)."""
+
+    INVALID = "invalid"  # it has an update_id, but aiogram's Update model refuses it
+    NO_UPDATE_ID = "no_update_id"  # not an object, or without an integer update_id
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """An update that was skipped: its id (when it has one), why, and what it began with."""
+
+    update_id: int | None
+    reason: DropReason
+    error: str  # which fields were wrong, without their values
+    prefix: str  # at most PREFIX_CHARS characters of its JSON
+
+
+@dataclass
+class Batch:
+    """One getUpdates answer: the updates to dispatch, the ones dropped, and the next offset."""
+
+    updates: list[Update] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    # One above the highest update_id served, parsed or not; None when none had one.
+    next_offset: int | None = None
+
+
+def update_id_of(value: Any) -> int | None:
+    """Return ``value``'s integer ``update_id``, or None if it is not an object with one."""
+    if not isinstance(value, dict):
+        return None
+    update_id = value.get("update_id")
+    # bool is an int to Python, never to Telegram.
+    return update_id if type(update_id) is int else None
+
+
+def describe(exc: ValidationError) -> str:
+    """Return which fields failed and why, never the values (they may be a user's text)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "update"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems[:8]) + (f"; … {len(problems) - 8} more" if len(problems) > 8 else "")
+
+
+def prefix(value: Any) -> str:
+    """Return the start of ``value`` as JSON, short enough to log."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= PREFIX_CHARS else text[: PREFIX_CHARS - 1] + "…"
+
+
+def parse_updates(bot: Bot, values: list[Any]) -> Batch:
+    """Validate each of ``values`` as an ``Update`` bound to ``bot``; keep what parses."""
+    batch = Batch()
+    for value in values:
+        update_id = update_id_of(value)
+        if update_id is None:
+            batch.dropped.append(
+                Dropped(None, DropReason.NO_UPDATE_ID, "no integer update_id", prefix(value))
+            )
+            continue
+        if batch.next_offset is None or update_id >= batch.next_offset:
+            batch.next_offset = update_id + 1
+        try:
+            batch.updates.append(Update.model_validate(value, context={"bot": bot}))
+        except ValidationError as exc:
+            batch.dropped.append(
+                Dropped(update_id, DropReason.INVALID, describe(exc), prefix(value))
+            )
+    return batch
+
+
+def poll_error(exc: Exception, limit: int = 200) -> str:
+    """Return a short account of a failed poll, without the body it may quote."""
+    if isinstance(exc, ClientDecodeError):
+        # Its str() appends the whole answer: users' messages, or a proxy's HTML page.
+        text = f"{exc.message} ({type(exc.original).__name__})"
+    else:
+        text = str(exc) or repr(exc)
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Backoff:
+    """Exponential backoff with jitter, capped: each delay is drawn from [d/2, d]."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng if rng is not None else random.Random()
+
+    def next(self) -> float:
+        """Return the delay before the next try, and count the try."""
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempt, 60))
+        self.attempt += 1
+        # Jitter keeps many bots (or restarts) from retrying in step against the same server.
+        return ceiling / 2 + self._rng.random() * ceiling / 2
+
+    def reset(self) -> None:
+        """Start again from the initial delay (after a success)."""
+        self.attempt = 0
