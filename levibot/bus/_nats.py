@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import nats
-import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api

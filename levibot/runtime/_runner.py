@@ -203,8 +203,11 @@ class ActorRunner:
     # message count once) and, past ``budget``, ends the node non-zero as before. ``restart``
     # also restarts the actor per failure, as for local messages. ``crash`` does not restart:
     # ``on_stop`` of a crash-policy actor persists its state, so a restart would not undo a
-    # half-applied change; its handlers check their input before they change state, which
-    # makes a raise a refusal. Local messages (no redelivery possible) keep the policy as is.
+    # half-applied change anyway. What a raising handler changed before it raised stays (risk
+    # and order validate their input first, so that is little: e.g. a command id marked as
+    # seen, which makes the redelivery a no-op); an actor left truly inconsistent fails on the
+    # following messages too and so exhausts the budget. Local messages (no redelivery
+    # possible) keep the policy as it was.
 
     async def _failed(
         self, exc: Exception, msg: Message | None, dones: Sequence[Done] = ()
