@@ -56,6 +56,7 @@ class RedisBreaker:
         self._retry_at = 0.0
         self._backoff = backoff_s
         self._probing = False
+        self._epoch = 0  # changes whenever the breaker opens or closes
         self.outages = 0  # outages seen
         self.probes = 0  # calls let through while open, to see whether Redis is back
         self._outages: Counter | None = None
@@ -79,24 +80,30 @@ class RedisBreaker:
         """Return ``await fn()``; raise ``RedisUnavailable`` when Redis is (or just went) down."""
         if not self._may_call():
             raise RedisUnavailable("Redis is unavailable")
-        probe = not self.up
+        probe, epoch = not self.up, self._epoch
         try:
             with anyio.fail_after(self.timeout_s):
                 result = await fn()
         except OUTAGE_ERRORS as exc:
-            self._failed(exc, probe)
+            # A call that began before the state changed reports old news: it neither opens a
+            # second outage nor delays the next probe.
+            if epoch == self._epoch:
+                self._failed(exc, probe)
             raise RedisUnavailable(f"Redis is unavailable: {exc}") from exc
         finally:
             if probe:
                 self._probing = False
-        if not self.up:
+        if probe:  # only a call made while open shows that Redis is back
             self._recovered()
         return result
 
     def _failed(self, exc: Exception, probe: bool) -> None:
         now = self.now()
-        if self.up:
+        if probe:
+            self._backoff = min(self._backoff * 2, self.max_backoff_s)
+        else:  # the first failure of an outage
             self.up = False
+            self._epoch += 1
             self.outages += 1
             self._since = now
             self._backoff = self.backoff_s
@@ -106,12 +113,9 @@ class RedisBreaker:
                 "gateway.redis_down", error=f"{type(exc).__name__}: {exc}",
                 retry_in_s=self._backoff,
             )  # fmt: skip
-        elif probe:
-            self._backoff = min(self._backoff * 2, self.max_backoff_s)
-        else:
-            return  # a call that was already in flight when Redis went down: no news
         self._retry_at = now + self._backoff
 
     def _recovered(self) -> None:
         self.up = True
+        self._epoch += 1
         self.log.info("gateway.redis_reconnected", down_s=round(self.now() - self._since, 3))

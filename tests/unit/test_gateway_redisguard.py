@@ -6,6 +6,8 @@ dead server gives, so the tests see exactly when the breaker lets one through.
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
 import structlog
@@ -161,3 +163,43 @@ async def test_rate_limits_fall_back_to_memory_and_back() -> None:
     clock.t += 0.25
     assert await limiter.hit(("k", 2)) == 1.0  # shared again: Redis still holds 3 (+1)
     assert shared_counts["k"] == 4 and fallbacks.value == 3
+
+
+async def test_calls_that_began_before_a_change_neither_reopen_nor_close_it() -> None:
+    clock, server = Clock(), Server()
+    b = breaker(clock)
+
+    async def slow(release: anyio.Event, entered: anyio.Event, reply: str | None) -> str:
+        entered.set()
+        await release.wait()
+        if reply is None:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return reply
+
+    async def outage_and_back(reply: str | None) -> None:
+        """Run a call that began while closed across an outage; it ends with ``reply``."""
+        release, entered = anyio.Event(), anyio.Event()
+
+        async def old_call() -> None:
+            with contextlib.suppress(RedisUnavailable):
+                await b.call(lambda: slow(release, entered, reply))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(old_call)  # begins while the breaker is closed
+            await entered.wait()
+            server.up = False
+            with pytest.raises(RedisUnavailable):
+                await b.call(server.call)  # opens it
+            if reply is None:  # the old call fails only after a probe closed it again
+                server.up = True
+                clock.t += 0.25
+                assert await b.call(server.call) == "PONG" and b.up
+            release.set()
+
+    await outage_and_back("late reply")
+    assert not b.up  # an older call's late success is no sign that Redis is back
+    server.up = True
+    clock.t += 1
+    assert await b.call(server.call) == "PONG" and b.up
+    await outage_and_back(None)
+    assert b.up and b.outages == 2  # the older call's late failure is no new outage
