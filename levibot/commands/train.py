@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from levibot.commands.run import add_common, config_path
+from levibot.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,6 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "out-of-sample metrics beside naive baselines, export ONNX and register the model.",
     )
     p.add_argument("--data", type=Path, help="kline CSV (default: levibot.data.ensure_btcusdt())")
+    p.add_argument(
+        "--source",
+        choices=("csv", "postgres"),
+        default="csv",
+        help="csv: --data (default); postgres: the bars the store persisted ([storage] "
+        "postgres_dsn, or --bars-dsn), chosen by --symbol, --timeframe, --since, --until",
+    )
+    p.add_argument("--symbol", default="BTCUSDT", help="with --source postgres (BTCUSDT)")
+    p.add_argument("--timeframe", default="1h", help="with --source postgres (1h)")
+    p.add_argument("--venue", default=None, help="with --source postgres: when several stored")
+    p.add_argument("--since", default=None, help="first bar open time (ISO-8601 or epoch)")
+    p.add_argument("--until", default=None, help="bars opening before this time")
+    p.add_argument("--bars-dsn", default="", help="PostgreSQL DSN of the stored bars")
     p.add_argument("--horizon", type=int, default=4, help="label horizon in bars (default 4)")
     p.add_argument("--fee-bps", type=float, default=10.0, help="fee per side in bps (default 10)")
     p.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
@@ -57,10 +72,17 @@ def run(args: argparse.Namespace) -> int:
         TrainConfig,
         prefix="$.train",
     )
-    data_dir = Path(load_settings(config_path(args)).storage.data_dir)
+    settings = load_settings(config_path(args))
+    data_dir = Path(settings.storage.data_dir)
     registry = ModelRegistry(args.registry or data_dir / "models")
+    bars = None
+    if args.source == "postgres":
+        bars = asyncio.run(_stored_bars(args, args.bars_dsn or settings.storage.postgres_dsn))
+    elif any((args.since, args.until, args.venue)):
+        raise ConfigError("--since, --until and --venue select stored bars: add --source postgres")
     card = train_model(
         args.data,
+        bars=bars,
         config=cfg,
         registry=registry,
         activate=args.activate,
@@ -80,6 +102,25 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         print(f"plots in {args.plots}")
     return 0
+
+
+async def _stored_bars(args: argparse.Namespace, dsn: str) -> Any:
+    from levibot.data import parse_timestamp
+    from levibot.ml.bars_pg import load_bars_pg
+
+    if not dsn:
+        raise ConfigError("--source postgres needs [storage] postgres_dsn or --bars-dsn")
+    if args.data:
+        raise ConfigError("--data is a CSV: leave it out with --source postgres")
+    try:
+        since = parse_timestamp(args.since) if args.since else None
+        until = parse_timestamp(args.until) if args.until else None
+    except ValueError as exc:
+        raise ConfigError(f"--since/--until: {exc}") from None
+    return await load_bars_pg(
+        dsn, symbol=args.symbol, timeframe=args.timeframe, venue=args.venue,
+        since_ns=since, until_ns=until,
+    )  # fmt: skip
 
 
 async def _store_pg(args: argparse.Namespace, model_dir: Path) -> None:
