@@ -20,6 +20,7 @@ from sidecars.gateway.ws import Session
 from sidecars.gateway.wsupgrade import check_upgrade
 
 MINIAPP_MODULE = "sidecars.miniapp.routes"
+_ERROR_REF = "#/components/schemas/ErrorBody"  # the Mini App's errors have the same shape
 _UNLIMITED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes are never limited
 
 
@@ -128,34 +129,15 @@ async def _close_websockets(app: web.Application) -> None:
 
 
 def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[str, Any]]:
-    """Mount ``sidecars.miniapp`` when it is installed; return the OpenAPI paths it added."""
+    """Mount ``sidecars.miniapp`` when it is installed; return the OpenAPI paths of its routes."""
     if importlib.util.find_spec("sidecars.miniapp") is None or (
         importlib.util.find_spec(MINIAPP_MODULE) is None
     ):
         services.log.info("gateway.miniapp_absent", module=MINIAPP_MODULE)
         return {}
     module = importlib.import_module(MINIAPP_MODULE)
-    before = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
     module.setup_routes(app, **services.extra["miniapp_options"])
-    if hasattr(module, "openapi_paths"):  # the module documents its own routes
-        documented: dict[str, dict[str, Any]] = module.openapi_paths(
-            "#/components/schemas/ErrorBody"
-        )
-        return documented
-    paths: dict[str, dict[str, Any]] = {}
-    for route in app.router.routes():
-        if route.resource is None or route.method in ("HEAD", "*"):
-            continue
-        key = (route.method, route.resource.canonical)
-        if key in before:
-            continue
-        handler = getattr(route.handler, "__name__", "handler")
-        paths.setdefault(route.resource.canonical, {})[route.method.lower()] = {
-            "operationId": f"miniapp_{route.method.lower()}_{handler}",
-            "summary": (route.handler.__doc__ or "Telegram Mini App").strip().splitlines()[0],
-            "tags": ["miniapp"],
-            "responses": {"200": {"description": "success"}},
-        }
+    paths: dict[str, dict[str, Any]] = module.openapi_paths(_ERROR_REF)  # it documents itself
     return paths
 
 
