@@ -18,11 +18,19 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=True))
+        # Plain tracebacks: the default "rich" ones print local variables (they can hold
+        # secrets: DSNs with passwords, tokens).
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=True, exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     else:
         # Tracebacks as plain structured dicts, without local variables (they can hold secrets).
         processors += [
-            structlog.processors.dict_tracebacks,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ]
     structlog.configure(

@@ -38,6 +38,7 @@ from levibot.runtime._runner import ActorRunner
 from levibot.runtime.actor import Actor, ActorContext, Partition
 from levibot.runtime.failure import address, explain, format_traceback, probe, reason
 from levibot.runtime.http import NodeHttp
+from levibot.runtime.loop_lag import LoopLag
 from levibot.runtime.metrics import Metrics
 from levibot.settings import Settings
 
@@ -224,6 +225,7 @@ class Node:
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(self._watch_signals)
+                tg.start_soon(LoopLag(self.metrics).run)  # stalls of the loop, as metrics
                 try:
                     if node.http_port >= 0:
                         await self._listen(node.http_host, node.http_port)
