@@ -22,7 +22,6 @@ import os
 import re
 import ssl
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +33,7 @@ from typing import Any
 from tqdm import tqdm
 
 from levibot.errors import LevibotError
+from levibot.storage.atomic import write_atomic_bytes
 
 PACKAGE = "gapless-crypto-data"
 VERSION = "5.0.3"
@@ -85,11 +85,8 @@ def ensure_btcusdt(
     clean = _clean_csv(raw)
     if hashlib.sha256(clean).hexdigest() != CLEAN_SHA256:
         raise DataFetchError("the cleaned CSV does not have the expected hash (converter bug)")
-    # Write aside, then rename (atomic): a reader, or a concurrent fetch, never sees half a file.
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{FILENAME}.", delete=False) as tmp:
-        tmp.write(clean)
-    os.chmod(tmp.name, 0o644)  # a temporary file is private; the data is for everyone
-    os.replace(tmp.name, target)
+    # Atomic: a reader, or a concurrent fetch, never sees half a file.
+    write_atomic_bytes(target, clean)
     return target
 
 

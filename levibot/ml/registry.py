@@ -17,6 +17,7 @@ from pathlib import Path
 
 from levibot.errors import SchemaMismatchError
 from levibot.ml.card import CARD_FILE, MODEL_GEMM, MODEL_ONNX, MODEL_TXT, ModelCard, ModelError
+from levibot.storage.atomic import write_atomic_bytes
 
 ACTIVE_FILE = "ACTIVE"
 MODEL_FILES = (CARD_FILE, MODEL_TXT, MODEL_ONNX, MODEL_GEMM)
@@ -44,12 +45,6 @@ def check_schema(card: ModelCard, expected: str) -> None:
             f"(version {card.schema_version}), but the running schema is {expected}; "
             "retrain it with `levibot train`"
         )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class ModelRegistry:
@@ -128,7 +123,7 @@ class ModelRegistry:
     def _set_pointer(self, active: str | None, history: builtins.list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         doc = {"active": active, "history": history}
-        _write_atomic(self.root / ACTIVE_FILE, json.dumps(doc, indent=2).encode())
+        write_atomic_bytes(self.root / ACTIVE_FILE, json.dumps(doc, indent=2).encode())
 
     def active(self) -> ModelCard | None:
         """Return the active model's card, or None when none is active."""
