@@ -57,6 +57,7 @@ from sidecars.telegram.updates import (
     RawGetUpdates,
     parse_updates,
     poll_error,
+    retry_after_delay,
 )
 
 TOKEN_ENV = "LEVIBOT__TELEGRAM__TOKEN"
@@ -331,41 +332,27 @@ class TelegramActor(SourceActor[TelegramConfig]):
         raise AssertionError("unreachable")
 
     async def _poll(self, bot: Bot, dp: Dispatcher) -> None:
-        timeout = self.config.polling_timeout_s
         # Raw JSON values, validated one by one: one update aiogram cannot parse must not fail
         # the batch, or the offset never passes it and the bot answers nothing ever again.
-        method = RawGetUpdates(timeout=timeout, allowed_updates=dp.resolve_used_update_types())
+        method = RawGetUpdates(
+            timeout=self.config.polling_timeout_s,
+            allowed_updates=dp.resolve_used_update_types(),
+        )
         limiter = anyio.CapacityLimiter(self.config.max_concurrent_updates)
         chat_locks: dict[int, anyio.Lock] = {}
         backoff = Backoff(initial=0.5, maximum=30.0)
         async with anyio.create_task_group() as tg:
             while True:
-                try:
-                    values: Any = await bot(
-                        method, request_timeout=int(self.config.request_timeout_s + timeout)
-                    )
-                    if not isinstance(values, list):  # {"ok": true} without a result
-                        raise TypeError(f"getUpdates answered {type(values).__name__}, no list")
-                except TelegramUnauthorizedError:
-                    raise _Unauthorized from None
-                except TelegramRetryAfter as exc:
-                    await anyio.sleep(exc.retry_after)
-                    continue
-                except Exception as exc:  # unreachable, or an answer that is not the Bot API's
-                    self._m_poll_failed.inc()
-                    delay = backoff.next()
-                    # An HTTP error may quote the request URL, which carries the token.
-                    error = poll_error(exc).replace(self._token, "***")
-                    self.ctx.log.warning(
-                        "telegram.poll_failed", error=error, retry_s=round(delay, 3)
-                    )
-                    await anyio.sleep(delay)
+                values = await self._fetch(bot, method, backoff)
+                if values is None:
                     continue
                 batch = parse_updates(bot, values)
                 for dropped in batch.dropped:
                     self._drop(dropped)
                 if batch.next_offset is not None:
-                    method.offset = max(method.offset or 0, batch.next_offset)
+                    # The batch's own highest id, as aiogram does, not a running maximum:
+                    # after a week without updates Telegram may start again at a lower id.
+                    method.offset = batch.next_offset
                 if batch.next_offset is None and batch.dropped:
                     # Only values without an id: no offset can confirm them, so they come back.
                     await anyio.sleep(backoff.next())
@@ -373,6 +360,31 @@ class TelegramActor(SourceActor[TelegramConfig]):
                     backoff.reset()
                 for update in batch.updates:
                     tg.start_soon(self._feed, bot, dp, update, limiter, chat_locks)
+
+    async def _fetch(self, bot: Bot, method: RawGetUpdates, backoff: Backoff) -> list[Any] | None:
+        """Return one getUpdates answer, or None after waiting out a failure."""
+        timeout = int(self.config.request_timeout_s + self.config.polling_timeout_s)
+        try:
+            # Straight to the session: the reply middleware would sleep out any retry_after.
+            values: Any = await bot.session.make_request(bot, method, timeout=timeout)
+            if not isinstance(values, list):  # {"ok": true} without a result
+                raise TypeError(f"getUpdates answered {type(values).__name__}, not a list")
+            return values
+        except TelegramUnauthorizedError:
+            raise _Unauthorized from None
+        except TelegramRetryAfter as exc:
+            delay = retry_after_delay(exc.retry_after)
+            self.ctx.log.warning(
+                "telegram.poll_throttled", retry_after=exc.retry_after, retry_s=delay
+            )
+        except Exception as exc:  # unreachable, or an answer that is not the Bot API's
+            self._m_poll_failed.inc()
+            delay = backoff.next()
+            # An HTTP error may quote the request URL, which carries the token.
+            error = poll_error(exc).replace(self._token, "***")
+            self.ctx.log.warning("telegram.poll_failed", error=error, retry_s=round(delay, 3))
+        await anyio.sleep(delay)
+        return None
 
     def _drop(self, dropped: Dropped) -> None:
         self._m_updates_dropped[dropped.reason].inc()

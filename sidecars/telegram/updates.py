@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 #: How much of a dropped update a log line may quote (it may be a user's message).
 PREFIX_CHARS = 64
 
+#: Bounds on a getUpdates ``retry_after``: at least a pause, at most a short wait (a longer
+#: flood wait is simply answered with another 429, which costs one request).
+RETRY_AFTER_S = (1.0, 300.0)
+
 
 class RawGetUpdates(TelegramMethod[list[Any]]):
     """``getUpdates``, answered as a list of raw JSON values instead of ``list[Update]``."""
@@ -113,6 +117,13 @@ def parse_updates(bot: Bot, values: list[Any]) -> Batch:
                 Dropped(update_id, DropReason.INVALID, describe(exc), prefix(value))
             )
     return batch
+
+
+def retry_after_delay(retry_after: float) -> float:
+    """Return how long to wait on a 429's ``retry_after``: a garbage value silences nothing."""
+    low, high = RETRY_AFTER_S
+    # Compared before any float(): an integer too large for a float must not raise.
+    return float(min(max(retry_after, low), high))
 
 
 def poll_error(exc: Exception, limit: int = 200) -> str:

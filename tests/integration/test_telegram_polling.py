@@ -117,3 +117,18 @@ async def test_a_getupdates_answer_that_is_not_the_bot_apis_is_retried(
     assert 0 < failed[0]["retry_s"] <= 0.5 and failed[1]["retry_s"] <= 1.0
     assert all(TOKEN not in json.dumps(e, default=str) for e in failed)
     assert ctx.metrics.value("telegram_poll_failures_total") == 2
+
+
+async def test_a_negative_retry_after_on_getupdates_pauses_instead_of_spinning(
+    tmp_path: Path,
+) -> None:
+    async with FakeBotAPI(TOKEN) as api:
+        api.fail_next("getUpdates", 1, retry_after=-5)
+        with structlog.testing.capture_logs() as logs:
+            async with running_bot(config(api, tmp_path)):
+                assert HELP in await command(api, ALICE, "/help")
+
+    [throttled] = [e for e in logs if e["event"] == "telegram.poll_throttled"]
+    assert throttled["retry_after"] == -5 and throttled["retry_s"] == 1.0
+    first, second = api.calls_of("getUpdates")[:2]
+    assert second.at - first.at >= 1.0

@@ -17,6 +17,7 @@ from sidecars.telegram.updates import (
     RawGetUpdates,
     parse_updates,
     poll_error,
+    retry_after_delay,
 )
 
 CHAT = {"id": 5, "type": "private", "first_name": "A"}
@@ -105,3 +106,10 @@ def test_backoff_is_jittered_capped_and_reset() -> None:
     assert 15.0 <= backoff.next() <= 30.0
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"), [(3, 3.0), (0, 1.0), (-5, 1.0), (10**400, 300.0), (86_400, 300.0)]
+)
+def test_a_retry_after_is_honoured_within_bounds(retry_after: int, delay: float) -> None:
+    assert retry_after_delay(retry_after) == delay
