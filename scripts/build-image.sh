@@ -117,4 +117,7 @@ else
   say "built in $(($(date +%s) - start)) s"
 fi
 "$ENGINE" tag "$image" "$name:$version"
+# Older src-* tags of this image only hold disk: untag them (shared layers stay).
+"$ENGINE" images --format '{{.Repository}}:{{.Tag}}' \
+  | grep -E "^(localhost/)?$name:src-" | grep -vx "$image" | xargs -r "$ENGINE" rmi >/dev/null 2>&1 || true
 echo "$image"
