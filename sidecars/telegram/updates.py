@@ -80,22 +80,26 @@ def update_id_of(value: Any) -> int | None:
     return update_id if type(update_id) is int else None
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, limit: int = 300) -> str:
     """Return which fields failed and why, never the values (they may be a user's text)."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         where = ".".join(str(part) for part in error["loc"]) or "update"
         problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems[:8]) + (f"; … {len(problems) - 8} more" if len(problems) > 8 else "")
+    return _cut("; ".join(problems), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def prefix(value: Any) -> str:
     """Return the start of ``value`` as JSON, short enough to log."""
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= PREFIX_CHARS else text[: PREFIX_CHARS - 1] + "…"
+    except (TypeError, ValueError, RecursionError):  # nested too deep to write back
+        text = f"<{type(value).__name__}>"
+    return _cut(text, PREFIX_CHARS)
 
 
 def parse_updates(bot: Bot, values: list[Any]) -> Batch:
@@ -116,6 +120,9 @@ def parse_updates(bot: Bot, values: list[Any]) -> Batch:
             batch.dropped.append(
                 Dropped(update_id, DropReason.INVALID, describe(exc), prefix(value))
             )
+        except Exception as exc:  # e.g. RecursionError: still this update's fault alone
+            error = f"{type(exc).__name__} while parsing"
+            batch.dropped.append(Dropped(update_id, DropReason.INVALID, error, prefix(value)))
     return batch
 
 
@@ -133,8 +140,7 @@ def poll_error(exc: Exception, limit: int = 200) -> str:
         text = f"{exc.message} ({type(exc.original).__name__})"
     else:
         text = str(exc) or repr(exc)
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _cut(f"{type(exc).__name__}: {text}", limit)
 
 
 class Backoff:

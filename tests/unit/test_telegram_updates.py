@@ -113,3 +113,15 @@ def test_backoff_is_jittered_capped_and_reset() -> None:
 )
 def test_a_retry_after_is_honoured_within_bounds(retry_after: int, delay: float) -> None:
     assert retry_after_delay(retry_after) == delay
+
+
+@pytest.mark.parametrize("depth", [300, 3000])
+def test_an_update_nested_too_deep_is_dropped_with_a_short_account(bot: Bot, depth: int) -> None:
+    root = cur = message("/help")
+    for _ in range(depth):  # a reply to a reply to a reply ...
+        cur["reply_to_message"] = cur = message("x")
+    batch = parse_updates(bot, [{"update_id": 9, "message": root}, {"update_id": 10}])
+    assert [u.update_id for u in batch.updates] == [10] and batch.next_offset == 11
+    [dropped] = batch.dropped
+    assert dropped.reason is DropReason.INVALID and len(dropped.error) <= 300
+    assert len(dropped.prefix) <= PREFIX_CHARS
