@@ -27,15 +27,6 @@ COLUMNS = ("seed", "intents", "fills", "rejected", "bars_pub", "bars_recv", "los
            "lost_outside", "counted", "seconds", "violations", "faults")  # fmt: skip
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """Return the seeds of ``"1-30"`` or ``"3,7,9"``."""
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
-    return out
-
-
 def main() -> int:
     """Play the seeds, print one row per run and a summary; exit 1 if any invariant broke."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,7 +41,7 @@ def main() -> int:
     faults: list[lc.Fault] = []
     print(" | ".join(COLUMNS), flush=True)
     started = time.monotonic()
-    for seed in parse_seeds(args.seeds):
+    for seed in lc.parse_seeds(args.seeds):
         plan = lc.random_plan(seed, kills=args.kills, net=args.net)
         faults += plan.faults
         tmp = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))

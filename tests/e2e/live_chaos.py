@@ -117,6 +117,15 @@ def random_plan(seed: int, *, kills: int = 1, net: int = 0, first: int = 60,
     return Plan(seed=seed, faults=tuple(sorted(faults, key=lambda f: f.at_bar)))
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """Return the seeds of ``"1-30"`` or ``"3,7,9"`` (or both: ``"1-5,9"``)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
 @dataclass
 class Outcome:
     """What a run left behind, read once every process has stopped."""

@@ -26,13 +26,7 @@ CI_SEEDS = (3,)
 def seeds() -> list[int]:
     """Return the seeds to play: ``LEVIBOT_CHAOS_SEEDS`` ("1-40" or "3,7,9"), else the CI ones."""
     spec = os.environ.get("LEVIBOT_CHAOS_SEEDS", "")
-    if not spec:
-        return list(CI_SEEDS)
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
-    return out
+    return lc.parse_seeds(spec) if spec else list(CI_SEEDS)
 
 
 def assert_invariants(out: lc.Outcome) -> lc.Report:
