@@ -74,8 +74,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(dsn)
         await migrate(conn)
         close_time = [datetime.fromtimestamp((int(t) + H) / 1e9, UTC) for t in k.ts]
-        rows = [(s, "binance", "1h", int(k.ts[i]), close_time[i], int(k.ts[i]) + H, float(k.open[i]), float(k.high[i]), float(k.low[i]),
-                 float(k.close[i]), float(k.volume[i]))
+        rows = [(s, "binance", "1h", int(k.ts[i]), close_time[i], int(k.ts[i]) + H,
+                 float(k.open[i]), float(k.high[i]), float(k.low[i]), float(k.close[i]),
+                 float(k.volume[i]))
                 for s in symbols for i in range(first, live)]  # fmt: skip
         await conn.executemany(
             "INSERT INTO bars (symbol, venue, timeframe, start_ns, ts, ts_event, open, high, low,"
