@@ -2,7 +2,8 @@
 
 ``handle`` folds bus messages into the read model and queues pushes for subscribed chats (never
 waiting on Telegram); ``run`` long-polls the Bot API, feeds updates to the aiogram dispatcher
-and drains the push outbox under Telegram's rate limits. Commands that change state (kill
+(one it cannot parse is skipped and counted, never retried forever: see ``updates``) and
+drains the push outbox under Telegram's rate limits. Commands that change state (kill
 switch, trading state) are published on the bus for the risk engine; the bot changes nothing.
 """
 

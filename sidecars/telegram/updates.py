@@ -1,8 +1,8 @@
 """Reading getUpdates answers one update at a time, so that one bad update silences nothing.
 
 aiogram's ``GetUpdates`` validates the whole answer as ``list[Update]``: a single update it
-cannot parse (a message without ``chat``, a field a strict model does not know) fails the
-whole batch, the offset never moves past it, and every later poll fails on it again.
+cannot parse (a message without ``chat``, a field whose type a newer Bot API changed) fails
+the whole batch, the offset never moves past it, and every later poll fails on it again.
 ``RawGetUpdates`` asks the same Bot API method for the list as plain JSON values, and
 ``parse_updates`` validates each with the bot's context (what aiogram would have done), keeps
 those that parse and reports the rest, with the offset past everything that was served.
