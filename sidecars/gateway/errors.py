@@ -93,3 +93,5 @@ def decode_body(data: bytes, type_: type[T]) -> T:
         raise ApiError(422, "invalid_body", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec decodes nested containers recursively
+        raise ApiError(400, "malformed_json", "request body is nested too deeply") from None

@@ -93,6 +93,8 @@ def setup_routes(
             body = _auth_decoder.decode(await request.read())
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _error(400, "bad_request", f'expected {{"initData": "..."}}: {exc}')
+        except RecursionError:  # a body nested thousands deep: msgspec recurses
+            return _error(400, "bad_request", "the request body is nested too deeply")
         try:
             init = verify_init_data(body.initData, bot_token, max_age_s=max_age_s)
         except InitDataError as exc:

@@ -279,3 +279,14 @@ async def test_get_risk_reports_the_risk_engines_own_status_once_heard(tmp_path:
         assert (risk["kill_switch"], risk["trading_state"], risk["policy"]) == (
             True, "halted", "conservative")  # fmt: skip
         assert (risk["equity"], risk["drawdown"]) == (9_000.0, 0.1)
+
+
+def test_a_body_nested_thousands_deep_is_malformed_json_not_a_500() -> None:
+    from typing import Any
+
+    from sidecars.gateway.errors import ApiError, decode_body
+
+    deep = b'{"options": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(ApiError) as err:
+        decode_body(deep, dict[str, Any])
+    assert (err.value.status, err.value.code) == (400, "malformed_json")

@@ -149,3 +149,11 @@ def test_the_gateway_accepts_mini_app_session_tokens_with_their_scopes() -> None
     expired = issue_session_token(TRADER, admin=False, secret=SECRET, now=time.time() - 600)
     with pytest.raises(AuthError):
         service.verify(expired)
+
+
+async def test_a_body_nested_thousands_deep_is_a_400_not_a_500(client: Client) -> None:
+    deep = b'{"initData": "x", "z": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    res = await client.post(
+        "/auth/telegram", data=deep, headers={"Content-Type": "application/json"}
+    )
+    assert res.status == 400 and (await res.json())["error"]["code"] == "bad_request"
