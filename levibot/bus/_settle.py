@@ -81,8 +81,11 @@ class SettleMixin:
                 try:
                     while len(answers) < nodes - 1:
                         raw = await sub.next_msg(timeout=2.0)
-                        node, _, count = raw.data.decode().partition(" ")
-                        answers[node] = int(count)
+                        answer = parse_answer(raw.data)
+                        if answer is None:  # not a settle answer: counted out, never fatal
+                            self.log.warning("nats.settle_bad_answer", data=raw.data[:40])
+                            continue
+                        answers[answer[0]] = answer[1]
                 except nats.errors.TimeoutError:
                     self.log.warning("nats.settle_waiting", answered=len(answers), nodes=nodes)
                     previous = -1
@@ -93,3 +96,13 @@ class SettleMixin:
                 if total == previous:
                     return
                 previous = total
+
+
+def parse_answer(data: bytes) -> tuple[str, int] | None:
+    """Return ``(node, published count)`` of a settle answer, None when it is not one."""
+    try:
+        node, sep, count = data.decode().partition(" ")
+        value = int(count)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return (node, value) if sep and node and value >= 0 else None
