@@ -355,10 +355,12 @@ class RiskEngine:
             probability=sig.probability,
             atr=sig.atr,
         )
+        decision = self._check(order, now, held)
+        # Remembered once decided (a check that raised leaves the signal to its redelivery).
         # A denial changes nothing worth a disk write on its own: the decided id is saved
         # with the next change that matters.
         self._remember(self.state.decided, self._decided, coid)
-        return self._check(order, now, held)
+        return decision
 
     def decide_manual(self, cmd: SubmitOrder, now: int) -> OrderIntent | OrderDenied | None:
         """Run a manual order through the same checks (no confidence or spread to check).
@@ -376,7 +378,6 @@ class RiskEngine:
         coid = f"manual-{cmd.command_id}"
         if coid in self._decided:
             return None  # a re-delivered command
-        self._remember(self.state.decided, self._decided, coid)
         market = self.market_price(cmd.symbol, now)
         self.expire_pending(now)
         held = self.position(cmd.symbol)
@@ -408,7 +409,9 @@ class RiskEngine:
             order.invalid = (DenyCode.PRICE_OFF_MARKET, off)
         elif side is Side.SELL:
             order.quantity = held if cmd.quantity == 0 else cmd.quantity
-        return self._check(order, now, held)
+        decision = self._check(order, now, held)
+        self._remember(self.state.decided, self._decided, coid)  # once decided, as above
+        return decision
 
     def _off_market(self, limit: float, market: float) -> str | None:
         """Return why ``limit`` is too far from ``market``, or None when it is close enough."""
