@@ -57,7 +57,7 @@ def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": {"application/json": {"schema": refs[route.body]}},
         }
     if route.media == "application/json":

@@ -60,6 +60,7 @@ class Route:
     tag: str = "api"
     media: str = "application/json"
     errors: tuple[int, ...] = ()
+    body_required: bool = True  # False: an empty body means the body type's defaults
 
 
 def ok(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -239,8 +240,12 @@ async def get_order(request: web.Request) -> web.Response:
 
 async def start_strategy(request: web.Request) -> web.Response:
     name = _name(request, "name")
-    cmd = await _command(request, StartStrategy, strategy=name)
-    _audit(request, "strategy.start", strategy=name, command_id=cmd.command_id)
+    raw = await request.read()
+    body = decode_body(raw, s.StrategyStart) if raw else s.StrategyStart()
+    # Like an unknown strategy name, parameters the strategy refuses are the scoring actor's
+    # to judge: it answers with a ``strategy.bad_params`` alert and does not start it.
+    cmd = await _command(request, StartStrategy, strategy=name, params=dict(body.params))
+    _audit(request, "strategy.start", strategy=name, params=body.params, command_id=cmd.command_id)
     return ok(_accepted(cmd), 202)
 
 
@@ -389,7 +394,8 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("client_order_id", "path", {"type": "string"}),), tag="trading",
           errors=(404,)),
     Route("POST", "/strategies/{name}/start", start_strategy, "Start a strategy (command)",
-          "admin", response=s.CommandAccepted, status=202, params=(_STRATEGY,), tag="trading"),
+          "admin", body=s.StrategyStart, body_required=False, response=s.CommandAccepted,
+          status=202, params=(_STRATEGY,), tag="trading"),
     Route("POST", "/strategies/{name}/stop", stop_strategy, "Stop a strategy (command)",
           "admin", response=s.CommandAccepted, status=202, params=(_STRATEGY,), tag="trading"),
     Route("GET", "/portfolio/summary", portfolio_summary, "The latest portfolio", "read",

@@ -132,12 +132,24 @@ class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OrderRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A manual order. ``quantity`` 0 lets the risk engine size it; ``price`` 0 = last price."""
+    """A manual order. ``quantity`` 0 lets the risk engine size it. ``price`` is a limit, never
+    a sizing price: the risk engine sizes and checks the order at the market price it knows,
+    refuses a limit too far from it (``PRICE_OFF_MARKET``) or an order when it knows none
+    (``NO_PRICE``), and the venue fills within the limit or closes the order unfilled; 0 = at
+    market."""
 
     symbol: Symbol
     side: Literal["buy", "sell"]
     quantity: NonNegative = 0.0
     price: NonNegative = 0.0
+
+
+class StrategyStart(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Optional body of a strategy start: a rule strategy's parameters
+    (``{"params": {"fast": 10, "slow": 30}}``); none: as configured. Parameters the strategy
+    refuses are answered by the scoring actor with a ``strategy.bad_params`` alert."""
+
+    params: dict[str, float] = {}
 
 
 class OrderSubmitted(msgspec.Struct, frozen=True, kw_only=True):

@@ -290,3 +290,14 @@ def test_a_body_nested_thousands_deep_is_malformed_json_not_a_500() -> None:
     with pytest.raises(ApiError) as err:
         decode_body(deep, dict[str, Any])
     assert (err.value.status, err.value.code) == (400, "malformed_json")
+
+
+async def test_a_strategy_starts_with_its_own_parameters(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        body = {"params": {"fast": 10, "slow": 30}}
+        status, _ = await call(g, "POST", "/strategies/ema_cross/start", json=body)
+        assert status == 202
+        (cmd,) = g.ctx.of_type(StartStrategy)
+        assert cmd.params == {"fast": 10.0, "slow": 30.0}
+        status, err = await call(g, "POST", "/strategies/ema_cross/start", json={"params": 1})
+        assert (status, err["error"]["code"]) == (422, "invalid_body")
