@@ -236,11 +236,15 @@ class Recorder:
         return self.lt.call(read(), 60)
 
     def close(self) -> None:
-        """Delete the run's stream (the shared server keeps nothing of it) and disconnect."""
+        """Delete the run's streams (its own and any the nodes added beside it, a dead-letter
+        stream say) so that the shared server keeps nothing of the run; disconnect."""
 
         async def stop() -> None:
+            js = self.nc.jetstream()
             with contextlib.suppress(Exception):
-                await self.nc.jetstream().delete_stream(self.ns.upper())
+                for info in await js.streams_info():
+                    if info.config.name.startswith(self.ns.upper()):
+                        await js.delete_stream(info.config.name)
             with contextlib.suppress(Exception):
                 await self.nc.close()
 
