@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from levibot.data import ensure_btcusdt
 from levibot.messages import Fill, OrderAccepted, OrderClosed, OrderDenied, OrderIntent
 from levibot.messages.codec import Codec
 from levibot.storage.testing import database
+from levibot.testing import wait_until
 from sidecars.gateway.auth.tokens import MINIAPP_ISSUER
 from tests.containers.pods import (
     Container,
@@ -64,6 +66,14 @@ PODS = [
 def image() -> str:
     require_podman()
     return build_image()
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The single binary's orders and fills on the replay (tests/e2e/test_split_invariant)."""
+    orders = run_single(tmp_path_factory.mktemp("single"))
+    assert len(orders) > 10, "the strategy should trade on 1,500 real bars"
+    return orders
 
 
 @pytest.fixture
@@ -234,11 +244,8 @@ async def published_orders(ns: str) -> list[str]:
 
 
 def test_replay_through_containers_gives_the_single_binarys_orders_and_fills(
-    pods: PodSet, tmp_path: Path
+    pods: PodSet, single: list[str]
 ) -> None:
-    single = run_single(tmp_path)
-    assert len(single) > 10, "the strategy should trade on 1,500 real bars"
-
     data = ensure_btcusdt()
     env = replay_env(len(PODS), f"/data/{data.name}")
     for name, workload, index in PODS:
@@ -258,3 +265,54 @@ def test_replay_through_containers_gives_the_single_binarys_orders_and_fills(
 
     orders = asyncio.run(published_orders(pods.ns))
     assert orders == single
+
+
+def bars_emitted(port: int) -> float:
+    """The ingest node's count of market data it emitted (its /metrics)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("levibot_feed_messages_total")
+    )
+
+
+def test_kill_9_of_execution_mid_replay_then_restart_loses_and_repeats_nothing(
+    pods: PodSet, single: list[str]
+) -> None:
+    data = ensure_btcusdt()
+    # As tests/e2e/test_chaos.py: every type on JetStream, so the bars execution misses while
+    # it is down are redelivered; its state persisted on its volume (the PVC).
+    env = replay_env(len(PODS), f"/data/{data.name}") | {
+        "LEVIBOT__NATS__DURABLE_ALL": "true",
+        "LEVIBOT__NATS__ACK_WAIT_S": "5",
+        "LEVIBOT__RISK__PERSIST": "true",
+        "LEVIBOT__ORDER__PERSIST": "true",
+    }
+    for name, workload, index in PODS:
+        container = pods.make(name, workload, index, env)
+        container.args += ["--volume", f"{data.parent}:/data:ro"]
+    ingest, execution = pods.containers["ingest"], pods.containers["execution"]
+    ingest.env["LEVIBOT__NODE__STOP_WHEN_SOURCES_DONE"] = "true"
+    downstream = [name for name in pods.containers if name != "ingest"]
+    pods.start_in_order(downstream)
+    ingest.start()
+    wait_until(lambda: bars_emitted(ingest.port) >= BARS // 3, 180, f"{BARS // 3} bars")
+    before = len(asyncio.run(published_orders(pods.ns)))
+    execution.kill()  # podman kill -s KILL: no drain, no state flush beyond what was durable
+    assert execution.wait_exit(30) != 0
+    execution.start()  # the same name, configuration and volume: what the StatefulSet does
+    execution.wait_ready(180)
+    assert ingest.wait_exit(300) == 0, ingest.logs()
+    for name in downstream:
+        container = pods.containers[name]
+        assert container.stop(grace=30) == 0, (name, container.logs())
+
+    orders = asyncio.run(published_orders(pods.ns))
+    assert 0 < before < len(orders), "the kill should fall between the first and last order"
+    assert len(orders) == len(set(orders)), "an order or fill was published twice"
+    assert orders == single  # none lost, same decisions, same fills, so the same portfolio
