@@ -9,6 +9,8 @@ machine's NATS (JetStream), PostgreSQL and Redis are, the namespace and the port
 from its container. (e) they run as the non-root user on a read-only root filesystem with only
 the manifests' volumes writable. (b) a replay of real bars through the containers publishes
 byte-identical orders and fills to the single binary's (tests/e2e/test_split_invariant.py).
+(c) ``podman kill -s KILL`` of execution, scoring and ingest in turn mid-replay, each then
+restarted: still the single binary's orders and fills, none twice.
 """
 
 from __future__ import annotations
