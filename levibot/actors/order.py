@@ -31,6 +31,7 @@ from levibot.execution import (
     ExchangeAdapter,
     Execution,
     MarketView,
+    OrderOutput,
     PaperVenue,
     Portfolio,
     PortfolioState,
@@ -54,6 +55,7 @@ from levibot.messages import (
 )
 from levibot.risk import read_state
 from levibot.runtime.actor import Actor, Policy, Supervision
+from levibot.runtime.outbox import Outbox
 from levibot.settings import with_storage
 from levibot.storage.state_writer import StateWriter
 
@@ -77,6 +79,8 @@ class OrderConfig(Config, frozen=True, kw_only=True):
     state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True
+    # Durable outputs kept with the state and re-published at start (runtime.outbox).
+    outbox_max: PosInt = 64
 
 
 class OrderActor(Actor[OrderConfig]):
@@ -112,6 +116,7 @@ class OrderActor(Actor[OrderConfig]):
         self.venue = PaperVenue(fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps, fill=cfg.fill)
         if state is not None:
             self.venue.restore(state.pending)
+        self.outbox: Outbox[OrderOutput] = Outbox(cfg.outbox_max, state.outbox if state else ())
         self.market: dict[str, MarketView] = {}
         self._bars = self._ticks = 0
         self._now = 0
@@ -123,9 +128,12 @@ class OrderActor(Actor[OrderConfig]):
             # A restarted process tells risk the portfolio it restored: a fill whose message
             # died with the previous process (persisted here, never published) is then known.
             ts = state.curve[-1][0]
-            await self.ctx.publish(self.portfolio.snapshot(ts, ts, 0))
+            await self._publish(self.portfolio.snapshot(ts, ts, 0))
+        # Outputs the last process saved but may have died before NATS confirmed.
+        resent = await self.outbox.replay(self.ctx.publish)
         self.ctx.log.info(
             "order.started",
+            resent=resent,
             cash=self.portfolio.state.cash,
             equity=self.portfolio.equity,
             positions=len(self.portfolio.state.holdings),
@@ -165,7 +173,7 @@ class OrderActor(Actor[OrderConfig]):
             await self._reject(intent, now, f"bad quantity {qty!r} or price {px!r}")
             await self.save()
             return
-        await self.ctx.publish(
+        await self._publish(
             OrderAccepted(
                 ts_event=intent.ts_event,
                 ts_init=now,
@@ -253,7 +261,7 @@ class OrderActor(Actor[OrderConfig]):
             any_filled = True
             self._fills.inc()
             reason = i.reason if i.reason != "exit" else "signal"
-            await self.ctx.publish(
+            await self._publish(
                 Fill(
                     ts_event=ex.ts,
                     ts_init=now,
@@ -272,7 +280,7 @@ class OrderActor(Actor[OrderConfig]):
             )
             if i.reason in ("stop_loss", "take_profit", "time_exit"):
                 entry_id = i.client_order_id.rsplit(":", 1)[0]
-                await self.ctx.publish(
+                await self._publish(
                     OrderClosed(
                         ts_event=ex.ts,
                         ts_init=now,
@@ -293,7 +301,7 @@ class OrderActor(Actor[OrderConfig]):
         routine = intent.reduce_only and intent.side is Side.SELL and why == NOTHING_TO_SELL
         log = self.ctx.log.info if routine else self.ctx.log.warning
         log("order.rejected", coid=intent.client_order_id, why=why)
-        await self.ctx.publish(
+        await self._publish(
             OrderClosed(
                 ts_event=intent.ts_event,
                 ts_init=now,
@@ -307,7 +315,7 @@ class OrderActor(Actor[OrderConfig]):
         )
         if routine:
             return
-        await self.ctx.publish(
+        await self._publish(
             Alert(
                 ts_event=intent.ts_event,
                 ts_init=now,
@@ -324,7 +332,7 @@ class OrderActor(Actor[OrderConfig]):
         snap: PortfolioSnapshot = self.portfolio.snapshot(
             cause.ts_event, self._now, cause.ts_ingress
         )
-        await self.ctx.publish(snap)
+        await self._publish(snap)
 
     async def save(self) -> None:
         """Write the portfolio, pending orders and seen ids; return once they are on disk.
@@ -334,7 +342,12 @@ class OrderActor(Actor[OrderConfig]):
         """
         if self.config.persist:
             state = self.portfolio.to_state(self.venue.pending())
+            state.outbox = self.outbox.to_list()
             await self._writer.save(msgspec.json.encode(state))
+
+    async def _publish(self, msg: Message) -> None:
+        self.outbox.record(msg)  # type: ignore[arg-type]  # only durable ones are kept
+        await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:
         """Persist the portfolio one last time (marks and the equity curve moved since)."""

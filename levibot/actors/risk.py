@@ -57,6 +57,7 @@ from levibot.risk import (
     sane_snapshot,
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
+from levibot.runtime.outbox import Outbox
 from levibot.settings import with_storage
 from levibot.storage.state_writer import StateWriter
 
@@ -110,6 +111,8 @@ class RiskConfig(Config, frozen=True, kw_only=True):
     state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True
+    # Durable outputs kept with the state and re-published at start (runtime.outbox).
+    outbox_max: Annotated[int, Meta(ge=1)] = 64
     # Hold each signal until the order actor's portfolio snapshot of its bar has arrived, so
     # a bar's exits and fills always precede its signals whatever the transport's timing.
     # Needed for bit-for-bit replay split across processes; the order actor must send a
@@ -199,14 +202,20 @@ class RiskActor(Actor[RiskConfig]):
             atr_exits=cfg.atr_exits,
             max_price_age_s=cfg.max_price_age_s,
         )
+        self.outbox: Outbox[OrderIntent | OrderDenied | Alert] = Outbox(
+            cfg.outbox_max, state.outbox
+        )
         m = self.ctx.metrics
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
         self._denied: dict[str, Any] = {}
         self._denied_family = m
         self._announced: tuple[object, ...] = ()
         await self._announce(self.ctx.clock.now_ns(), force=True)
+        # Outputs the last process saved but may have died before NATS confirmed.
+        resent = await self.outbox.replay(self.ctx.publish)
         self.ctx.log.info(
             "risk.started",
+            resent=resent,
             kill_switch=state.kill_switch,
             trading_state=state.trading_state.value,
             policy=state.policy,
@@ -282,7 +291,7 @@ class RiskActor(Actor[RiskConfig]):
         if controls == self._announced and not force:
             return
         self._announced = controls
-        await self.ctx.publish(
+        await self._publish(
             RiskStatus(
                 ts_event=now, ts_init=self.ctx.clock.now_ns(), kill_switch=s.kill_switch,
                 trading_state=s.trading_state, policy=s.policy, equity=self.engine.equity,
@@ -311,7 +320,12 @@ class RiskActor(Actor[RiskConfig]):
         """
         self.engine.dirty = False
         if self.config.persist:
+            self.engine.state.outbox = self.outbox.to_list()
             await self._writer.save(msgspec.json.encode(self.engine.state))
+
+    async def _publish(self, msg: Message) -> None:
+        self.outbox.record(msg)  # type: ignore[arg-type]  # only durable ones are kept
+        await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:
         """Write the state one last time (the book marks may have moved)."""
@@ -335,7 +349,7 @@ class RiskActor(Actor[RiskConfig]):
                 self._denied[out.code] = counter
             counter.inc()
             self.ctx.log.debug("order.denied", coid=out.client_order_id, code=out.code)
-        await self.ctx.publish(out)
+        await self._publish(out)
 
     async def _alert_breaches(self, breaches: list[Breach], cause: Message, now: int) -> None:
         for b in breaches:
@@ -352,7 +366,7 @@ class RiskActor(Actor[RiskConfig]):
     async def _alert(
         self, cause: Message, now: int, level: AlertLevel, text: str, code: str, key: str
     ) -> None:
-        await self.ctx.publish(
+        await self._publish(
             Alert(
                 ts_event=cause.ts_event,
                 ts_init=now,

@@ -1,6 +1,12 @@
 """Execution: the one portfolio, the paper venue and the exchange-adapter interface."""
 
-from levibot.execution.portfolio import Applied, Holding, Portfolio, PortfolioState
+from levibot.execution.portfolio import (
+    Applied,
+    Holding,
+    OrderOutput,
+    Portfolio,
+    PortfolioState,
+)
 from levibot.execution.venue import (
     ExchangeAdapter,
     Execution,
@@ -19,6 +25,7 @@ __all__ = [
     "FillMode",
     "Holding",
     "MarketView",
+    "OrderOutput",
     "PaperVenue",
     "Portfolio",
     "PortfolioState",

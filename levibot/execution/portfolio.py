@@ -18,7 +18,19 @@ from dataclasses import dataclass
 
 import msgspec
 
-from levibot.messages import OrderIntent, PortfolioSnapshot, Position, Side
+from levibot.messages import (
+    Alert,
+    Fill,
+    OrderAccepted,
+    OrderClosed,
+    OrderIntent,
+    PortfolioSnapshot,
+    Position,
+    Side,
+)
+
+#: The durable messages the order actor publishes (its outbox holds the last of them).
+OrderOutput = OrderAccepted | Fill | OrderClosed | Alert
 
 EPS = 1e-12
 
@@ -56,6 +68,8 @@ class PortfolioState(msgspec.Struct, kw_only=True):
     seen_ids: list[str] = []
     pending: list[OrderIntent] = []
     fills: int = 0
+    # The last durable messages published, re-published at start (see runtime.outbox).
+    outbox: list[OrderOutput] = []
 
 
 @dataclass(frozen=True, slots=True)

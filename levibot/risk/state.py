@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from levibot.errors import LevibotError
-from levibot.messages import Signal, TradingState
+from levibot.messages import Alert, OrderDenied, OrderIntent, Signal, TradingState
 from levibot.storage.atomic import write_atomic_bytes
 
 T = TypeVar("T")
@@ -68,6 +68,8 @@ class RiskState(msgspec.Struct, kw_only=True):
     # Signals waiting for the portfolio of their bar (``decide_after_portfolio``): persisted,
     # so a signal acked by the transport survives a kill -9 before it was decided.
     held: list[Signal] = []
+    # The last durable messages published, re-published at start (see runtime.outbox).
+    outbox: list[OrderIntent | OrderDenied | Alert] = []
 
 
 def write_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:

@@ -104,19 +104,9 @@ def test_bars_lost_by_an_overrun_ingest_equal_its_drop_counter(tmp_path: Path) -
     assert rep.lost_in_windows == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a kill -9 loses fills and order intents that the risk and order actors already "
-        "persisted but the NATS egress had not yet published (levibot/actors/order.py "
-        "OrderActor._on_intent/_on_market save() before NatsMirror egress confirms; no outbox "
-        "re-published on restart): the portfolio no longer reconciles with the fill stream and "
-        "risk keeps an approved order with no outcome"
-    ),
-)
 def test_kill_9_while_the_uplink_is_stalled_loses_no_fill(tmp_path: Path) -> None:
     # Execution's uplink stalls (its downlink still brings signals and bars), it trades and
-    # persists two fills, then dies; on restart nothing re-publishes what died in its queue.
+    # persists two fills, then dies with them still in its egress queue: the restarted risk
+    # and order actors re-publish the outputs they saved with their state (runtime.outbox).
     plan = lc.Plan(seed=0, faults=(Fault(100, "execution", "stall_up_kill"),))
     assert_invariants(lc.run(tmp_path, plan))
