@@ -30,6 +30,7 @@ from nats.js import api
 from levibot.bus import _dlq, _spill
 from levibot.bus._dlq import SPARE_DELIVERIES, DeadLetters, JsDelivery, delivery_key
 from levibot.bus._egress import CoreEgress, DurableEgress
+from levibot.bus._sequence import SEQ, GapCounter, Sequencer
 from levibot.bus._settle import SettleMixin
 from levibot.bus._spill import Item
 from levibot.errors import DecodeError
@@ -93,6 +94,8 @@ class NatsMirror(SettleMixin):
         self._subs: list[Any] = []
         self._durable_subs: list[Any] = []
         self._core_headers = {ORIGIN: node}
+        self._sequencer = Sequencer(self._core_headers)  # core messages numbered per subject
+        self._gaps = GapCounter()
         self._ns = f"{config.namespace}." if config.namespace else ""
         # Ids of durable messages handled lately: a redelivery (an ack lost to a broker crash)
         # is acked and skipped instead of being handled twice. Bounded, oldest forgotten.
@@ -117,6 +120,10 @@ class NatsMirror(SettleMixin):
         )
         self.m_bad = metrics.counter(
             "levibot_nats_ingress_bad_total", "Malformed or unknown messages from NATS."
+        )
+        self.m_gaps = metrics.counter(
+            "levibot_nats_ingress_gaps_total",
+            "Core messages lost on the way here (gaps in their senders' sequence numbers).",
         )
         self.m_reconnects = metrics.counter("levibot_nats_reconnects_total", "Reconnections.")
         self.m_redelivered = metrics.counter(
@@ -238,7 +245,8 @@ class NatsMirror(SettleMixin):
             self.m_errors.inc()
             self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
             return None
-        return self._ns + msg.subject(), data, self._core_headers
+        subject = self._ns + msg.subject()
+        return subject, data, self._sequencer.headers(subject)
 
     def _durable_item(self, msg: Message) -> Item | None:
         """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
@@ -338,8 +346,12 @@ class NatsMirror(SettleMixin):
         self, wanted: tuple[type[Message], ...], deliver: Deliver
     ) -> Callable[[Msg], Awaitable[None]]:
         async def cb(raw: Msg) -> None:
+            headers = raw.headers
+            gap = self._gaps.observe(headers.get(SEQ) if headers else None, raw.subject)
             msg = self._decode(raw, wanted)
             if msg is not None:
+                if gap:  # the missing ones were on this subject: this node's to count
+                    self.m_gaps.inc(gap)
                 self.m_received.inc()
                 await deliver(msg, None)
 

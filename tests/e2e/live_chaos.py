@@ -584,9 +584,12 @@ def _market_data(out: Outcome, rep: Report) -> None:
         rep.lost_in_windows += min(n, inside)
         rep.lost_outside += n - min(n, inside)
     m = out.metrics
-    rep.counted_drops = m.get("ingest", {}).get("levibot_nats_egress_dropped_total", 0.0) + m.get(
-        "execution", {}
-    ).get("bar_mailbox_dropped", 0.0)
+    execution = m.get("execution", {})
+    rep.counted_drops = (
+        m.get("ingest", {}).get("levibot_nats_egress_dropped_total", 0.0)
+        + execution.get("bar_mailbox_dropped", 0.0)
+        + execution.get("levibot_nats_ingress_gaps_total", 0.0)  # lost on the way (a cut)
+    )
     if rep.lost_outside > rep.counted_drops:
         rep.violations.append(
             f"{rep.lost_outside} bars lost outside any fault window, only "

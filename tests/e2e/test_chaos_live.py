@@ -71,15 +71,6 @@ def test_latency_stalls_cuts_and_a_kill_lose_no_order_or_fill(faulted: lc.Outcom
     assert rep.lost_outside == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bars lost while a subscriber is cut off or restarting are counted by no node: core "
-        "NATS is at most once and the mirror (levibot/bus/_nats.py NatsMirror) puts no "
-        "sequence on core messages, so the receiver cannot see the gap"
-    ),
-)
 def test_bars_lost_in_a_cut_are_counted_by_the_nodes(faulted: lc.Outcome) -> None:
     rep = lc.check(faulted)
     assert rep.lost_in_windows > 0
