@@ -193,7 +193,7 @@ class GatewayActor(Actor[GatewayConfig]):
             breaker=breaker,
         )
         services.extra["cookie"] = cookie
-        services.extra["ml"] = ModelBridge(cfg.models_root)
+        services.extra["ml"] = ModelBridge(cfg.models_root, postgres_dsn=cfg.postgres_dsn)
         services.extra["rate_limited"] = self.ctx.metrics.counter(
             "gateway_rate_limited_total", "Requests refused with 429"
         )

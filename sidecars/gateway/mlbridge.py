@@ -15,7 +15,7 @@ import msgspec
 
 from sidecars.gateway.errors import ApiError
 
-Trainer = Callable[[Mapping[str, Any]], Any]
+Trainer = Callable[..., Any]  # (options) or (options, data)
 
 
 def _ml_unavailable(exc: BaseException) -> ApiError:
@@ -31,8 +31,9 @@ def _model_error() -> type[Exception]:
 class ModelBridge:
     """Score with the registry's active model, reloading it when the ``ACTIVE`` pointer moves."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, postgres_dsn: str = "") -> None:
         self.root = Path(root)
+        self.postgres_dsn = postgres_dsn  # where stored bars are read for /retrain
         self._scorer: Any = None
 
     def registry(self) -> Any:
@@ -121,16 +122,60 @@ class ModelBridge:
             return False
         return True
 
-    def default_trainer(self) -> Trainer:
-        """Return a trainer that runs ``levibot.ml.train.train_model`` into this registry."""
+    def activate(self, model_id: str, *, force: bool = False) -> None:
+        """Move the registry's active pointer to ``model_id`` if it passed the promotion gate
+        (409 ``not_promoted`` otherwise, unless ``force``)."""
+        from levibot.ml.governance import PromotionRefused, check_promotion
 
-        def train(options: Mapping[str, Any]) -> Any:
+        registry = self.registry()
+        try:
+            check_promotion(registry.get(model_id), force=force)
+            registry.activate(model_id)
+        except PromotionRefused as exc:
+            raise ApiError(409, "not_promoted", str(exc)) from None
+        except _model_error() as exc:
+            raise ApiError(503, "registry_unreadable", str(exc)) from None
+
+    def check_data(self, data: Any) -> dict[str, Any] | None:
+        """Return the stored-bars selection of a request (None: the default data). Whether
+        they can be read is the job's to find out: its error says why not."""
+        if data is None or data.source == "csv":
+            return None
+        ms = 1_000_000
+        return {
+            "symbol": data.symbol, "timeframe": data.timeframe, "venue": data.venue,
+            "since": int(data.since_ms * ms) if data.since_ms is not None else None,
+            "until": int(data.until_ms * ms) if data.until_ms is not None else None,
+        }  # fmt: skip
+
+    def default_trainer(self) -> Trainer:
+        """Return a trainer that runs ``levibot.ml.train.train_model`` into this registry, on
+        the real BTCUSDT klines or on the stored bars ``data`` selects."""
+
+        def train(options: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> Any:
+            import asyncio
+
             from levibot.config import convert
             from levibot.ml.train import TrainConfig, train_model
 
             config = convert(dict(options), TrainConfig, prefix="$.options")
-            card = train_model(config=config, registry=self.registry(), progress=False)
-            return {"model_id": card.model_id, "metrics": card.metrics}
+            bars = None
+            if data is not None:
+                from levibot.ml.bars_pg import load_bars_pg
+                from levibot.ml.card import ModelError
+
+                if not self.postgres_dsn:
+                    raise ModelError("no [storage] postgres_dsn here: no stored bars to read")
+
+                bars = asyncio.run(  # a worker thread: its own loop
+                    load_bars_pg(
+                        self.postgres_dsn, symbol=data["symbol"], timeframe=data["timeframe"],
+                        venue=data.get("venue"), since_ns=data.get("since"),
+                        until_ns=data.get("until"),
+                    )
+                )  # fmt: skip
+            card = train_model(config=config, registry=self.registry(), bars=bars, progress=False)
+            return {"model_id": card.model_id, "metrics": card.metrics, "data": card.data}
 
         return train
 

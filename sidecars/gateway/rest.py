@@ -187,9 +187,12 @@ async def retrain(request: web.Request) -> web.Response:
     services = svc(request)
     bridge = services.extra["ml"]
     options = bridge.check_options(body.options)
+    data = bridge.check_data(body.data)
     trainer = services.trainer or bridge.default_trainer()
-    job = services.jobs.submit("retrain", lambda: trainer(options))
-    _audit(request, "model.retrain", job_id=job.job_id, options=options)
+    job = services.jobs.submit(
+        "retrain", lambda: trainer(options) if data is None else trainer(options, data)
+    )
+    _audit(request, "model.retrain", job_id=job.job_id, options=options, data=data)
     return ok(job, 202, {"Location": f"/retrain/{job.job_id}"})
 
 
@@ -206,8 +209,13 @@ async def models(request: web.Request) -> web.Response:
 
 async def activate_model(request: web.Request) -> web.Response:
     body: s.ActivateModelRequest = await _body(request, s.ActivateModelRequest)
-    if not svc(request).extra["ml"].exists(body.model_id):
+    bridge = svc(request).extra["ml"]
+    if not bridge.exists(body.model_id):
         raise ApiError(404, "model_not_found", f"model {body.model_id!r} is not registered")
+    if body.role == "active":
+        # The gate, then the persisted pointer (a scoring node that starts later reads it),
+        # then the command that tells the running ones.
+        bridge.activate(body.model_id, force=body.force)
     cmd = await _command(request, ActivateModel, model_id=body.model_id, role=body.role)
     _audit(
         request, "model.activate", model_id=body.model_id, role=body.role, command_id=cmd.command_id
@@ -379,7 +387,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/predict", predict, "Score a feature vector with the active model", "read",
           body=s.PredictRequest, response=s.PredictResponse, tag="models", errors=(409, 503)),
     Route("POST", "/retrain", retrain, "Start retraining in the background", "admin",
-          body=s.RetrainRequest, response=s.JobView, status=202, tag="models", errors=(503,)),
+          body=s.RetrainRequest, response=s.JobView, status=202, tag="models",
+          errors=(422, 503)),
     Route("GET", "/retrain/{job_id}", retrain_status, "A retraining job's status", "admin",
           response=s.JobView, params=(Param("job_id", "path", {"type": "string"}),),
           tag="models", errors=(404,)),
@@ -387,7 +396,7 @@ ROUTES: tuple[Route, ...] = (
           response=s.ModelsResponse, tag="models", errors=(503,)),
     Route("POST", "/models/activate", activate_model, "Activate a model (command)", "admin",
           body=s.ActivateModelRequest, response=s.CommandAccepted, status=202, tag="models",
-          errors=(404, 503)),
+          errors=(404, 409, 503)),
     Route("POST", "/orders", submit_order, "Submit a manual order (through risk)", "trade",
           body=s.OrderRequest, response=s.OrderSubmitted, status=202, tag="trading"),
     Route("GET", "/orders/{client_order_id}", get_order, "An order's state", "read",

@@ -91,10 +91,26 @@ class PredictResponse(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
 
 
+class RetrainData(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What to train on: the real BTCUSDT 1h klines (``csv``, the default), or the bars the
+    store persisted in PostgreSQL (``postgres``: ``symbol``, ``timeframe``, optional
+    ``venue`` and a range of bar open times in epoch milliseconds, ``since_ms`` included,
+    ``until_ms`` excluded). The job fails, saying why, when they cannot be read."""
+
+    source: Literal["csv", "postgres"] = "csv"
+    symbol: Symbol = "BTCUSDT"
+    timeframe: Annotated[str, Meta(pattern=r"^[0-9]{1,4}(s|m|h|d|w)$")] = "1h"
+    venue: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
+    since_ms: Annotated[float, Meta(ge=0, le=1e14)] | None = None
+    until_ms: Annotated[float, Meta(ge=0, le=1e14)] | None = None
+
+
 class RetrainRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Training options: fields of ``levibot.ml.train.TrainConfig`` (the document has them)."""
+    """Training options (fields of ``levibot.ml.train.TrainConfig``; the document has them)
+    and, optionally, the data to train on."""
 
     options: dict[str, Any] = {}
+    data: RetrainData | None = None
 
 
 class JobView(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +138,9 @@ class ActivateModelRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fiel
 
     model_id: Annotated[str, Meta(min_length=1, max_length=128)]
     role: Literal["active", "shadow", "canary"] = "active"
+    # The active role is given only to a model that passed the promotion gate at training
+    # (409 ``not_promoted``), unless forced.
+    force: bool = False
 
 
 class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True):

@@ -108,3 +108,21 @@ def test_train_from_postgres_is_the_model_trained_from_the_same_csv_bars(
     bad = ["train", "--source", "postgres", "--symbol", "NOPE", "--bars-dsn", dsn, "--no-progress"]
     assert main(bad) == 2
     assert "no stored 1h bars of NOPE" in capsys.readouterr().err
+
+
+def test_retrain_trains_on_stored_bars_in_its_worker(dsn: str, tmp_path: Path) -> None:
+    from levibot.ml.card import ModelError
+    from sidecars.gateway.mlbridge import ModelBridge
+    from sidecars.gateway.schemas import RetrainData
+
+    want = csv_slice()
+    bridge = ModelBridge(tmp_path / "models", postgres_dsn=dsn)
+    data = bridge.check_data(RetrainData(source="postgres", since_ms=float(want.ts[0] // 10**6),
+                                         until_ms=float(want.ts[-1] // 10**6 + 1)))  # fmt: skip
+    assert data is not None
+    options = {"n_estimators": 5, "folds": 2, "num_threads": 1}
+    out = bridge.default_trainer()(options, data)
+    assert out["data"]["source"] == "postgres:BTCUSDT/1h" and out["data"]["bars"] == len(want)
+    assert bridge.check_data(RetrainData()) is None  # the default data
+    with pytest.raises(ModelError, match="no \\[storage\\] postgres_dsn"):
+        ModelBridge(tmp_path / "m2").default_trainer()(options, data)

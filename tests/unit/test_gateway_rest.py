@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from levibot.messages import (
@@ -301,3 +302,35 @@ async def test_a_strategy_starts_with_its_own_parameters(tmp_path: Path) -> None
         assert cmd.params == {"fast": 10.0, "slow": 30.0}
         status, err = await call(g, "POST", "/strategies/ema_cross/start", json={"params": 1})
         assert (status, err["error"]["code"]) == (422, "invalid_body")
+
+
+async def test_activating_goes_through_the_promotion_gate_and_moves_the_pointer(
+    tmp_path: Path,
+) -> None:
+    from levibot.features import SCHEMA
+    from levibot.ml.registry import ModelRegistry
+    from levibot.ml.testing import make_model
+
+    registry = ModelRegistry(tmp_path / "models")
+    for mid, passed in (("good", True), ("weak", False)):
+        card, _ = make_model(
+            tmp_path / mid, model_id=mid, schema_hash=SCHEMA.hash,
+            schema_size=len(SCHEMA.names), columns=(1, 2), trees=3, rows=300,
+        )  # fmt: skip
+        verdict = {"passed": passed, "why": "out-of-sample net return -0.1 does not beat x"}
+        msgspec.structs.replace(card, promotion=verdict).save(tmp_path / mid)
+        registry.register(tmp_path / mid)
+    async with running_gateway(tmp_path) as g:
+        status, err = await call(g, "POST", "/models/activate", json={"model_id": "weak"})
+        assert (status, err["error"]["code"]) == (409, "not_promoted")
+        assert "does not beat" in err["error"]["message"] and registry.active() is None
+        assert g.ctx.of_type(ActivateModel) == []
+        status, _ = await call(g, "POST", "/models/activate", json={"model_id": "good"})
+        assert status == 202 and registry.active().model_id == "good"  # type: ignore[union-attr]
+        body = {"model_id": "weak", "force": True}
+        assert (await call(g, "POST", "/models/activate", json=body))[0] == 202
+        assert registry.active().model_id == "weak"  # type: ignore[union-attr]
+        assert [c.model_id for c in g.ctx.of_type(ActivateModel)] == ["good", "weak"]
+        # shadow and canary are how a candidate is tried: no gate there
+        body = {"model_id": "weak", "role": "canary"}
+        assert (await call(g, "POST", "/models/activate", json=body))[0] == 202
