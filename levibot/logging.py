@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from levibot.secrets import mask_event
+
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog once per process."""
@@ -17,20 +19,21 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks are rendered to text or dicts first, without local variables (they can hold
+    # secrets: DSNs with passwords, tokens); then every string is masked (levibot.secrets),
+    # the traceback's text included, so no credential reaches a log line.
     if console:
-        # Plain tracebacks: the default "rich" ones print local variables (they can hold
-        # secrets: DSNs with passwords, tokens).
-        processors.append(
-            structlog.dev.ConsoleRenderer(
-                colors=True, exception_formatter=structlog.dev.plain_traceback
-            )
-        )
+        processors += [
+            structlog.processors.format_exc_info,
+            mask_event,
+            structlog.dev.ConsoleRenderer(colors=True),
+        ]
     else:
-        # Tracebacks as plain structured dicts, without local variables (they can hold secrets).
         processors += [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            mask_event,
             structlog.processors.JSONRenderer(),
         ]
     structlog.configure(

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from levibot.commands.run import add_common, config_path
+from levibot.secrets import mask
 from levibot.settings import load_settings
 
 
@@ -26,19 +27,6 @@ def check_config(args: argparse.Namespace) -> int:
     doc = msgspec.to_builtins(settings)
     for name in settings.actors_of(settings.node.groups):
         doc["actors"].setdefault(name, msgspec.to_builtins(settings.actor_config(name)))
-    print(msgspec.json.format(msgspec.json.encode(_mask(doc)), indent=2).decode())
+    print(msgspec.json.format(msgspec.json.encode(mask(doc)), indent=2).decode())
     print("config ok")
     return 0
-
-
-_SECRET_WORDS = ("token", "secret", "password", "dsn", "key")
-
-
-def _mask(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _mask(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, key) for v in value]
-    if isinstance(value, str) and value and any(w in key.lower() for w in _SECRET_WORDS):
-        return "***"
-    return value
