@@ -52,6 +52,7 @@ from sidecars.gateway.auth import (
     open_key_store,
     parse_allowlist,
 )
+from sidecars.gateway.forwarded import parse_networks
 from sidecars.gateway.jobs import JobRunner
 from sidecars.gateway.mlbridge import ModelBridge
 from sidecars.gateway.readmodels import ReadModels
@@ -84,6 +85,9 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     access_ttl_s: Positive = 300
     refresh_ttl_s: Positive = 86_400
     admin_ip_allowlist: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Reverse proxies (CIDRs) whose Forwarded / X-Forwarded-For name the client (an ingress);
+    # from anyone else those headers are ignored. Empty: the peer's address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
     admin_cookie_ttl_s: Positive = 3600
     cookie_secure: bool = False  # set True behind TLS
     rate_limit_per_key: Positive = 600  # requests per window per API key / token subject
@@ -102,6 +106,9 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     telegram_bot_token: str = ""
     miniapp_max_age_s: Positive = 86_400  # initData older than this is refused
     miniapp_admin_ids: tuple[int, ...] = ()  # Telegram user ids with admin scopes in the app
+
+    def __post_init__(self) -> None:
+        parse_networks(self.trusted_proxies)  # a bad CIDR fails at start, naming it
 
 
 class GatewayActor(Actor[GatewayConfig]):

@@ -14,6 +14,7 @@ from aiohttp import web
 from sidecars.gateway import openapi
 from sidecars.gateway.auth import AuthError, Principal
 from sidecars.gateway.errors import ApiError, Handler, error_middleware
+from sidecars.gateway.forwarded import forwarded_middleware, parse_networks
 from sidecars.gateway.rest import ROUTES, Route
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 from sidecars.gateway.ws import Session
@@ -143,8 +144,11 @@ def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[s
 
 def create_app(services: Services) -> web.Application:
     """Return the gateway's aiohttp application."""
+    trusted = parse_networks(services.config.trusted_proxies)
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=services.config.max_body_bytes
+        # The client's address first: rate limits, the allow-list and the audit log read it.
+        middlewares=[forwarded_middleware(trusted), error_middleware],
+        client_max_size=services.config.max_body_bytes,
     )
     app[SERVICES] = services
     for route in ROUTES:
