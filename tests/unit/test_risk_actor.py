@@ -203,6 +203,8 @@ async def test_daily_counters_and_pending_orders_survive_a_restart(tmp_path: Pat
     await h.send(sig(T0 + 1))
     assert len(h.of(OrderIntent)) == 1
     r = await started(tmp_path, preset="off", max_trades_per_day=1)
+    assert r.of(OrderIntent) == h.of(OrderIntent)  # the outbox, re-published at start
+    r.ctx.published.clear()
     await r.send(sig(T0 + 2))  # long is pending: nothing to do
     await r.send(sig(T0 + 3, symbol="ETHUSDT"))
     assert r.of(OrderIntent) == [] and [d.code for d in r.of(OrderDenied)] == ["MAX_TRADES_PER_DAY"]
