@@ -7,6 +7,11 @@ connection. Any close or error reconnects after a jittered exponential backoff
 backoff resets once a connection delivers a frame. ``max_reconnects`` consecutive failed
 attempts (0: never give up) raise ``FeedDisconnected`` so supervision can restart the actor.
 Decoding, gap detection and counting live in ``levibot.feeds._binance_decode``.
+
+Backfill: when a closed kline opens more than one interval after the last one of its symbol
+and interval (a reconnect, a lost frame), the missing klines are fetched from the REST API
+(``rest_url``, ``levibot.marketdata.history.BinanceKlines``) and emitted, in order, before
+it; a failed fetch is logged and counted, and the bar goes on with the gap.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import random
 
 import aiohttp
 import anyio
+import msgspec
 
 from levibot.errors import LevibotError
 from levibot.feeds._base import Emit, Source, counter, gauge
 from levibot.feeds._binance_decode import BinanceDecoder
 from levibot.feeds.config import BinanceConfig
+from levibot.marketdata.history import BinanceKlines, HistoryError
+from levibot.messages import Bar
 
 
 class FeedDisconnected(LevibotError):
@@ -59,7 +67,18 @@ class BinanceSource(Source[BinanceConfig]):
         self.connections = 0
         self._rng = random.Random()
         self._connected = False
+        cfg = self.config
+        self._rest = BinanceKlines(cfg.rest_url) if cfg.rest_url and cfg.backfill_max_bars else None
+        self._last_bar: dict[tuple[str, str], int] = {}  # (symbol, interval) → last start
         m = self.ctx.metrics
+        self._m_backfilled = counter(
+            m, "levibot_feed_backfilled_bars_total", "Missing klines filled from REST.",
+            source=self.kind,
+        )  # fmt: skip
+        self._m_backfill_failed = counter(
+            m, "levibot_feed_backfill_failures_total", "Gaps left unfilled (REST failed).",
+            source=self.kind,
+        )  # fmt: skip
         self._m_reconnects = counter(
             m, "levibot_feed_reconnects_total", "Websocket reconnects.", source=self.kind
         )
@@ -90,6 +109,37 @@ class BinanceSource(Source[BinanceConfig]):
                 self.ctx.log.info("feed.reconnecting", delay_s=round(delay, 3), attempt=failures)
                 await anyio.sleep(delay)
 
+    async def _backfill(self, bar: Bar) -> list[Bar]:
+        """Return the klines missing between the last bar of ``bar``'s series and it."""
+        key = (bar.symbol, bar.timeframe)
+        last, self._last_bar[key] = self._last_bar.get(key), bar.start
+        interval = bar.ts_event - bar.start
+        if last is None or self._rest is None or bar.start - last <= interval:
+            return []
+        missing = min((bar.start - last) // interval - 1, self.config.backfill_max_bars)
+        try:
+            past = await self._rest.recent(
+                bar.symbol, self.venue, bar.timeframe, bar.start, missing
+            )
+        except HistoryError as exc:
+            self._m_backfill_failed.inc()
+            self.ctx.log.warning("feed.backfill_failed", symbol=bar.symbol, error=str(exc))
+            return []
+        now = self.ctx.clock.now_ns()
+        filled: list[Bar] = [
+            msgspec.structs.replace(b, ts_init=now, ts_ingress=bar.ts_ingress)
+            for b in past
+            if last < b.start < bar.start
+        ]
+        self._m_backfilled.inc(len(filled))
+        self.ctx.log.info("feed.backfilled", symbol=bar.symbol, bars=len(filled), gap=missing)
+        return filled
+
+    async def close(self) -> None:
+        """Release the REST session."""
+        if self._rest is not None:
+            await self._rest.close()
+
     async def _session(self, session: aiohttp.ClientSession, emit: Emit) -> int:
         """Run one connection to its end; return how many frames it delivered."""
         clock, decode = self.ctx.clock, self.decoder.decode
@@ -107,6 +157,10 @@ class BinanceSource(Source[BinanceConfig]):
                         received += 1
                         msg = decode(frame.data, ts_ingress)
                         if msg is not None:
+                            if isinstance(msg, Bar):
+                                for past in await self._backfill(msg):
+                                    self.count(past)
+                                    await emit(past)
                             self.count(msg)
                             await emit(msg)
                     elif frame.type == aiohttp.WSMsgType.ERROR:

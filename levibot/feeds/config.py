@@ -72,3 +72,8 @@ class BinanceConfig(Config, frozen=True, kw_only=True):
     backoff_max_s: Positive = 30.0
     # Consecutive failed connections before run() raises FeedDisconnected; 0: never give up.
     max_reconnects: Annotated[int, Meta(ge=0)] = 0
+    # A gap in a symbol's closed klines (a reconnect, a dropped frame) is filled from the REST
+    # klines of rest_url (https://api.binance.com) before the bar after it is emitted, at most
+    # backfill_max_bars of it; "" = not filled (the gap is counted either way).
+    rest_url: str = ""
+    backfill_max_bars: Annotated[int, Meta(ge=0, le=10_000)] = 1_000

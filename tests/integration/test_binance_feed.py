@@ -220,3 +220,47 @@ async def test_feed_replays_the_real_binance_recordings(
     assert tick.ts_event == first["T"] * 1_000_000
     for bar in ctx.of_type(Bar):
         assert bar.ts_event - bar.start == 60_000_000_000 and bar.timeframe == "1m"
+
+
+def kline_frame(minute: int, close: float) -> str:
+    t = 1_700_000_000_000 // 60_000 * 60_000 + minute * 60_000
+    k = {"t": t, "T": t + 59_999, "s": "BTCUSDT", "i": "1m", "f": 1, "L": 2,
+         "o": f"{close:.2f}", "c": f"{close:.2f}", "h": f"{close + 1:.2f}", "l": f"{close - 1:.2f}",
+         "v": "1.0", "n": 3, "x": True, "q": "1", "V": "0.5", "Q": "0.5", "B": "0"}  # fmt: skip
+    data = {"e": "kline", "E": t + 60_000, "s": "BTCUSDT", "k": k}
+    return json.dumps({"stream": "btcusdt@kline_1m", "data": data})
+
+
+async def test_a_gap_in_closed_klines_is_backfilled_from_rest_before_the_next_bar(
+    serve: Any,
+) -> None:
+    import numpy as np
+
+    from tests.fakes.binance_rest import BinanceRest, Series
+
+    base = 1_700_000_000_000 // 60_000 * 60_000
+    minutes = np.arange(6)
+    closes = 100.0 + minutes
+    rest = BinanceRest(series={"BTCUSDT": Series(
+        ts=(base + minutes * 60_000) * 1_000_000, open=closes, high=closes + 1,
+        low=closes - 1, close=closes, volume=np.ones(6))})  # fmt: skip
+    runner = web.AppRunner(rest.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rest_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        # The websocket delivers minutes 0 and 1, loses 2 and 3, then delivers 4.
+        frames = [kline_frame(m, 100.0 + m) for m in (0, 1, 4)]
+        exchange = await serve(Exchange([frames]))
+        actor, ctx = make_feed(exchange, ["btcusdt@kline_1m"], rest_url=rest_url)
+        await run_until(actor, lambda: len(ctx.of_type(Bar)) >= 5)
+    finally:
+        await runner.cleanup()
+    bars = ctx.of_type(Bar)
+    assert [(b.start // 1_000_000 - base) // 60_000 for b in bars] == [0, 1, 2, 3, 4]
+    assert [b.close for b in bars] == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert ctx.metrics.value("levibot_feed_backfilled_bars_total", source="binance") == 2
+    assert actor.source.decoder.stats.gaps == {"BTCUSDT": 1}  # type: ignore[attr-defined]
+    (query,) = rest.requests
+    assert query["endTime"] == str(base + 4 * 60_000 - 1) and query["limit"] == "2"
