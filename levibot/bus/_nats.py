@@ -238,23 +238,26 @@ class NatsMirror(SettleMixin):
             tg.start_soon(self.dead_letters.run)
             await self.core.run()
 
-    def _core_item(self, msg: Message) -> Item | None:
+    def _encode(self, msg: Message) -> bytes | None:
         try:
-            data = self.codec.encode(msg)
+            return self.codec.encode(msg)
         except Exception as exc:  # a message that cannot be encoded is a bug: say so
             self.m_errors.inc()
             self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+            return None
+
+    def _core_item(self, msg: Message) -> Item | None:
+        """Return the core publish of ``msg``, numbered on its subject (None if unencodable)."""
+        data = self._encode(msg)
+        if data is None:
             return None
         subject = self._ns + msg.subject()
         return subject, data, self._sequencer.headers(subject)
 
     def _durable_item(self, msg: Message) -> Item | None:
         """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
-        try:
-            data = self.codec.encode(msg)
-        except Exception as exc:  # a message that cannot be encoded is a bug: say so
-            self.m_errors.inc()
-            self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+        data = self._encode(msg)
+        if data is None:
             return None
         # Market types have no domain id: an identical payload is the same fact (replay is
         # deterministic, so a restarted producer re-publishes identical bytes).
