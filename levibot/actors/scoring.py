@@ -19,7 +19,6 @@ timeframe; a malformed one is dropped and counted (it would poison an EMA for go
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,7 +28,6 @@ from msgspec import Meta
 
 from levibot.config import Config
 from levibot.errors import ConfigError, InputError, LevibotError, SchemaMismatchError
-from levibot.features.indicators import Atr
 from levibot.messages import (
     ActivateModel,
     Alert,
@@ -42,10 +40,11 @@ from levibot.messages import (
     StopStrategy,
 )
 from levibot.ml.card import ModelError
-from levibot.ml.governance import CanaryPolicy, OutcomeTracker, canary_verdict
+from levibot.ml.governance import CanaryPolicy
 from levibot.ml.registry import ModelRegistry, check_schema
 from levibot.ml.scorer import Scorer
 from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
+from levibot.ml.watch import LiveWatch
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
 from levibot.runtime.metrics import Counter, Gauge
 from levibot.settings import with_storage
@@ -54,9 +53,7 @@ from levibot.strategies import (
     STRATEGIES,
     EmaCrossParams,
     RsiMacdParams,
-    RuleParams,
-    RuleStrategy,
-    make_rule,
+    RuleHost,
     side_for,
 )
 
@@ -64,23 +61,11 @@ Fraction = Annotated[float, Meta(ge=0, le=1)]
 #: Matured rows between two updates of the live gauges and canary checks.
 LIVE_EVERY = 100
 LIVE_GAUGES = {
+    "rows": "Matured rows in the live window",
     "auc": "Live ROC AUC of served probabilities on realised labels",
     "log_loss": "Live log loss of served probabilities on realised labels",
     "hit_rate": "Live share of rows whose side (long or not) matched the realised label",
 }
-
-
-class _BarTrack:
-    """What the rules saw of one symbol: its timeframe, last bar time and ATR of bars."""
-
-    __slots__ = ("atr", "last_atr", "last_ts", "spread_bps", "timeframe")
-
-    def __init__(self, timeframe: str, atr_period: int) -> None:
-        self.timeframe = timeframe
-        self.last_ts = -1
-        self.atr = Atr(atr_period)
-        self.last_atr = 0.0
-        self.spread_bps = 0.0  # the last Features' spread (bars carry none)
 
 
 class ScoringConfig(Config, frozen=True, kw_only=True):
@@ -150,13 +135,14 @@ class ScoringActor(Actor[ScoringConfig]):
         self._alerts = 0
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
         self._provider_gauges: dict[str, Gauge] = {}
-        self._outcomes: OutcomeTracker | None = None
-        self._outcomes_of = ""  # the active model the outcome tracker follows
-        self._matured = 0
-        self._canary_policy = CanaryPolicy(
-            min_rows=config.canary_min_rows,
-            max_log_loss_excess=config.canary_max_log_loss_excess,
-            max_auc_shortfall=config.canary_max_auc_shortfall,
+        self._watch = LiveWatch(
+            window=config.live_window,
+            every=LIVE_EVERY,
+            policy=CanaryPolicy(
+                min_rows=config.canary_min_rows,
+                max_log_loss_excess=config.canary_max_log_loss_excess,
+                max_auc_shortfall=config.canary_max_auc_shortfall,
+            ),
         )
 
     def _counter(self, name: str, help_: str, **labels: str) -> Counter:
@@ -182,10 +168,12 @@ class ScoringActor(Actor[ScoringConfig]):
         )
         idx = {n: i for i, n in enumerate(names)}
         self._atr = idx.get(cfg.atr_feature, -1)
-        self.rules: dict[str, RuleStrategy] = {
-            name: self._rule(name, getattr(cfg, name)) for name in RULES
-        }
-        self._bars: dict[str, _BarTrack] = {}
+        self.rules = RuleHost(
+            {name: getattr(cfg, name) for name in RULES},
+            probability=cfg.rule_probability,
+            allow_short=cfg.allow_short,
+            atr_period=cfg.atr_period,
+        )
         self.registry = ModelRegistry(Path(cfg.registry_dir), schema_hash=self._hash)
         m = self.ctx.metrics
         self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
@@ -285,47 +273,25 @@ class ScoringActor(Actor[ScoringConfig]):
         if pending:
             await self._score(pending)
 
-    def _rule(self, name: str, params: RuleParams | dict[str, Any]) -> RuleStrategy:
-        cfg = self.config
-        return make_rule(
-            name, params, probability=cfg.rule_probability, allow_short=cfg.allow_short
-        )
-
     async def _on_bar(self, bar: Bar) -> None:
         """Feed a closed bar to every running rule strategy of its symbol."""
         if self.running.isdisjoint(RULES) or not self.ctx.owns(bar.symbol):
             return  # no rule is running: the model's hot path pays nothing for bars
-        track = self._bars.get(bar.symbol)
-        if track is None:
-            track = self._bars[bar.symbol] = _BarTrack(bar.timeframe, self.config.atr_period)
-        h, lo, c = bar.high, bar.low, bar.close
-        reason = ""
-        if bar.timeframe != track.timeframe:
-            reason = "timeframe"
-        elif bar.ts_event <= track.last_ts:
-            reason = "out_of_order"
-        elif not (0.0 < lo <= c <= h < math.inf and lo <= bar.open <= h):
-            reason = "malformed"
-        if reason:
-            self._counter("scoring_bars_dropped_total", "Bars refused", reason=reason).inc()
-            return
-        track.last_ts = bar.ts_event
-        atr = track.atr.update(h, lo, c)
-        track.last_atr = atr if atr == atr else 0.0
-        for name, rule in self.rules.items():
-            if name in self.running:
-                d = rule.update(bar.symbol, h, lo, c)
-                if d is not None:
-                    await self._publish_signal(
-                        bar, name, d.side, d.probability, "", c, track.last_atr, track.spread_bps
-                    )
+        refused, decisions = self.rules.on_bar(bar, self.running)
+        if refused:
+            self._counter("scoring_bars_dropped_total", "Bars refused", reason=refused).inc()
+        for r in decisions:
+            d = r.decision
+            await self._publish_signal(
+                bar, r.strategy, d.side, d.probability, "", r.price, r.atr, r.spread_bps
+            )
 
     async def _command(self, msg: Any) -> None:
         match msg:
             case StartStrategy():
                 if msg.params and msg.strategy in RULES:
                     try:  # new parameters: a fresh rule, warmed up from the next bar
-                        self.rules[msg.strategy] = self._rule(msg.strategy, dict(msg.params))
+                        self.rules.configure(msg.strategy, dict(msg.params))
                     except ConfigError as exc:
                         await self._alert(AlertLevel.WARNING, "strategy.bad_params", str(exc))
                         return
@@ -342,8 +308,7 @@ class ScoringActor(Actor[ScoringConfig]):
             case StopStrategy():
                 if msg.strategy in self.running:
                     self.running.discard(msg.strategy)
-                    if msg.strategy in self.rules:
-                        self.rules[msg.strategy].reset()
+                    self.rules.reset(msg.strategy)
                     self.ctx.log.info("scoring.strategy_stopped", strategy=msg.strategy)
             case ActivateModel():
                 await self._activate(msg.model_id, msg.role)
@@ -468,9 +433,7 @@ class ScoringActor(Actor[ScoringConfig]):
             self._account(scored)
         pol = self.policy
         for i, msg in enumerate(msgs):
-            track = self._bars.get(msg.symbol)
-            if track is not None:
-                track.spread_bps = msg.spread_bps
+            self.rules.note_spread(msg.symbol, msg.spread_bps)
             if scored is not None and not np.isnan(scored.p[i]):
                 p = float(scored.p[i])
                 side = side_for(p, pol.long_threshold, pol.short_threshold, pol.allow_short)
@@ -489,50 +452,23 @@ class ScoringActor(Actor[ScoringConfig]):
         active, canary = self.models.active, self.models.canary
         if active is None:
             return
-        tracker = self._outcomes
-        if tracker is None or self._outcomes_of != active.card.model_id:
-            card = active.card
-            tracker = self._outcomes = OutcomeTracker(
-                horizon=card.horizon, fee_bps=card.fee_bps, window=self.config.live_window
-            )
-            self._outcomes_of, self._matured = card.model_id, 0
-        canary_id = canary.card.model_id if canary is not None else None
-        base, shadow = scored.active_on_canary, scored.shadow_p
-        for i, msg in enumerate(msgs):
-            p = float(scored.p[i])
-            if p != p:
-                continue
-            served: dict[str, float] = {}
-            if canary_id is not None and scored.model_ids[i] == canary_id:
-                served["canary"] = p
-                if base is not None and base[i] == base[i]:
-                    served["active@canary"] = float(base[i])
-            else:
-                served["active"] = p
-            if shadow is not None and shadow[i] == shadow[i]:
-                served["shadow"] = float(shadow[i])
-            if tracker.observe(msg.symbol, msg.price, served):
-                self._matured += 1
+        due = self._watch.observe(
+            active.card,
+            canary.card.model_id if canary is not None else None,
+            [m.symbol for m in msgs],
+            [m.price for m in msgs],
+            scored,
+        )
         if scored.canary_faults:
             await self._rollback_canary(scored.canary_faults[0])
-        elif self._matured >= LIVE_EVERY:
-            self._matured = 0
-            self._publish_live(tracker)
-            m = tracker.metrics
-            why = canary_verdict(m.get("canary"), m.get("active@canary"), self._canary_policy)
+        elif due:
+            metrics = self.ctx.metrics
+            for role, values in self._watch.summaries().items():
+                for name, help_ in LIVE_GAUGES.items():
+                    metrics.gauge(f"scoring_live_{name}", help_, role=role).set(values[name])
+            why = self._watch.canary_verdict()
             if why is not None:
                 await self._rollback_canary(why)
-
-    def _publish_live(self, tracker: OutcomeTracker) -> None:
-        metrics = self.ctx.metrics
-        for role, live in tracker.metrics.items():
-            values = live.summary()
-            for name, help_ in LIVE_GAUGES.items():
-                gauge = metrics.gauge(f"scoring_live_{name}", help_, role=role)
-                gauge.set(values[name])
-            metrics.gauge("scoring_live_rows", "Matured rows in the live window", role=role).set(
-                float(live.rows)
-            )
 
     async def _rollback_canary(self, why: str) -> None:
         canary = self.models.canary
@@ -543,9 +479,7 @@ class ScoringActor(Actor[ScoringConfig]):
         old = self._provider_gauges.pop("canary", None)
         if old is not None:
             self.ctx.metrics.remove("scoring_provider", **old.labels)
-        if self._outcomes is not None:
-            self._outcomes.forget("canary")
-            self._outcomes.forget("active@canary")
+        self._watch.forget_canary()
         self.ctx.log.warning("scoring.canary_rolled_back", model_id=model_id, why=why)
         text = f"canary model {model_id} rolled back: {why}; its symbols are served by the active"
         await self._alert(AlertLevel.WARNING, "model.canary_rolled_back", text)

@@ -7,6 +7,7 @@ news every bar) and so waits for the whole feature schema.
 """
 
 from levibot.strategies.base import Decision, RuleParams, RuleStrategy, side_for
+from levibot.strategies.host import RuleDecision, RuleHost
 from levibot.strategies.rules import (
     RULES,
     EmaCross,
@@ -29,6 +30,8 @@ __all__ = [
     "EmaCrossParams",
     "RsiMacd",
     "RsiMacdParams",
+    "RuleDecision",
+    "RuleHost",
     "RuleParams",
     "RuleStrategy",
     "crossed",

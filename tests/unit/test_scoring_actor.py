@@ -246,12 +246,16 @@ async def test_start_strategy_with_params_restarts_the_rule_and_bad_params_alert
     registry_dir: Path,
 ) -> None:
     actor, ctx = await _actor(registry_dir, strategies=())
-    await actor.handle(StartStrategy(ts_event=T0, ts_init=T0, command_id="c1", issued_by="t",
-                                     strategy="ema_cross", params={"fast": 5.0, "slow": 40.0}))  # fmt: skip
-    rule = actor.rules["ema_cross"]
+    await actor.handle(
+        StartStrategy(ts_event=T0, ts_init=T0, command_id="c1", issued_by="t",
+                      strategy="ema_cross", params={"fast": 5.0, "slow": 40.0})
+    )  # fmt: skip
+    rule = actor.rules.rules["ema_cross"]
     assert "ema_cross" in actor.running and rule.params == EmaCrossParams(fast=5, slow=40)
-    await actor.handle(StartStrategy(ts_event=T0, ts_init=T0, command_id="c2", issued_by="t",
-                                     strategy="rsi_macd", params={"fast": 40.0, "slow": 5.0}))  # fmt: skip
+    await actor.handle(
+        StartStrategy(ts_event=T0, ts_init=T0, command_id="c2", issued_by="t",
+                      strategy="rsi_macd", params={"fast": 40.0, "slow": 5.0})
+    )  # fmt: skip
     (alert,) = ctx.of_type(Alert)
     assert alert.code == "strategy.bad_params" and "$.rsi_macd" in alert.text
     assert "rsi_macd" not in actor.running
