@@ -14,9 +14,9 @@ import anyio
 import msgspec
 import numpy as np
 
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import Message, Overflow
+from levibot.registry import register
 from levibot.runtime import Actor, SourceActor
 
 

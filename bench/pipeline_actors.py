@@ -29,9 +29,9 @@ from msgspec import Meta
 
 from bench.pipeline_feed import BarMaker, paced
 from bench.pipeline_model import load_real_klines
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import Bar, Features, Fill, Message, OrderDenied, OrderIntent, Signal
+from levibot.registry import register
 from levibot.runtime import Actor, SourceActor
 
 

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from levibot.actors import REGISTRY, resolve
 from levibot.config import Config, convert, overlay_env, read_toml
 from levibot.errors import ConfigError
+from levibot.registry import REGISTRY, resolve
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]

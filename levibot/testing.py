@@ -20,8 +20,9 @@ import structlog
 
 from levibot.clock import ReplayClock
 from levibot.messages import Message
-from levibot.runtime.actor import ActorContext, Partition
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
+from levibot.partition import Partition
+from levibot.runtime.actor import ActorContext
 
 M = TypeVar("M", bound=Message)
 

@@ -5,9 +5,9 @@ engine, same state). Loaded by nodes through ``[node] plugins = ["tests.dlq_acto
 
 from __future__ import annotations
 
-from levibot.actors import register
 from levibot.actors.risk import RiskActor, RiskIn
 from levibot.messages import SubmitOrder
+from levibot.registry import register
 
 POISON = "POISONUSDT"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from levibot.actors import register
 from levibot.config import Config
+from levibot.registry import register
 from levibot.runtime import Actor
 
 #: The awkward label value: every character the exposition format escapes.

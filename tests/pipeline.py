@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import Message, Overflow
+from levibot.registry import register
 from levibot.runtime import Actor, Policy, SourceActor, Supervision
 
 

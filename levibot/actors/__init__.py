@@ -1,37 +1,5 @@
-"""The actor registry: every actor a node can run, by name, imported only when used."""
+"""The built-in actors: feed, feature, scoring, risk, order, store; one module each.
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-#: name → "module:Class". Names are what ``[groups]`` in config.toml lists.
-REGISTRY: dict[str, str] = {
-    "feed": "levibot.actors.feed:FeedActor",
-    "feature": "levibot.actors.feature:FeatureActor",
-    "scoring": "levibot.actors.scoring:ScoringActor",
-    "risk": "levibot.actors.risk:RiskActor",
-    "order": "levibot.actors.order:OrderActor",
-    "store": "levibot.actors.store:StoreActor",
-    "gateway": "sidecars.gateway.actor:GatewayActor",
-    "telegram": "sidecars.telegram.actor:TelegramActor",
-}
-
-
-def register(name: str, target: str) -> None:
-    """Register an actor class (``"module:Class"``) under ``name``; plugins call this."""
-    existing = REGISTRY.get(name)
-    if existing is not None and existing != target:
-        raise ValueError(f"actor {name!r} is already registered as {existing}")
-    REGISTRY[name] = target
-
-
-def resolve(name: str) -> Any:
-    """Return the actor class registered under ``name``."""
-    try:
-        target = REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise KeyError(f"unknown actor {name!r}; known actors: {known}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+They are found by name through ``levibot.registry`` (imported only when a node runs them), so
+nothing below this package imports it.
+"""

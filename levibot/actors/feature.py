@@ -45,8 +45,8 @@ from levibot.marketdata.history import (
     PgBarHistory,
 )
 from levibot.messages import Bar, Features, Quote
+from levibot.metrics import Counter
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
-from levibot.runtime.metrics import Counter
 
 _isfinite = math.isfinite
 

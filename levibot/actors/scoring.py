@@ -39,6 +39,7 @@ from levibot.messages import (
     StartStrategy,
     StopStrategy,
 )
+from levibot.metrics import Counter, Gauge
 from levibot.ml.card import ModelError
 from levibot.ml.governance import CanaryPolicy
 from levibot.ml.registry import ModelRegistry, check_schema
@@ -46,7 +47,6 @@ from levibot.ml.scorer import Scorer
 from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
 from levibot.ml.watch import LiveWatch
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
-from levibot.runtime.metrics import Counter, Gauge
 from levibot.settings import with_storage
 from levibot.strategies import (
     RULES,

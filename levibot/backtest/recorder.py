@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import (
     Bar,
@@ -22,6 +21,7 @@ from levibot.messages import (
     PortfolioSnapshot,
     Signal,
 )
+from levibot.registry import register
 from levibot.runtime.actor import Actor, Policy, Supervision
 
 #: Every type the recorder can keep, by name.

@@ -15,9 +15,9 @@ from typing import Annotated
 import anyio.lowlevel
 from msgspec import Meta
 
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import Bar, Quote, Tick
+from levibot.registry import register
 from levibot.runtime.actor import Policy, SourceActor, Supervision
 from levibot.storage.journal import Journal
 

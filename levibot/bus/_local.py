@@ -8,7 +8,7 @@ from typing import Any
 from levibot.bus._delivery import Delivery
 from levibot.bus._mailbox import Done, Mailbox, MailboxClosed
 from levibot.messages import Message, Overflow
-from levibot.runtime.actor import Partition
+from levibot.partition import Partition
 
 #: The egress hook: hands a locally published message to the NATS mirror.
 Egress = Callable[[Message], Awaitable[None]]

@@ -35,8 +35,8 @@ from levibot.bus._settle import SettleMixin
 from levibot.bus._spill import Item
 from levibot.errors import DecodeError
 from levibot.messages import Alert, AlertLevel, Codec, Message
-from levibot.runtime.actor import Partition
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
+from levibot.partition import Partition
 from levibot.settings import NatsConfig
 
 ORIGIN = "Lb-Origin"

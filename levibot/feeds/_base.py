@@ -11,7 +11,7 @@ import anyio.lowlevel
 
 from levibot.config import Config
 from levibot.messages import Bar, Quote, Tick
-from levibot.runtime.metrics import Counter, Gauge, Metrics
+from levibot.metrics import Counter, Gauge, Metrics
 
 if TYPE_CHECKING:
     from levibot.runtime.actor import ActorContext

@@ -23,7 +23,7 @@ import msgspec
 
 from levibot.feeds._base import MarketData, counter
 from levibot.messages import Bar, Quote, Side, Tick
-from levibot.runtime.metrics import Counter
+from levibot.metrics import Counter
 
 _MS = 1_000_000
 

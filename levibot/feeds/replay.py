@@ -33,7 +33,7 @@ from levibot.feeds._base import Emit, Pacer, Source, counter
 from levibot.feeds.config import ReplayConfig
 from levibot.marketdata.timeframe import parse_timeframe
 from levibot.messages import Bar, Side, Tick
-from levibot.runtime.metrics import Counter
+from levibot.metrics import Counter
 
 _SIZE = ("size", "qty", "quantity", "amount", "volume")
 _TS = ("timestamp", "date", "time", "ts")

@@ -1,15 +1,15 @@
 """The actor runtime: actors, their contexts, supervision, nodes."""
 
+from levibot.metrics import Metrics
+from levibot.partition import Partition
 from levibot.runtime.actor import (
     Actor,
     ActorContext,
     EmptyConfig,
-    Partition,
     Policy,
     SourceActor,
     Supervision,
 )
-from levibot.runtime.metrics import Metrics
 
 __all__ = [
     "Actor",

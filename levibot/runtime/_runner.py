@@ -15,8 +15,8 @@ from levibot.bus._mailbox import Done
 from levibot.clock import Clock
 from levibot.errors import SupervisionExhausted
 from levibot.messages import Message
+from levibot.metrics import Metrics
 from levibot.runtime.actor import Actor, Policy, SourceActor
-from levibot.runtime.metrics import Metrics
 
 
 class ActorRunner:

@@ -8,7 +8,6 @@ receive loop, supervision and the lifecycle.
 from __future__ import annotations
 
 import enum
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -17,7 +16,8 @@ import msgspec
 from levibot.clock import Clock
 from levibot.config import Config
 from levibot.messages import Message
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
+from levibot.partition import Partition
 
 ConfigT = TypeVar("ConfigT", bound=Config)
 
@@ -42,17 +42,6 @@ class Supervision(msgspec.Struct, frozen=True, kw_only=True):
 
 class EmptyConfig(Config, frozen=True, kw_only=True):
     """The config of an actor that has none."""
-
-
-class Partition(msgspec.Struct, frozen=True):
-    """Replica ``index`` of ``count``: owns the symbols whose stable hash mod ``count`` is it."""
-
-    index: int = 0
-    count: int = 1
-
-    def owns(self, symbol: str) -> bool:
-        """Return True when this replica owns ``symbol``."""
-        return self.count == 1 or zlib.crc32(symbol.encode()) % self.count == self.index
 
 
 class ActorContext:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 
 #: The Prometheus text exposition format, version 0.0.4.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -18,7 +18,7 @@ import time
 
 import anyio
 
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 
 __all__ = ["LoopLag"]
 

@@ -22,7 +22,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from levibot.actors import resolve
 from levibot.bus import LocalBus, Mailbox, NatsMirror
 from levibot.clock import Clock, LiveClock, ReplayClock
 from levibot.errors import (
@@ -34,12 +33,14 @@ from levibot.errors import (
 )
 from levibot.logging import get_logger
 from levibot.messages import CORE_TYPES, Codec, Message
+from levibot.metrics import Metrics
+from levibot.partition import Partition
+from levibot.registry import resolve
 from levibot.runtime._runner import ActorRunner
-from levibot.runtime.actor import Actor, ActorContext, Partition
+from levibot.runtime.actor import Actor, ActorContext
 from levibot.runtime.failure import address, explain, format_traceback, probe, reason
 from levibot.runtime.http import NodeHttp
 from levibot.runtime.loop_lag import LoopLag
-from levibot.runtime.metrics import Metrics
 from levibot.settings import Settings
 
 EXIT_OK = 0

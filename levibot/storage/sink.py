@@ -26,7 +26,7 @@ import anyio
 
 from levibot.clock import Clock
 from levibot.messages import Features, Message, Tick
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 from levibot.storage.journal import BadRecord, Journal, JournalReader
 from levibot.storage.journal_writer import JournalWriter
 from levibot.storage.postgres import DAY_NS, Batch, PgWriter, is_transient

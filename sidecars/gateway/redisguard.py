@@ -17,7 +17,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from levibot.errors import LevibotError
-from levibot.runtime.metrics import Counter, Metrics
+from levibot.metrics import Counter, Metrics
 
 T = TypeVar("T")
 

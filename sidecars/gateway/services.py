@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from levibot.messages import Message
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 from sidecars.gateway.auth import AuditLog, Authenticator, Principal, RateLimiter, TokenService
 from sidecars.gateway.jobs import JobRunner
 from sidecars.gateway.readmodels import ReadModels

@@ -65,7 +65,7 @@ from levibot.messages import (
     Signal,
     Tick,
 )
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 from sidecars.gateway.readmodels import ReadModels
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from aiogram.exceptions import (
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 
 
 @dataclass(slots=True)

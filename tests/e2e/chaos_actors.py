@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from levibot.actors import register
 from levibot.config import Config
 from levibot.messages import Bar
+from levibot.registry import register
 from levibot.runtime import Actor
 
 

@@ -38,7 +38,7 @@ def field_names(section: str) -> list[str]:
     if section in CORE:
         t = CORE[section]
         return [f.name for f in t.fields] if isinstance(t, mi.StructType) else []
-    from levibot.actors import resolve
+    from levibot.registry import resolve
 
     info = mi.type_info(resolve(section).config_type)
     return [f.name for f in info.fields]

@@ -16,8 +16,8 @@ from nats.aio.msg import Msg
 
 from levibot.bus._nats import ORIGIN, NatsMirror
 from levibot.messages import CORE_TYPES, Codec, Message
-from levibot.runtime.actor import Partition
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
+from levibot.partition import Partition
 from levibot.settings import NatsConfig
 from tests.fuzz.support import RecordingLog, budget
 

@@ -20,7 +20,7 @@ from levibot.clock import LiveClock
 from levibot.config import convert
 from levibot.feeds.binance import FeedDisconnected
 from levibot.messages import Bar, Quote, Tick
-from levibot.runtime.actor import Partition
+from levibot.partition import Partition
 from levibot.testing import RecordingContext, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

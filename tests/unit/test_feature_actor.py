@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from levibot.actors import resolve
 from levibot.actors.feature import FeatureActor, FeatureConfig
 from levibot.clock import ReplayClock
 from levibot.config import convert
 from levibot.errors import ConfigError
 from levibot.features import SCHEMA, compute_batch
 from levibot.messages import Bar, Features, Quote
-from levibot.runtime.actor import Partition, Policy
+from levibot.partition import Partition
+from levibot.registry import resolve
+from levibot.runtime.actor import Policy
 from levibot.testing import RecordingContext
 
 HOUR = 3_600_000_000_000

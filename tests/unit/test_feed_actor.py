@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from levibot.actors import resolve
 from levibot.actors.feed import FeedActor, FeedConfig
 from levibot.clock import ReplayClock
 from levibot.config import convert
 from levibot.errors import ConfigError
 from levibot.marketdata.bars import BarAggregator
 from levibot.messages import Bar, Quote, Tick
-from levibot.runtime.actor import Partition, Policy
+from levibot.partition import Partition
+from levibot.registry import resolve
+from levibot.runtime.actor import Policy
 from levibot.testing import RecordingContext
 
 pytestmark = pytest.mark.anyio

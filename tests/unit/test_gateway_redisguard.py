@@ -12,7 +12,7 @@ import anyio
 import pytest
 import structlog
 
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 from sidecars.gateway.auth import FallbackRateLimiter, MemoryRateLimiter
 from sidecars.gateway.redisguard import RedisBreaker, RedisUnavailable
 

@@ -7,8 +7,8 @@ import time
 import anyio
 import pytest
 
+from levibot.metrics import Metrics
 from levibot.runtime.loop_lag import LoopLag
-from levibot.runtime.metrics import Metrics
 from levibot.testing import eventually
 
 

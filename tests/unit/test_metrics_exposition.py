@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from levibot.features import SCHEMA
 from levibot.messages import ActivateModel
+from levibot.metrics import Metrics, format_value
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.testing import make_model
 from levibot.runtime.http import CONTENT_TYPE
-from levibot.runtime.metrics import Metrics, format_value
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
 from levibot.testing import eventually

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -92,7 +93,7 @@ def test_a_rule_emits_only_on_a_change_of_side_per_symbol_with_its_probability()
     got = [rule.update("BTC", c, c, c) for c in closes]
     sides = [d for d in got if d is not None]
     assert len(sides) > 5
-    assert all(a.side != b.side for a, b in zip(sides, sides[1:], strict=False))
+    assert all(a.side != b.side for a, b in itertools.pairwise(sides))
     assert sorted({round(d.probability, 12) for d in sides}) == [0.2, 0.8]
     assert rule.update("ETH", 1.0, 1.0, 1.0) is None  # its own state: no history yet
 

@@ -15,7 +15,7 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import SendMessage
 
-from levibot.runtime.metrics import Metrics
+from levibot.metrics import Metrics
 from sidecars.telegram.notify import Outbox, Outgoing, Sender
 
 

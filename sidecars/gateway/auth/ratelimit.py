@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from levibot.runtime.metrics import Counter
+from levibot.metrics import Counter
 from sidecars.gateway.redisguard import RedisBreaker, RedisUnavailable
 
 
