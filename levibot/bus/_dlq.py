@@ -35,6 +35,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
+from levibot import backoff
 from levibot.bus._delivery import Delivery, error_text
 from levibot.messages import Alert, AlertLevel
 from levibot.settings import NatsConfig
@@ -177,7 +178,9 @@ class DeadLetters:
         assert d.error is not None
         error = error_text(d.error)
         if not d.final:
-            delay = min(self.config.redeliver_delay_s * 2 ** (d.attempt - 1), MAX_REDELIVER_DELAY_S)
+            delay = backoff.delay(
+                d.attempt - 1, self.config.redeliver_delay_s, MAX_REDELIVER_DELAY_S, jitter=False
+            )
             self.m_redelivered.inc()
             try:
                 await d.raw.nak(delay=delay)

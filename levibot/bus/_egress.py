@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from nats.aio.msg import Msg
 
+from levibot.backoff import Backoff
 from levibot.bus import _spill
 from levibot.bus._delivery import error_text
 from levibot.bus._spill import Item
@@ -210,7 +211,7 @@ class DurableEgress:
             self._inflight = []
 
     async def _publish(self, items: list[Item]) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0, jitter=False)
         started = time.monotonic()
         budget_s = self.config.publish_retry_s
         # Refusing, or stopping (the drain must end): one try, then the spill, re-sent later.
@@ -240,9 +241,9 @@ class DurableEgress:
                 await self._spill(failed, error)
                 return
             # Retrying is safe: the server deduplicates on Nats-Msg-Id.
-            self.log.warning("nats.durable_retry", count=len(failed), backoff_s=backoff)
-            await anyio.sleep(min(backoff, left))
-            backoff = min(backoff * 2, 2.0)
+            wait = backoff.next()
+            self.log.warning("nats.durable_retry", count=len(failed), backoff_s=wait)
+            await anyio.sleep(min(wait, left))
             items = self._inflight = failed
 
     async def _spill(self, items: list[Item], error: str) -> None:

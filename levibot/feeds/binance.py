@@ -22,6 +22,7 @@ import aiohttp
 import anyio
 import msgspec
 
+from levibot.backoff import delay
 from levibot.errors import LevibotError
 from levibot.feeds._base import Emit, Source, counter, gauge
 from levibot.feeds._binance_decode import BinanceDecoder
@@ -47,8 +48,7 @@ def stream_names(symbols: tuple[str, ...], streams: tuple[str, ...]) -> list[str
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
     """Return the delay before reconnect ``attempt`` (0-based): jittered in [d/2, d]."""
-    ceiling = min(maximum, initial * 2.0**attempt)
-    return ceiling / 2 + rng.random() * ceiling / 2
+    return delay(attempt, initial, maximum, rng=rng)
 
 
 class BinanceSource(Source[BinanceConfig]):

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from levibot import backoff
 from levibot.bus import Delivery, Mailbox, MailboxClosed
 from levibot.bus._delivery import error_text
 from levibot.bus._mailbox import Done
@@ -264,7 +265,7 @@ class ActorRunner:
 
     async def _restart(self, exc: Exception, what: str | None, failures: int) -> bool:
         sup = self.actor.supervision
-        delay = min(sup.backoff_s * 2 ** (failures - 1), sup.max_backoff_s)
+        delay = backoff.delay(failures - 1, sup.backoff_s, sup.max_backoff_s, jitter=False)
         self.log.warning(
             "actor.restarting", message=what, error=repr(exc), backoff_s=delay, failures=failures
         )

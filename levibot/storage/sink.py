@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from levibot.backoff import Backoff
 from levibot.clock import Clock
 from levibot.messages import Features, Message, Tick
 from levibot.metrics import Metrics
@@ -62,7 +63,7 @@ class PgSink:
         self._spill_active = bool(self.spill.closed_segments() or self.spill.current_size)
         self._ready = False  # connected and migrated at least once
         self._retry_at = 0
-        self._backoff = cfg.retry_backoff_s
+        self._backoff = Backoff(cfg.retry_backoff_s, cfg.max_backoff_s, jitter=False)
         self._ahead_day = -1
         m = metrics
         self._m_rows = m.counter("levibot_store_rows_total", "Rows written to PostgreSQL")
@@ -244,7 +245,7 @@ class PgSink:
         if self._retry_at:
             self._log.info("store.pg_recovered", attempts=batch.attempts)
         self._retry_at = 0
-        self._backoff = self.cfg.retry_backoff_s
+        self._backoff.reset()
         seg = self._spill_segment
         if seg is not None and not (self._batches and self._batches[0].source == seg):
             seg.unlink(missing_ok=True)
@@ -253,9 +254,9 @@ class PgSink:
     def _failed(self, exc: BaseException) -> None:
         self._m_errors.inc()
         self.writer.drop_connection()
-        self._retry_at = self._clock.now_ns() + int(self._backoff * 1e9)
-        self._log.warning("store.pg_unavailable", error=repr(exc), retry_in_s=self._backoff)
-        self._backoff = min(self._backoff * 2, self.cfg.max_backoff_s)
+        wait = self._backoff.next()
+        self._retry_at = self._clock.now_ns() + int(wait * 1e9)
+        self._log.warning("store.pg_unavailable", error=repr(exc), retry_in_s=wait)
 
     def _poisoned(self, batch: Any, exc: BaseException) -> None:
         # Not the server's health but the data: isolate the bad messages one by one.

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 from redis.exceptions import RedisError
 
+from levibot.backoff import Backoff
 from levibot.errors import LevibotError
 from levibot.metrics import Counter, Metrics
 
@@ -54,7 +55,8 @@ class RedisBreaker:
         self.up = True
         self._since = 0.0  # when the current outage began
         self._retry_at = 0.0
-        self._backoff = backoff_s
+        self._backoff = Backoff(backoff_s, max_backoff_s, jitter=False)
+        self._wait = backoff_s
         self._probing = False
         self._epoch = 0  # changes whenever the breaker opens or closes
         self.outages = 0  # outages seen
@@ -99,21 +101,21 @@ class RedisBreaker:
 
     def _failed(self, exc: Exception, probe: bool) -> None:
         now = self.now()
-        if probe:
-            self._backoff = min(self._backoff * 2, self.max_backoff_s)
-        else:  # the first failure of an outage
+        if not probe:  # the first failure of an outage
             self.up = False
             self._epoch += 1
             self.outages += 1
             self._since = now
-            self._backoff = self.backoff_s
+            self._backoff.reset()
+        self._wait = self._backoff.next()
+        if not probe:
             if self._outages is not None:
                 self._outages.inc()
             self.log.warning(
                 "gateway.redis_down", error=f"{type(exc).__name__}: {exc}",
-                retry_in_s=self._backoff,
+                retry_in_s=self._wait,
             )  # fmt: skip
-        self._retry_at = now + self._backoff
+        self._retry_at = now + self._wait
 
     def _recovered(self) -> None:
         self.up = True

@@ -22,6 +22,7 @@ from aiogram.methods import SendMessage
 from aiogram.types import Update, User
 from msgspec import Meta
 
+from levibot.backoff import Backoff
 from levibot.config import Config
 from levibot.messages import (
     Alert,
@@ -52,7 +53,6 @@ from sidecars.telegram.subscriptions import (
 )
 from sidecars.telegram.text import split_text
 from sidecars.telegram.updates import (
-    Backoff,
     Dropped,
     DropReason,
     RawGetUpdates,
@@ -307,7 +307,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
 
     async def _connect(self, bot: Bot) -> User | None:
         # Telegram being unreachable is Telegram's problem: retry forever, never fail the node.
-        backoff = 1.0
+        backoff = Backoff(1.0, 60.0)
         while True:
             try:
                 me = await bot.get_me()
@@ -319,9 +319,9 @@ class TelegramActor(SourceActor[TelegramConfig]):
             except Exception as exc:
                 self._m_connect_failed.inc()
                 error = repr(exc).replace(self._token, "***")
-                self.ctx.log.warning("telegram.connect_failed", error=error, retry_s=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+                wait = backoff.next()
+                self.ctx.log.warning("telegram.connect_failed", error=error, retry_s=wait)
+                await anyio.sleep(wait)
 
     async def _dormant(self) -> NoReturn:
         # A refused token needs an operator, not restarts that would end the whole node.

@@ -11,7 +11,6 @@ those that parse and reports the rest, with the offset past everything that was 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -141,24 +140,3 @@ def poll_error(exc: Exception, limit: int = 200) -> str:
     else:
         text = str(exc) or repr(exc)
     return _cut(f"{type(exc).__name__}: {text}", limit)
-
-
-class Backoff:
-    """Exponential backoff with jitter, capped: each delay is drawn from [d/2, d]."""
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempt = 0
-        self._rng = rng if rng is not None else random.Random()
-
-    def next(self) -> float:
-        """Return the delay before the next try, and count the try."""
-        ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempt, 60))
-        self.attempt += 1
-        # Jitter keeps many bots (or restarts) from retrying in step against the same server.
-        return ceiling / 2 + self._rng.random() * ceiling / 2
-
-    def reset(self) -> None:
-        """Start again from the initial delay (after a success)."""
-        self.attempt = 0

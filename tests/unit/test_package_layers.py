@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "levibot.metrics": set(),
     "levibot.partition": set(),
     "levibot.registry": set(),
+    "levibot.backoff": set(),
     "levibot.clock": {"levibot.messages", "levibot.errors"},
     "levibot.settings": {
         "levibot.config",
@@ -36,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "levibot.partition",
         "levibot.settings",
         "levibot.clock",
+        "levibot.backoff",
     },
 }
 NEVER_BELOW_ACTORS = {"levibot.actors", "levibot.commands", "levibot.cli"}

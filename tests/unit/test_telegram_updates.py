@@ -10,9 +10,9 @@ from aiogram import Bot
 from aiogram.exceptions import ClientDecodeError
 from aiogram.methods import GetUpdates
 
+from levibot.backoff import Backoff
 from sidecars.telegram.updates import (
     PREFIX_CHARS,
-    Backoff,
     DropReason,
     RawGetUpdates,
     parse_updates,
