@@ -111,13 +111,13 @@ class FeatureActor(Actor[FeatureConfig]):
         self._warm_failed = metrics.counter(
             "feature_warm_failures_total", "Symbols that started cold: their past was unreadable"
         )
-        self._history: BarHistory | None = None
+        self._history: FallbackHistory | None = None
 
     async def on_start(self) -> None:
         """Choose where past bars come from (see the module docstring)."""
         self._history = self._choose_history()
 
-    def _choose_history(self) -> BarHistory | None:
+    def _choose_history(self) -> FallbackHistory | None:
         cfg, storage = self.config, self.ctx.storage
         if cfg.warm_start == "off" or self.ctx.clock.is_replay:
             return None
@@ -185,7 +185,7 @@ class FeatureActor(Actor[FeatureConfig]):
             if state.rejected == before:
                 entry.last_ts, folded = b.ts_event, folded + 1
         self._warm_bars.inc(folded)
-        source = getattr(self._history, "used", "") or self._history.name
+        source = self._history.used
         self.ctx.log.info(
             "feature.warmed", symbol=first.symbol, bars=folded, source=source,
             seconds=round(time.perf_counter() - started, 4), ready=state.ready,

@@ -174,14 +174,23 @@ async def run_node(settings: Settings, data: str = "") -> Recording:
     )  # fmt: skip
 
 
+def symbols_of(spec: BacktestSpec) -> list[str]:
+    """Return the symbols ``spec`` trades: ``symbol``, or each data file's (its name's)."""
+    from levibot.data import infer_symbol
+
+    if not spec.data_files:
+        return [spec.symbol]
+    return [infer_symbol(Path(name)) for name in spec.data_files]
+
+
 async def run_backtest(spec: BacktestSpec) -> Recording:
     """Run ``spec`` through the real actors; return what they produced."""
     if spec.data_files:
         if spec.data:
             raise BacktestError("give the data as one file or as several files, not both")
-        from levibot.data._klines import infer_symbol
-
-        symbols = [infer_symbol(resolve_data(name)) for name in spec.data_files]
+        for name in spec.data_files:
+            resolve_data(name)
+        symbols = symbols_of(spec)
         if len(set(symbols)) != len(symbols):
             raise BacktestError(
                 f"several data files need one symbol each (named in the file name: "

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from levibot.backtest import BacktestSpec, run_backtest, write_outputs
+    from levibot.backtest.runner import symbols_of
     from levibot.logging import configure
 
     configure(args.log_level, "auto")
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     run_info = {"wall_s": round(rec.wall_s, 3), "bars_per_s": round(bars / rec.wall_s, 1)}
     report = write_outputs(
         out, rec.recorder, cash=spec.cash, config=config, run=run_info,
-        title=f"{spec.strategy} {', '.join(report_symbols(spec))} ({spec.fill}, "
+        title=f"{spec.strategy} {', '.join(symbols_of(spec))} ({spec.fill}, "
         f"{spec.fee_bps:g} bps)",
         png=not args.no_png,
     )  # fmt: skip
@@ -147,15 +148,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'report.json'}, {out / 'trades.csv'}"
           + ("" if args.no_png else f", {out / 'equity.png'}"))  # fmt: skip
     return 0
-
-
-def report_symbols(spec: Any) -> list[str]:
-    """Return the symbols a spec trades (from the file names when there are several)."""
-    if not spec.data_files:
-        return [spec.symbol]
-    from levibot.data._klines import infer_symbol
-
-    return [infer_symbol(Path(f)) for f in spec.data_files]
 
 
 def _bar_type() -> type:

@@ -27,8 +27,14 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.to_thread
 
-from levibot.data import Klines, KlinesError, ensure_btcusdt, load_klines, parse_timestamp
-from levibot.data._klines import infer_symbol
+from levibot.data import (
+    Klines,
+    KlinesError,
+    ensure_btcusdt,
+    infer_symbol,
+    load_klines,
+    parse_timestamp,
+)
 from levibot.feeds._base import Emit, Pacer, Source, counter
 from levibot.feeds.config import ReplayConfig
 from levibot.marketdata.timeframe import parse_timeframe

@@ -68,42 +68,66 @@ class PgBarHistory:
     async def recent(
         self, symbol: str, venue: str, timeframe: str, before_ns: int, count: int
     ) -> list[Bar]:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.bars WHERE symbol = $1 AND venue = $2"
+            " AND timeframe = $3 AND start_ns < $4 ORDER BY start_ns DESC LIMIT $5",
+            symbol, venue, timeframe, before_ns, count,
+        )  # fmt: skip
+        return [_bar(r, symbol, timeframe) for r in reversed(rows)]
+
+    async def between(
+        self,
+        symbol: str,
+        timeframe: str,
+        venue: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> list[Bar]:
+        """Return the stored bars with ``since <= open < until`` (any venue: None), oldest first."""
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.bars WHERE symbol = $1 AND timeframe = $2"
+            " AND ($3::text IS NULL OR venue = $3) AND ($4::bigint IS NULL OR start_ns >= $4)"
+            " AND ($5::bigint IS NULL OR start_ns < $5) ORDER BY start_ns",
+            symbol, timeframe, venue, since_ns, until_ns,
+        )  # fmt: skip
+        return [_bar(r, symbol, timeframe) for r in rows]
+
+    async def venues(self, symbol: str, timeframe: str) -> list[str]:
+        """Return the venues the symbol's bars of ``timeframe`` were stored from."""
+        rows = await self._fetch(
+            f"SELECT DISTINCT venue FROM {self.schema}.bars WHERE symbol = $1 AND timeframe = $2",
+            symbol, timeframe,
+        )  # fmt: skip
+        return sorted(r["venue"] for r in rows)
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
         import asyncpg
 
-        query = (
-            f"SELECT start_ns, ts_event, open, high, low, close, volume, trades "
-            f"FROM {self.schema}.bars WHERE symbol = $1 AND venue = $2 AND timeframe = $3 "
-            f"AND start_ns < $4 ORDER BY start_ns DESC LIMIT $5"
-        )
         try:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
-            rows = await self._pool.fetch(query, symbol, venue, timeframe, before_ns, count)
+            return list(await self._pool.fetch(query, *args))
+        except asyncpg.UndefinedTableError:
+            raise HistoryError("no bars table: run `levibot db migrate` and the store") from None
         except (OSError, asyncpg.PostgresError) as exc:
             raise HistoryError(f"cannot read bars from PostgreSQL: {exc}") from None
-        return [
-            Bar(
-                ts_event=r["ts_event"],
-                ts_init=r["ts_event"],
-                ts_ingress=r["ts_event"],
-                symbol=symbol,
-                venue=venue,
-                timeframe=timeframe,
-                start=r["start_ns"],
-                open=r["open"],
-                high=r["high"],
-                low=r["low"],
-                close=r["close"],
-                volume=r["volume"],
-                trades=r["trades"],
-            )
-            for r in reversed(rows)
-        ]
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+_COLUMNS = "venue, start_ns, ts_event, open, high, low, close, volume, trades"
+
+
+def _bar(r: Any, symbol: str, timeframe: str) -> Bar:
+    """Return a ``bars`` row as the ``Bar`` the feed published."""
+    return Bar(
+        ts_event=r["ts_event"], ts_init=r["ts_event"], ts_ingress=r["ts_event"], symbol=symbol,
+        venue=r["venue"], timeframe=timeframe, start=r["start_ns"], open=r["open"],
+        high=r["high"], low=r["low"], close=r["close"], volume=r["volume"], trades=r["trades"],
+    )  # fmt: skip
 
 
 class BinanceKlines:

@@ -11,7 +11,6 @@ from levibot.risk.state import (
     RiskState,
     StateFileError,
     read_state,
-    write_atomic,
 )
 
 __all__ = [
@@ -34,5 +33,4 @@ __all__ = [
     "sane_fill",
     "sane_snapshot",
     "size_entry",
-    "write_atomic",
 ]

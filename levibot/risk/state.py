@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from levibot.errors import LevibotError
 from levibot.messages import Alert, OrderDenied, OrderIntent, Signal, TradingState
-from levibot.storage.atomic import write_atomic_bytes
 
 T = TypeVar("T")
 
@@ -70,11 +69,6 @@ class RiskState(msgspec.Struct, kw_only=True):
     held: list[Signal] = []
     # The last durable messages published, re-published at start (see runtime.outbox).
     outbox: list[OrderIntent | OrderDenied | Alert] = []
-
-
-def write_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
-    """Write ``obj`` as msgspec JSON to ``path`` atomically (blocking; see ``StateWriter``)."""
-    write_atomic_bytes(path, msgspec.json.encode(obj), fsync=fsync)
 
 
 def read_state(path: Path, type_: type[T]) -> T | None:

@@ -10,9 +10,7 @@ from typing import Any
 import anyio
 
 from levibot import backoff
-from levibot.bus import Delivery, Mailbox, MailboxClosed
-from levibot.bus._delivery import error_text
-from levibot.bus._mailbox import Done
+from levibot.bus import Delivery, Done, Mailbox, MailboxClosed, error_text
 from levibot.clock import Clock
 from levibot.errors import SupervisionExhausted
 from levibot.messages import Message

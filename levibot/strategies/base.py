@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ class RuleParams(Config, frozen=True, kw_only=True):
     """Base of a rule strategy's parameters (a config section: unknown keys are errors)."""
 
 
-class RuleStrategy:
+class RuleStrategy(abc.ABC):
     """A per-symbol rule over closed bars that emits a ``Decision`` only when its side changes.
 
     A rule owns its parameters (``params``, a ``params_type``) and its indicators, built with
@@ -63,15 +64,17 @@ class RuleStrategy:
         self._state: dict[str, Any] = {}
 
     @property
+    @abc.abstractmethod
     def warmup(self) -> int:
         """Return how many bars a symbol needs before this rule can decide."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _indicators(self) -> Any:
-        raise NotImplementedError
+        """Return one symbol's fresh indicator state."""
 
+    @abc.abstractmethod
     def _decide(self, state: Any, high: float, low: float, close: float) -> SignalSide | None:
-        raise NotImplementedError
+        """Fold in one bar; return the side the rule wants now, or None."""
 
     def _down(self) -> SignalSide:
         return SignalSide.SHORT if self.allow_short else SignalSide.FLAT

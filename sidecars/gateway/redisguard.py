@@ -49,14 +49,11 @@ class RedisBreaker:
     ) -> None:
         self.log = log
         self.timeout_s = timeout_s
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.now = now
         self.up = True
         self._since = 0.0  # when the current outage began
         self._retry_at = 0.0
         self._backoff = Backoff(backoff_s, max_backoff_s, jitter=False)
-        self._wait = backoff_s
         self._probing = False
         self._epoch = 0  # changes whenever the breaker opens or closes
         self.outages = 0  # outages seen
@@ -107,15 +104,15 @@ class RedisBreaker:
             self.outages += 1
             self._since = now
             self._backoff.reset()
-        self._wait = self._backoff.next()
+        wait = self._backoff.next()
         if not probe:
             if self._outages is not None:
                 self._outages.inc()
             self.log.warning(
                 "gateway.redis_down", error=f"{type(exc).__name__}: {exc}",
-                retry_in_s=self._wait,
+                retry_in_s=wait,
             )  # fmt: skip
-        self._retry_at = now + self._wait
+        self._retry_at = now + wait
 
     def _recovered(self) -> None:
         self.up = True

@@ -29,6 +29,7 @@ from aiogram.exceptions import (
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
+from levibot import backoff
 from levibot.metrics import Metrics
 
 
@@ -209,7 +210,8 @@ class Sender:
                 self._m_failed.inc()
                 self.log.warning("telegram.push_gave_up", chat_id=item.chat_id, error=repr(exc))
             else:
-                self.outbox.defer(item, self.backoff_s * 2 ** (item.attempts - 1))
+                wait = backoff.delay(item.attempts - 1, self.backoff_s, math.inf, jitter=False)
+                self.outbox.defer(item, wait)
         else:
             self.sent += 1
             self._m_sent.inc()

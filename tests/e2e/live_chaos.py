@@ -144,37 +144,38 @@ class Outcome:
     seconds: float = 0.0
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Return a node's /metrics summed per metric name (labels folded), {} if unreachable."""
+def _samples(port: int) -> list[tuple[str, float]]:
+    """Return a node's /metrics as (name and labels, value) pairs, [] if unreachable."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
-        return {}
-    out: dict[str, float] = {}
+        return []
+    out = []
     for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        name = name_labels.split("{", 1)[0]
-        with contextlib.suppress(ValueError):
-            out[name] = out.get(name, 0.0) + float(value)
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out.append((key, float(value)))
+    return out
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Return a node's /metrics summed per metric name (labels folded), {} if unreachable."""
+    out: dict[str, float] = {}
+    for key, value in _samples(port):
+        name = key.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + value
     return out
 
 
 def scrape_labelled(port: int, name: str) -> dict[str, float]:
     """Return the series of metric ``name`` by their label text."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, _, value = line.rpartition(" ")
-            out[key[len(name) :]] = float(value)
-    return out
+    return {
+        key[len(name) :]: value
+        for key, value in _samples(port)
+        if key == name or key.startswith(name + "{")
+    }
 
 
 class Recorder:
