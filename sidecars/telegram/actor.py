@@ -277,7 +277,8 @@ class TelegramActor(SourceActor[TelegramConfig]):
             max_message_parts=self.config.max_message_parts,
         )
         dp = Dispatcher()
-        dp.include_router(build_router(deps))
+        dp["deps"] = deps  # injected into every handler that declares ``deps: BotDeps``
+        dp.include_router(build_router())
         me = await self._connect(bot)
         if me is None:
             await self._dormant()
