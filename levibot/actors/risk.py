@@ -42,6 +42,7 @@ from levibot.messages import (
     SetTradingState,
     Signal,
     SubmitOrder,
+    TradingState,
 )
 from levibot.risk import (
     EXIT_POLICIES,
@@ -207,6 +208,7 @@ class RiskActor(Actor[RiskConfig]):
         )
         m = self.ctx.metrics
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
+        self._register_gauges()
         self._denied: dict[str, Any] = {}
         self._denied_family = m
         self._announced: tuple[object, ...] = ()
@@ -221,6 +223,21 @@ class RiskActor(Actor[RiskConfig]):
             policy=state.policy,
             peak_equity=state.peak_equity,
         )
+
+    def _register_gauges(self) -> None:
+        """Export the controls and the drawdown, read from the engine at scrape time."""
+        m, eng = self.ctx.metrics, self.engine
+        m.gauge("levibot_risk_kill_switch", "1 while the kill switch is on",
+                fn=lambda: float(eng.state.kill_switch))  # fmt: skip
+        for state in TradingState:
+            m.gauge(
+                "levibot_risk_trading_state", "1 for the current trading state, else 0",
+                fn=lambda s=state: float(eng.state.trading_state is s), state=state.value,
+            )  # fmt: skip
+        m.gauge("levibot_risk_drawdown", "Drawdown from the equity peak (a fraction)",
+                fn=lambda: eng.drawdown)  # fmt: skip
+        m.gauge("levibot_risk_drawdown_limit", "Drawdown that halts trading (0: no limit)",
+                fn=lambda: eng.limits.max_drawdown_pct)  # fmt: skip
 
     async def handle(self, msg: RiskIn) -> None:
         """Decide, follow the portfolio, or obey a command; persist what changed."""

@@ -19,6 +19,7 @@ timeframe; a malformed one is dropped and counted (it would poison an EMA for go
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -152,6 +153,37 @@ class ScoringActor(Actor[ScoringConfig]):
             c = self._counters[key] = self.ctx.metrics.counter(name, help_, **labels)
         return c
 
+    def _register_model_gauges(self) -> None:
+        """Export the active model's age and input drift beside their limits (NaN: no model)."""
+        m, policy = self.ctx.metrics, self.policy
+
+        def age() -> float:
+            active = self.models.active
+            if active is None:
+                return math.nan
+            return (self.ctx.clock.now_ns() - active.card.created_at_ns) / 1e9
+
+        def drift() -> float:
+            active = self.models.active
+            return active.drift.fraction if active is not None else math.nan
+
+        m.gauge("scoring_model_age_seconds", "Age of the active model (node clock)", fn=age)
+        m.gauge(
+            "scoring_model_max_age_seconds",
+            "Age past which a model is expired (0: never)",
+            fn=lambda: policy.max_model_age_s,
+        )
+        m.gauge(
+            "scoring_input_drift_fraction",
+            "Fraction of recent rows outside the active model's training range",
+            fn=drift,
+        )
+        m.gauge(
+            "scoring_input_drift_max_fraction",
+            "Drift fraction that raises an alert",
+            fn=lambda: policy.drift_max_fraction,
+        )
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def on_start(self) -> None:
@@ -199,6 +231,7 @@ class ScoringActor(Actor[ScoringConfig]):
             "1 when an active model is loaded",
             fn=lambda: 1.0 if self.models.active else 0.0,
         )
+        self._register_model_gauges()
         for name in cfg.strategies:
             self._start(name)
         self._pg: Any = None

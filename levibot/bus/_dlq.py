@@ -23,6 +23,7 @@ message stays in the stream, unacked, and JetStream emits its MAX_DELIVERIES adv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -52,6 +53,7 @@ H_MSG_ID = "Lb-Dlq-Msg-Id"
 REPLAY_ORIGIN = "dlq-replay"  # never a node id: every node takes a replayed message
 MAX_REDELIVER_DELAY_S = 30.0
 SPARE_DELIVERIES = 5  # server-side bound = max_deliver + this (see above)
+SIZE_POLL_S = 10.0  # how often a node reads the dead-letter stream's size for its gauge
 
 
 def _ns(config: NatsConfig) -> str:
@@ -153,6 +155,11 @@ class DeadLetters:
         self.m_dead = metrics.counter(
             "levibot_nats_dead_lettered_total", "Durable messages moved to the dead-letter stream."
         )
+        self.m_size = metrics.gauge(
+            "levibot_nats_dead_letters",
+            "Messages of this namespace in the dead-letter stream (read every 10 s; NaN: unknown).",
+        )
+        self.m_size.set(float("nan"))
 
     def failed(self, delivery: JsDelivery) -> None:
         """Queue a delivery whose handler raised (called from a receive loop)."""
@@ -165,14 +172,29 @@ class DeadLetters:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Settle failed deliveries until ``close``."""
+        """Settle failed deliveries until ``close``; keep the stream's size gauge fresh."""
         while True:
             while self._failed:
                 await self._settle(self._failed.popleft())
             if self.closing:
                 return
             self._wakeup.clear()
-            await self._wakeup.wait()
+            await self.read_size()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), SIZE_POLL_S)
+
+    async def read_size(self) -> None:
+        """Set the size gauge from the stream (this namespace's subjects only)."""
+        if self.js is None:
+            return
+        try:
+            info = await self.js.stream_info(
+                dlq_stream(self.config), subjects_filter=dlq_subject(self.config)
+            )
+        except Exception as exc:  # NATS away: the gauge keeps its last value
+            self.log.debug("nats.dlq_size_failed", error=repr(exc))
+            return
+        self.m_size.set(float(sum((info.state.subjects or {}).values())))
 
     async def _settle(self, d: JsDelivery) -> None:
         assert d.error is not None

@@ -86,6 +86,7 @@ class NatsMirror(SettleMixin):
         self.node = node
         self.consumer_name = consumer_name
         self.codec = codec
+        self.metrics = metrics
         self.log = log
         self.partition = partition
         self.nc: Any = None
@@ -375,6 +376,12 @@ class NatsMirror(SettleMixin):
 
         durable = f"{self.consumer_name}_{suffix}"
         max_deliver = self.config.max_deliver
+        pending = self.metrics.gauge(
+            "levibot_nats_consumer_pending",
+            "Messages in the stream not yet delivered to this durable consumer (its lag), as of "
+            "the last delivery.",
+            consumer=durable,
+        )
 
         async def cb(raw: Msg) -> None:
             key = delivery_key(raw)
@@ -392,6 +399,7 @@ class NatsMirror(SettleMixin):
                 await raw.ack()  # not ours, or garbage: never redeliver it
                 return
             self.m_received.inc()
+            pending.set(raw.metadata.num_pending)
             self._inflight[key] = None
             delivery = JsDelivery(
                 raw, key, consumer=durable, max_deliver=max_deliver, on_ok=self._delivered,

@@ -120,6 +120,11 @@ class Portfolio:
         return s.cash + sum(h.quantity * h.last_price for h in s.holdings.values())
 
     @property
+    def exposure(self) -> float:
+        """Return the gross notional of the open positions at their last prices."""
+        return sum(abs(h.quantity) * h.last_price for h in self.state.holdings.values())
+
+    @property
     def unrealized(self) -> float:
         """Return the open PnL of every position, net of its entry fees."""
         return sum(h.unrealized for h in self.state.holdings.values())

@@ -78,6 +78,14 @@ class Source(abc.ABC, Generic[ConfigT]):
             )
             for t in (Tick, Quote, Bar)
         }
+        # Staleness on the node's clock: wall time live, event time in a replay (which is
+        # never stale while it plays). Counted from the start until the first message.
+        self.last_ns = ctx.clock.now_ns()
+        gauge(
+            ctx.metrics, "levibot_feed_last_message_age_seconds",
+            "Time since the feed produced its last message (node clock).",
+            lambda: (self.ctx.clock.now_ns() - self.last_ns) / 1e9, source=self.kind,
+        )  # fmt: skip
 
     async def open(self) -> None:
         """Prepare what ``run`` needs (files, caches); fail here on bad configuration."""
@@ -92,6 +100,7 @@ class Source(abc.ABC, Generic[ConfigT]):
     def count(self, msg: MarketData) -> None:
         """Count one produced message in the metrics."""
         self._published[type(msg)].inc()
+        self.last_ns = msg.ts_init
 
 
 class Pacer:

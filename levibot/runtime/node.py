@@ -95,6 +95,10 @@ class Node:
         self.mirror: NatsMirror | None = None
         self.http = NodeHttp(self.metrics, self.health, lambda: self.ready)
         self.ready = False
+        self.metrics.gauge(
+            "levibot_node_ready", "1 while /ready answers 200 (every actor started, not draining)",
+            fn=lambda: float(self.ready),
+        )  # fmt: skip
         self.exit_code = EXIT_OK
         self.failure: LevibotError | None = None  # why the start failed, in one line
         self._starting = "node"  # what the start is doing, named as in the configuration

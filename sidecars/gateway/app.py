@@ -15,6 +15,7 @@ from sidecars.gateway import openapi
 from sidecars.gateway.auth import AuthError, Principal
 from sidecars.gateway.errors import ApiError, Handler, error_middleware
 from sidecars.gateway.forwarded import forwarded_middleware, parse_networks
+from sidecars.gateway.requestmetrics import request_metrics_middleware
 from sidecars.gateway.rest import ROUTES, Route
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 from sidecars.gateway.ws import Session
@@ -147,7 +148,11 @@ def create_app(services: Services) -> web.Application:
     trusted = parse_networks(services.config.trusted_proxies)
     app = web.Application(
         # The client's address first: rate limits, the allow-list and the audit log read it.
-        middlewares=[forwarded_middleware(trusted), error_middleware],
+        middlewares=[
+            request_metrics_middleware(services.metrics),  # outermost: the status sent
+            forwarded_middleware(trusted),
+            error_middleware,
+        ],
         client_max_size=services.config.max_body_bytes,
     )
     app[SERVICES] = services
