@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from msgspec import Meta
 
 from levibot.config import Config
-from levibot.errors import ConfigError, InputError, LevibotError, SchemaMismatchError
+from levibot.errors import ConfigError
 from levibot.messages import (
     ActivateModel,
     Alert,
@@ -40,12 +39,10 @@ from levibot.messages import (
     StartStrategy,
     StopStrategy,
 )
-from levibot.metrics import Counter, Gauge
-from levibot.ml.card import ModelError
+from levibot.metrics import Counter
 from levibot.ml.governance import CanaryPolicy
-from levibot.ml.registry import ModelRegistry, check_schema
-from levibot.ml.scorer import Scorer
-from levibot.ml.serving import ModelSet, Scored, Served, ServingPolicy
+from levibot.ml.lifecycle import ModelLifecycle
+from levibot.ml.serving import ModelSet, Scored, ServingPolicy
 from levibot.ml.watch import LiveWatch
 from levibot.runtime.actor import Actor, ActorContext, Policy, Supervision
 from levibot.settings import with_storage
@@ -73,7 +70,8 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     """The scoring actor's section (``[scoring]``)."""
 
     registry_dir: str = ""  # "": <[storage] data_dir>/models (also the PostgreSQL registry's cache)
-    postgres_dsn: str = ""  # set: models come from the PostgreSQL registry (rows + files)
+    # Set here or in [storage]: models come from the PostgreSQL registry every process shares.
+    postgres_dsn: str = ""
     postgres_schema: str = "public"
     model_id: str = ""  # "": the registry's active model
     shadow_model_id: str = ""
@@ -135,7 +133,6 @@ class ScoringActor(Actor[ScoringConfig]):
         self._warned: set[tuple[str, str]] = set()
         self._alerts = 0
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
-        self._provider_gauges: dict[str, Gauge] = {}
         self._watch = LiveWatch(
             window=config.live_window,
             every=LIVE_EVERY,
@@ -194,10 +191,8 @@ class ScoringActor(Actor[ScoringConfig]):
         names = tuple(self._schema.names)
         self._hash = str(self._schema.hash)
         self._size = len(names)
-        # registry_dir only: the PostgreSQL registry is chosen explicitly, never inherited.
-        cfg = self.config = with_storage(
-            self.config, self.ctx.storage, services=False, registry_dir="models"
-        )
+        # With a DSN ([scoring] or [storage]) models come from the PostgreSQL registry.
+        cfg = self.config = with_storage(self.config, self.ctx.storage, registry_dir="models")
         idx = {n: i for i, n in enumerate(names)}
         self._atr = idx.get(cfg.atr_feature, -1)
         self.rules = RuleHost(
@@ -206,7 +201,6 @@ class ScoringActor(Actor[ScoringConfig]):
             allow_short=cfg.allow_short,
             atr_period=cfg.atr_period,
         )
-        self.registry = ModelRegistry(Path(cfg.registry_dir), schema_hash=self._hash)
         m = self.ctx.metrics
         self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
         self._m_runs = m.counter("scoring_runs_total", "ONNX Runtime runs")
@@ -234,44 +228,28 @@ class ScoringActor(Actor[ScoringConfig]):
         self._register_model_gauges()
         for name in cfg.strategies:
             self._start(name)
-        self._pg: Any = None
-        if cfg.postgres_dsn:
-            from levibot.ml.registry_pg import PgModelRegistry
-
-            self._pg = PgModelRegistry(
-                cfg.postgres_dsn,
-                cfg.registry_dir,
-                schema=cfg.postgres_schema,
-                schema_hash=self._hash,
-            )
-            await self._pg.open()
-        start_id = cfg.model_id or None
-        if start_id is None:
-            card = await self._pg.active() if self._pg else self.registry.active()
-            start_id = card.model_id if card else None
-        if start_id:
-            named = "[scoring] model_id" if cfg.model_id else ""
-            await self._activate(start_id, "active", quiet=True, required_by=named)
-        elif "onnx" in self.running:
-            self.ctx.log.warning("scoring.no_model", registry=str(self.registry.root))
-        for role, mid in (("shadow", cfg.shadow_model_id), ("canary", cfg.canary_model_id)):
-            if mid:
-                await self._activate(
-                    mid, role, quiet=True, required_by=f"[scoring] {role}_model_id"
-                )
-
-    async def _fetch(self, model_id: str) -> None:
-        """Copy a model's files from PostgreSQL into the local cache (once)."""
-        try:
-            await self._pg.path(model_id)
-        except LevibotError:
-            raise
-        except Exception as exc:  # asyncpg and OS errors: the swap fails, the actor lives
-            raise ModelError(f"cannot fetch model {model_id} from PostgreSQL: {exc}") from None
+        self.lifecycle = ModelLifecycle(
+            self.models,
+            self.policy,
+            schema_hash=self._hash,
+            metrics=m,
+            log=self.ctx.log,
+            alert=self._alert,
+            providers=cfg.providers,
+            graph=cfg.graph,
+            intra_op_num_threads=cfg.intra_op_num_threads,
+        )
+        await self.lifecycle.open(
+            cfg.registry_dir, dsn=cfg.postgres_dsn, schema=cfg.postgres_schema
+        )
+        await self.lifecycle.start(
+            cfg.model_id, cfg.shadow_model_id, cfg.canary_model_id, onnx="onnx" in self.running
+        )
 
     async def on_stop(self) -> None:
-        if self._pg is not None:
-            await self._pg.close()
+        lifecycle = getattr(self, "lifecycle", None)  # None: on_start failed before it
+        if lifecycle is not None:
+            await lifecycle.close()
 
     def health(self) -> dict[str, Any]:
         """Return the model and the ONNX provider actually in use."""
@@ -344,7 +322,7 @@ class ScoringActor(Actor[ScoringConfig]):
                     self.rules.reset(msg.strategy)
                     self.ctx.log.info("scoring.strategy_stopped", strategy=msg.strategy)
             case ActivateModel():
-                await self._activate(msg.model_id, msg.role)
+                await self.lifecycle.activate(msg.model_id, msg.role)
             case _:
                 self.ctx.log.warning("scoring.unexpected_message", type=type(msg).__name__)
 
@@ -354,68 +332,6 @@ class ScoringActor(Actor[ScoringConfig]):
         self.running.add(name)
         self.ctx.log.info("scoring.strategy_started", strategy=name)
         return True
-
-    async def _activate(
-        self, model_id: str, role: str, *, quiet: bool = False, required_by: str = ""
-    ) -> None:
-        if role not in ("active", "shadow", "canary"):
-            await self._alert(AlertLevel.WARNING, "model.bad_role", f"unknown model role {role!r}")
-            return
-        if not model_id and role != "active":
-            self.models.set(role, None)  # an empty id switches the shadow or canary off
-            return
-        cfg = self.config
-        try:
-            if self._pg is not None:
-                await self._fetch(model_id)
-            card = self.registry.get(model_id)
-            check_schema(card, self._hash)
-            scorer = Scorer(
-                card,
-                self.registry.path(model_id),
-                providers=cfg.providers,
-                graph=cfg.graph,
-                intra_op_num_threads=cfg.intra_op_num_threads,
-            )
-        except LevibotError as exc:
-            if required_by:  # named in the configuration: the node does not start without it
-                msg = f"cannot load {role} model {model_id!r}: {exc}"
-                raise InputError(msg, required_by) from exc
-            if not isinstance(exc, SchemaMismatchError):
-                self.ctx.log.error("scoring.model_load_failed", model_id=model_id, error=str(exc))
-                await self._alert(AlertLevel.WARNING, "model.load_failed", str(exc))
-                return
-            self.ctx.log.error(
-                "scoring.model_refused", model_id=model_id, role=role, error=str(exc)
-            )
-            await self._alert(AlertLevel.WARNING, "model.schema_mismatch", str(exc))
-            return
-        self.models.set(role, Served(scorer, self.policy))
-        old = self._provider_gauges.pop(role, None)
-        if old is not None:  # one series per role: the model it served is gone from /metrics
-            self.ctx.metrics.remove("scoring_provider", **old.labels)
-        gauge = self.ctx.metrics.gauge(
-            "scoring_provider",
-            "ONNX provider in use (1 per role)",
-            role=role,
-            provider=scorer.provider,
-            model_id=model_id,
-        )
-        gauge.set(1.0)
-        self._provider_gauges[role] = gauge
-        self.ctx.log.info(
-            "scoring.model_activated",
-            model_id=model_id,
-            role=role,
-            provider=scorer.provider,
-            graph=scorer.graph,
-        )
-        if not quiet:
-            await self._alert(
-                AlertLevel.INFO,
-                "model.activated",
-                f"{role} model {model_id} on {scorer.provider} ({scorer.graph})",
-            )
 
     async def _alert(self, level: AlertLevel, code: str, text: str, ts_ingress: int = 0) -> None:
         now = self.ctx.clock.now_ns()
@@ -508,10 +424,7 @@ class ScoringActor(Actor[ScoringConfig]):
         if canary is None:
             return
         model_id = canary.card.model_id
-        self.models.set("canary", None)
-        old = self._provider_gauges.pop("canary", None)
-        if old is not None:
-            self.ctx.metrics.remove("scoring_provider", **old.labels)
+        self.lifecycle.drop("canary")
         self._watch.forget_canary()
         self.ctx.log.warning("scoring.canary_rolled_back", model_id=model_id, why=why)
         text = f"canary model {model_id} rolled back: {why}; its symbols are served by the active"

@@ -1,10 +1,12 @@
 """The model registry in PostgreSQL: cards and files as rows, so every pod sees the same models.
 
-Tables (in ``schema``): ``ml_models`` (one row per model: the card as JSON and its files as
-``bytea``) and ``ml_active`` (an append-only stack of activations: the top row is the active
-model, ``rollback`` deletes it). ``path(model_id)`` materialises a model's files into a local
-cache folder (a ``ModelRegistry`` root), which is what ``Scorer`` reads. The API mirrors
-``ModelRegistry`` with ``async`` methods.
+Tables (in ``schema``, created by the migration ``0003_model_registry.sql``): ``ml_models``
+(one row per model: the card as JSON), ``ml_model_files`` (its files as ``bytea``: the artifacts
+live in the database) and ``ml_active`` (an append-only stack of activations: the top row is
+the active model, ``rollback`` deletes it). Activation and rollback hold a transaction-scoped
+advisory lock, so two processes moving the pointer at once leave one stack.
+``path(model_id)`` materialises a model's files into a local cache folder (a ``ModelRegistry``
+root), which is what ``Scorer`` reads. The API mirrors ``ModelRegistry`` with ``async`` methods.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from levibot.ml.card import CARD_FILE, ModelCard, ModelError
 from levibot.ml.registry import MODEL_FILES, ModelRegistry, check_schema, running_schema_hash
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_POINTER_LOCK = 0x1E71B08  # pg_advisory_xact_lock key of the active-model pointer
 
 
 class PgModelRegistry:
@@ -42,34 +45,29 @@ class PgModelRegistry:
         await self.close()
 
     async def open(self) -> None:
-        """Connect and create the tables when they do not exist."""
+        """Connect; apply the store's migrations when the registry's tables are missing.
+
+        The tables belong to ``levibot/storage/migrations`` (``0003_model_registry.sql``), like
+        every table; a process that finds them missing (a fresh database that no store or
+        ``levibot db migrate`` has touched yet) applies the migrations itself, in ``schema``.
+        """
         import asyncpg
+
+        from levibot.storage.migrate import migrate
 
         if self._pool is not None:
             return
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
         s = self.schema
         async with self._pool.acquire() as conn:
-            await conn.execute(f"""
-                CREATE SCHEMA IF NOT EXISTS {s};
-                CREATE TABLE IF NOT EXISTS {s}.ml_models (
-                    model_id text PRIMARY KEY,
-                    created_at timestamptz NOT NULL DEFAULT now(),
-                    schema_hash text NOT NULL,
-                    card jsonb NOT NULL
-                );
-                CREATE TABLE IF NOT EXISTS {s}.ml_model_files (
-                    model_id text NOT NULL REFERENCES {s}.ml_models ON DELETE CASCADE,
-                    name text NOT NULL,
-                    data bytea NOT NULL,
-                    PRIMARY KEY (model_id, name)
-                );
-                CREATE TABLE IF NOT EXISTS {s}.ml_active (
-                    seq bigserial PRIMARY KEY,
-                    model_id text NOT NULL REFERENCES {s}.ml_models,
-                    activated_at timestamptz NOT NULL DEFAULT now()
-                );
-            """)
+            if await conn.fetchval("SELECT to_regclass($1)", f"{s}.ml_active") is None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+                # Unqualified names in the migration files land in ``schema``.
+                await conn.execute(f"SET search_path TO {s}")
+                try:
+                    await migrate(conn)
+                finally:
+                    await conn.execute("RESET search_path")
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -82,6 +80,15 @@ class PgModelRegistry:
         if self._pool is None:
             raise ModelError("PgModelRegistry is not open: use `async with` or await open()")
         return self._pool
+
+    @property
+    def local(self) -> ModelRegistry:
+        """The cache folder: where ``path`` puts a model's files and a trainer writes."""
+        return self.cache
+
+    def where(self) -> str:
+        """Say where the models live (never the DSN: it may hold a password)."""
+        return f"the PostgreSQL registry (schema {self.schema})"
 
     @property
     def schema_hash(self) -> str:
@@ -133,23 +140,32 @@ class PgModelRegistry:
         )
         return await self.get(row["model_id"]) if row else None
 
+    async def history(self) -> builtins.list[str]:
+        """Return the previously active model ids, oldest first."""
+        rows = await self._db.fetch(f"SELECT model_id FROM {self.schema}.ml_active ORDER BY seq")
+        return [r["model_id"] for r in rows[:-1]]
+
     async def activate(self, model_id: str) -> ModelCard:
         """Make ``model_id`` active; ``SchemaMismatchError`` when its schema differs."""
         card = await self.get(model_id)
         check_schema(card, self.schema_hash)
-        current = await self.active()
-        if current is None or current.model_id != model_id:
-            await self._db.execute(
-                f"INSERT INTO {self.schema}.ml_active (model_id) VALUES ($1)", model_id
+        s = self.schema
+        async with self._db.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _POINTER_LOCK)
+            top = await conn.fetchval(
+                f"SELECT model_id FROM {s}.ml_active ORDER BY seq DESC LIMIT 1"
             )
+            if top != model_id:
+                await conn.execute(f"INSERT INTO {s}.ml_active (model_id) VALUES ($1)", model_id)
         return card
 
     async def rollback(self) -> ModelCard:
         """Drop the current activation and return the model active before it."""
         s = self.schema
         async with self._db.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _POINTER_LOCK)
             rows = await conn.fetch(
-                f"SELECT seq, model_id FROM {s}.ml_active ORDER BY seq DESC LIMIT 2 FOR UPDATE"
+                f"SELECT seq, model_id FROM {s}.ml_active ORDER BY seq DESC LIMIT 2"
             )
             if len(rows) < 2:
                 raise ModelError("nothing to roll back to: no previously active model")

@@ -79,7 +79,9 @@ async def test_checksum_drift_is_detected_before_anything_is_applied(dsn: str) -
             await migrate(conn, [*edited, later])
         assert "later" not in await _tables(conn)
         states = {s.name: s.state for s in await status(conn, [*edited, later])}
-        assert states == {"0001_init": "drift", "0002_ticks": "applied", "9000_later": "pending"}
+        # Every other file on disk stays applied, however many later migrations exist.
+        others = {m.name: "applied" for m in discover()}
+        assert states == {**others, "0001_init": "drift", "9000_later": "pending"}
     finally:
         await conn.close()
 
