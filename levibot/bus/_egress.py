@@ -20,6 +20,7 @@ handling finished is confirmed (published or spilled): ``pending_acks`` holds th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,12 +33,56 @@ from nats.aio.msg import Msg
 from levibot.backoff import Backoff
 from levibot.bus import _spill
 from levibot.bus._delivery import error_text
+from levibot.bus._sequence import Sequencer
 from levibot.bus._spill import Item
-from levibot.messages import Message
+from levibot.bus._subjects import ORIGIN
+from levibot.messages import Codec, Message
 from levibot.settings import NatsConfig
 
 #: Called when messages were spilled: (count, last error, True on the first spill of a spell).
 OnSpill = Callable[[int, str, bool], Awaitable[None]]
+
+
+class Encoding:
+    """Turns a message into its publish: subject, payload and headers, core or JetStream."""
+
+    def __init__(self, codec: Codec, *, node: str, ns: str, errors: Any, log: Any) -> None:
+        self.codec = codec
+        self.node = node
+        self.ns = ns
+        self.log = log
+        self.m_errors = errors
+        self.core_headers = {ORIGIN: node}
+        self.sequencer = Sequencer(self.core_headers)  # core messages numbered per subject
+
+    def payload(self, msg: Message) -> bytes | None:
+        """Return the bytes of ``msg``; None (logged, counted) when it cannot be encoded."""
+        try:
+            return self.codec.encode(msg)
+        except Exception as exc:  # a message that cannot be encoded is a bug: say so
+            self.m_errors.inc()
+            self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
+            return None
+
+    def core(self, msg: Message) -> Item | None:
+        """Return the core publish of ``msg``, numbered on its subject (None if unencodable)."""
+        data = self.payload(msg)
+        if data is None:
+            return None
+        subject = self.ns + msg.subject()
+        return subject, data, self.sequencer.headers(subject)
+
+    def durable(self, msg: Message) -> Item | None:
+        """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
+        data = self.payload(msg)
+        if data is None:
+            return None
+        # Market types have no domain id: an identical payload is the same fact (replay is
+        # deterministic, so a restarted producer re-publishes identical bytes).
+        msg_id = (
+            msg.dedup_id() if msg.durable else hashlib.blake2b(data, digest_size=12).hexdigest()
+        )
+        return self.ns + msg.subject(), data, {"Nats-Msg-Id": msg_id, ORIGIN: self.node}
 
 
 class CoreEgress:

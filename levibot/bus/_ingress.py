@@ -1,0 +1,226 @@
+"""A node's ingress from NATS: core subscriptions, durable push consumers and the ack ledger.
+
+Core messages are decoded and delivered at once (at most once; gaps in the senders' sequence
+numbers are counted). A durable message is delivered with a ``JsDelivery``: it is acked only
+after every local handler succeeded and everything they published was confirmed (``on_ok``),
+and a failure goes to the dead-letter path (``on_fail``). The ledger remembers the durable
+messages handled lately, so a redelivery (an ack lost to a broker crash) is acked and skipped
+instead of being handled twice, and one still being handled is not handled again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from levibot.bus._dlq import SPARE_DELIVERIES, JsDelivery, delivery_key
+from levibot.bus._sequence import SEQ, GapCounter
+from levibot.bus._subjects import ORIGIN, consumer_name, namespace, patterns
+from levibot.errors import DecodeError
+from levibot.messages import Codec, Message
+from levibot.metrics import Metrics
+from levibot.partition import Partition
+from levibot.settings import NatsConfig
+
+#: Hands a message from NATS to the local bus, with its delivery (None for core messages).
+Deliver = Callable[[Message, Callable[[], None] | None], Awaitable[int]]
+
+
+class Ingress:
+    """Takes a node's remote types from NATS and hands them to the local bus."""
+
+    def __init__(
+        self,
+        config: NatsConfig,
+        *,
+        node: str,
+        consumer_name: str,
+        codec: Codec,
+        metrics: Metrics,
+        log: Any,
+        partition: Partition,
+        on_ok: Callable[[Msg], None],
+        on_fail: Callable[[JsDelivery], None],
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.consumer_name = consumer_name
+        self.codec = codec
+        self.log = log
+        self.partition = partition
+        self.on_ok = on_ok  # a delivery every handler succeeded on: ack it after egress
+        self.on_fail = on_fail  # a delivery a handler failed on: redeliver or dead-letter
+        self.nc: Any = None
+        self.js: Any = None
+        self.subs: list[Any] = []
+        self.durable_subs: list[Any] = []
+        self._ns = namespace(config)
+        self._gaps = GapCounter()
+        # Ids of durable messages handled lately: a redelivery (an ack lost to a broker crash)
+        # is acked and skipped instead of being handled twice. Bounded, oldest forgotten.
+        self._handled_ids: dict[str, None] = {}
+        self._handled_max = 100_000
+        self._inflight: dict[str, None] = {}  # keys of durable deliveries being handled here
+        self.m_received = metrics.counter(
+            "levibot_nats_received_total", "Messages received from NATS and delivered."
+        )
+        self.m_bad = metrics.counter(
+            "levibot_nats_ingress_bad_total", "Malformed or unknown messages from NATS."
+        )
+        self.m_gaps = metrics.counter(
+            "levibot_nats_ingress_gaps_total",
+            "Core messages lost on the way here (gaps in their senders' sequence numbers).",
+        )
+        self.m_redelivered = metrics.counter(
+            "levibot_nats_redelivered_skipped_total", "Durable redeliveries already handled."
+        )
+        self.m_inflight_redelivered = metrics.counter(
+            "levibot_nats_redelivered_inflight_total",
+            "Durable redeliveries of a message still being handled here (ack_wait expired).",
+        )
+
+    async def start(self, types: Iterable[type[Message]], deliver: Deliver) -> None:
+        """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
+        wanted = tuple(types)
+        for pattern, durable in sorted(patterns(wanted, self.config.durable_all).items()):
+            pattern = self._ns + pattern
+            if durable:
+                await self._start_durable(pattern, wanted, deliver)
+            else:
+                cb = self._core_cb(wanted, deliver)
+                self.subs.append(await self.nc.subscribe(pattern, cb=cb))
+        await self.nc.flush()  # the server has our interest before we report ready
+        self.log.info("nats.ingress", types=[t.__name__ for t in wanted])
+
+    async def stop(self) -> None:
+        """Stop taking messages from NATS; unacked durable ones will be redelivered later."""
+        for sub in self.subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                self.log.debug("nats.unsubscribe_failed", error=repr(exc))
+        self.subs.clear()
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def decode(self, raw: Msg, wanted: tuple[type[Message], ...]) -> Message | None:
+        """Return the message in ``raw`` if this node takes it; None (bad ones counted) else."""
+        if raw.headers and raw.headers.get(ORIGIN) == self.node:
+            return None  # our own message, e.g. a JetStream redelivery: never echo
+        try:
+            msg = self.codec.decode(raw.data)
+        except DecodeError as exc:
+            self.m_bad.inc()
+            self.log.warning("nats.bad_message", subject=raw.subject, error=str(exc))
+            return None
+        if not isinstance(msg, wanted):
+            return None  # another type sharing the subject root
+        symbol = getattr(msg, "symbol", None)
+        if symbol is not None and not self.partition.owns(symbol):
+            return None
+        return msg
+
+    # -- core -----------------------------------------------------------------------------
+
+    def _core_cb(
+        self, wanted: tuple[type[Message], ...], deliver: Deliver
+    ) -> Callable[[Msg], Awaitable[None]]:
+        async def cb(raw: Msg) -> None:
+            headers = raw.headers
+            gap = self._gaps.observe(headers.get(SEQ) if headers else None, raw.subject)
+            msg = self.decode(raw, wanted)
+            if msg is not None:
+                if gap:  # the missing ones were on this subject: this node's to count
+                    self.m_gaps.inc(gap)
+                self.m_received.inc()
+                await deliver(msg, None)
+
+        return cb
+
+    # -- durable --------------------------------------------------------------------------
+
+    def delivered(self, d: JsDelivery) -> None:
+        """Every handler succeeded on ``d``: remember it and ack it once egress confirms."""
+        self._inflight.pop(d.key, None)
+        self._remember(d.key)
+        self.on_ok(d.raw)
+
+    def failed(self, d: JsDelivery) -> None:
+        """A handler failed on ``d``: hand it to the redelivery / dead-letter path."""
+        self._inflight.pop(d.key, None)
+        self.on_fail(d)
+
+    def _remember(self, msg_id: str | None) -> None:
+        if msg_id:
+            self._handled_ids[msg_id] = None
+            if len(self._handled_ids) > self._handled_max:
+                del self._handled_ids[next(iter(self._handled_ids))]
+
+    async def _start_durable(
+        self,
+        pattern: str,
+        wanted: tuple[type[Message], ...],
+        deliver: Deliver,
+    ) -> None:
+        # A durable push consumer: the server sends as soon as a message is stored (a pull
+        # consumer's long poll would add up to its expiry to every idle-to-busy transition),
+        # in order, at most max_ack_pending unacked at once.
+        durable = consumer_name(self.consumer_name, pattern, self._ns)
+        max_deliver = self.config.max_deliver
+
+        async def cb(raw: Msg) -> None:
+            key = delivery_key(raw)
+            if key in self._handled_ids:
+                self.m_redelivered.inc()
+                await raw.ack()  # handled before the ack was lost: never twice
+                return
+            if key in self._inflight:
+                # ack_wait expired while it waited in a busy mailbox: the delivery still in
+                # flight settles it (the server takes an ack from any delivery of a message).
+                self.m_inflight_redelivered.inc()
+                return
+            msg = self.decode(raw, wanted)
+            if msg is None:
+                await raw.ack()  # not ours, or garbage: never redeliver it
+                return
+            self.m_received.inc()
+            self._inflight[key] = None
+            delivery = JsDelivery(
+                raw, key, consumer=durable, max_deliver=max_deliver, on_ok=self.delivered,
+                on_fail=self.failed,
+            )  # fmt: skip
+            await deliver(msg, delivery)
+
+        server_max = max_deliver + SPARE_DELIVERIES
+        config = api.ConsumerConfig(
+            ack_wait=self.config.ack_wait_s,
+            max_ack_pending=self.config.fetch_batch * 8,
+            deliver_policy=api.DeliverPolicy.ALL,
+            max_deliver=server_max,
+        )
+        await self._bound_deliveries(durable, server_max)
+        sub = await self.js.subscribe(
+            pattern,
+            durable=durable,
+            stream=self.config.stream,
+            cb=cb,
+            manual_ack=True,
+            config=config,
+        )
+        self.subs.append(sub)
+        self.durable_subs.append(sub)
+
+    async def _bound_deliveries(self, durable: str, max_deliver: int) -> None:
+        """Give an existing consumer (made before max_deliver was set) the bound too."""
+        try:
+            info = await self.js.consumer_info(self.config.stream, durable)
+        except nats.js.errors.NotFoundError:
+            return  # created below with the bound
+        if info.config.max_deliver != max_deliver:
+            info.config.max_deliver = max_deliver
+            await self.js.add_consumer(self.config.stream, info.config)
+            self.log.info("nats.consumer_updated", consumer=durable, max_deliver=max_deliver)

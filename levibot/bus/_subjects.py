@@ -1,0 +1,82 @@
+"""Subject planning: which subjects a node subscribes to, and the JetStream stream behind them.
+
+Every message type with a ``subject_root`` crosses NATS under ``<namespace>.<root>``. Durable
+types (and every type with ``[nats] durable_all``) go through the JetStream stream, whose
+subjects are the union of what every node of the namespace needs; the others ride core NATS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import nats.js.errors
+from nats.js import api
+
+from levibot.messages import Message
+from levibot.settings import NatsConfig
+
+#: The header naming the node that published a JetStream message (its redeliveries skip it).
+ORIGIN = "Lb-Origin"
+#: Durable subjects every stream carries, whatever the nodes' types.
+DURABLE_SUBJECTS = ("lb.order.>", "lb.ctl.>", "lb.alert.>")
+
+
+def namespace(config: NatsConfig) -> str:
+    """Return the subject prefix of ``config``'s namespace (``""`` or ``"<namespace>."``)."""
+    return f"{config.namespace}." if config.namespace else ""
+
+
+def minimal(subjects: set[str]) -> list[str]:
+    """Drop subjects that another ``prefix.>`` wildcard in the set already covers."""
+    wild = [w[:-1] for w in subjects if w.endswith(">")]
+    return sorted(s for s in subjects if not any(s != w + ">" and s.startswith(w) for w in wild))
+
+
+def patterns(types: Iterable[type[Message]], durable_all: bool) -> dict[str, bool]:
+    """Return the subject patterns to subscribe for ``types``, each with its durability."""
+    out: dict[str, bool] = {}
+    for cls in types:
+        if not cls.subject_root:
+            raise ValueError(f"{cls.__name__} has no subject_root and cannot cross NATS")
+        durable = cls.durable or durable_all
+        out[cls.subject_root + ".>"] = durable
+        # A subject may be the bare root (lb.portfolio). Core subscriptions cost nothing, so
+        # always take it; a durable one needs its own consumer, made only where the type does
+        # not override subject() (durable types with their own subject() add a suffix).
+        if not durable or cls.subject is Message.subject:
+            out[cls.subject_root] = durable
+    return out
+
+
+def consumer_name(prefix: str, pattern: str, ns: str) -> str:
+    """Return the durable consumer name of ``prefix`` (the node's) for ``pattern``."""
+    suffix = pattern[len(ns) :].replace(".", "_").replace(">", "all")
+    if not pattern.endswith(">"):
+        suffix += "_root"
+    return f"{prefix}_{suffix}"
+
+
+async def ensure_stream(js: Any, config: NatsConfig, types: Iterable[type[Message]]) -> None:
+    """Create the stream for the durable ``types``, or add their subjects to it."""
+    ns = namespace(config)
+    durable_types = [t for t in types if (t.durable or config.durable_all) and t.subject_root]
+    subjects = {ns + s for s in DURABLE_SUBJECTS}
+    for pattern in patterns(durable_types, config.durable_all):
+        subjects.add(ns + pattern)
+    try:
+        info = await js.stream_info(config.stream)
+        missing = set(minimal(subjects)) - set(info.config.subjects or ())
+        if missing:  # another node's types: the stream carries the union
+            info.config.subjects = minimal(set(info.config.subjects or ()) | subjects)
+            await js.update_stream(info.config)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            api.StreamConfig(
+                name=config.stream,
+                subjects=minimal(subjects),
+                storage=api.StorageType.FILE,
+                duplicate_window=config.duplicate_window_s,
+                max_age=86_400.0,
+            )
+        )
