@@ -86,6 +86,15 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # and then spilled to <data_dir>/spill, re-sent at the next start or by `levibot dlq resend`.
     publish_retry_s: PositiveFloat = 30.0
     publish_attempts: PositiveInt = 30
+    # Who this node is to the server (deploy/: one NATS user per group, the password from a
+    # Secret). Empty: no credentials (or those in the URL).
+    user: str = ""
+    password: str = ""
+    # TLS to the server (also implied by a tls:// URL): a CA bundle to verify it, and a client
+    # certificate and key when the server asks for one (mutual TLS). See levibot.bus.connect.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 class LogConfig(Config, frozen=True, kw_only=True):

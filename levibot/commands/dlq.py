@@ -58,11 +58,15 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     import nats
 
     from levibot.bus import _dlq
+    from levibot.bus.connect import connect_options
 
     config = settings.nats
     try:
         nc = await nats.connect(
-            config.url, connect_timeout=int(max(1, config.connect_timeout_s)), allow_reconnect=False
+            config.url,
+            connect_timeout=int(max(1, config.connect_timeout_s)),
+            allow_reconnect=False,
+            **connect_options(config),
         )
     except Exception as exc:
         raise LevibotError(f"cannot reach NATS at {config.url}: {exc!r}") from None

@@ -293,7 +293,11 @@ def _nats_conf(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     conf.write_text(text)
     return subprocess.run(
         [binary, "-c", str(conf), "-t"],
-        env={"POD_NAME": "nats-0"},
+        # The users' passwords come from the Secret through the environment (nats-server
+        # refuses a config naming a variable that is not set).
+        env={"POD_NAME": "nats-0"}
+        | {f"{u}_PASSWORD": "x" for u in ("INGEST", "SCORING", "EXECUTION", "STORE")}
+        | {f"{u}_PASSWORD": "x" for u in ("GATEWAY", "TELEGRAM", "ADMIN")},
         capture_output=True,
         text=True,
         timeout=30,
