@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from levibot import valuation
 from levibot.data import iso
 from levibot.messages import Bar, Fill, OrderDenied, OrderIntent, PortfolioSnapshot, Side, Signal
 
@@ -131,8 +132,9 @@ def equity_curve(
         if current is None:
             equity, held = cash, False
         else:
-            equity = current.cash + sum(
-                p.quantity * closes.get(p.symbol, p.last_price) for p in current.positions
+            equity = valuation.equity(
+                current.cash,
+                ((p.quantity, closes.get(p.symbol, p.last_price)) for p in current.positions),
             )
             held = any(p.quantity > 0 for p in current.positions)
         ts_out.append(bar.ts_event)
@@ -143,12 +145,7 @@ def equity_curve(
 
 def max_drawdown(equity: list[float]) -> float:
     """Return the largest fall from a running peak, as a fraction of that peak."""
-    peak, worst = -math.inf, 0.0
-    for e in equity:
-        peak = max(peak, e)
-        if peak > 0:
-            worst = max(worst, (peak - e) / peak)
-    return worst
+    return valuation.max_drawdown(equity)
 
 
 def sharpe(equity: list[float], periods_per_year: float) -> float:

@@ -6,8 +6,8 @@ Conventions:
 - the average price excludes fees; the fees paid to open a position (``entry_fees``) are
   charged to the PnL of the sells that close it, pro rata, so a fill's ``realized_pnl`` is net
   of every fee of the round trip and ``equity == initial_cash + realized + unrealized``;
-- ``equity = cash + Σ quantity · last price``; ``unrealized = Σ quantity · (last - avg) -
-  entry_fees``.
+- ``equity = cash + Σ quantity · last price`` (:mod:`levibot.valuation`);
+  ``unrealized = Σ quantity · (last - avg) - entry_fees``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from levibot import valuation
 from levibot.messages import (
     Alert,
     Fill,
@@ -116,13 +117,16 @@ class Portfolio:
     @property
     def equity(self) -> float:
         """Return cash plus every position at its last price."""
-        s = self.state
-        return s.cash + sum(h.quantity * h.last_price for h in s.holdings.values())
+        return valuation.equity(self.state.cash, self._marked())
 
     @property
     def exposure(self) -> float:
         """Return the gross notional of the open positions at their last prices."""
-        return sum(abs(h.quantity) * h.last_price for h in self.state.holdings.values())
+        return valuation.gross_exposure(self._marked())
+
+    def _marked(self) -> list[valuation.Position]:
+        holdings = self.state.holdings.values()
+        return [(h.quantity, valuation.mark(h.last_price, h.avg_price)) for h in holdings]
 
     @property
     def unrealized(self) -> float:

@@ -11,6 +11,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from levibot import valuation
 from levibot.messages import TradingState
 from levibot.risk.codes import DenyCode
 from levibot.risk.limits import RiskLimits
@@ -104,8 +105,7 @@ def entry_checks(
     cap = lim.max_daily_loss_pct * s.day_start_equity
     if lim.max_daily_loss_pct > 0 and -s.day_realized >= cap > 0:
         return DenyCode.DAILY_LOSS, f"realised loss today {-s.day_realized:.2f} >= {cap:.2f}"
-    peak = s.peak_equity
-    drawdown = max(0.0, (peak - e.equity) / peak) if peak > 0 else 0.0
+    drawdown = valuation.drawdown(s.peak_equity, e.equity)
     if lim.max_drawdown_pct > 0 and drawdown >= lim.max_drawdown_pct:
         return DenyCode.MAX_DRAWDOWN, f"drawdown {drawdown:.2%} >= {lim.max_drawdown_pct:.2%}"
     sym = e.symbol

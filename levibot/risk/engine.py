@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from levibot import valuation
 from levibot.messages import (
     Bar,
     Fill,
@@ -111,14 +112,15 @@ class RiskEngine:
     @property
     def equity(self) -> float:
         """Return cash plus every position at its last price (the portfolio's formula)."""
-        s = self.state
-        return s.cash + sum(p.quantity * p.last_price for p in s.positions.values())
+        return valuation.equity(self.state.cash, self._book())
 
     @property
     def drawdown(self) -> float:
         """Return ``(peak - equity) / peak``; 0 at or above the peak: profits are never drawdown."""
-        peak = self.state.peak_equity
-        return max(0.0, (peak - self.equity) / peak) if peak > 0 else 0.0
+        return valuation.drawdown(self.state.peak_equity, self.equity)
+
+    def _book(self) -> list[valuation.Position]:
+        return [(p.quantity, p.last_price) for p in self.state.positions.values()]
 
     @property
     def policy(self) -> ExitPolicy:
@@ -152,13 +154,9 @@ class RiskEngine:
         return stale
 
     def _exposure(self) -> float:
-        s = self.state
-        total = 0.0
-        for pos in s.positions.values():
-            total += abs(pos.quantity * pos.last_price)
-        for p in s.pending.values():
-            total += abs(p.quantity * p.price)
-        return total
+        # Approved orders not yet filled count as exposure at their order price.
+        pending = [(p.quantity, p.price) for p in self.state.pending.values()]
+        return valuation.gross_exposure(self._book() + pending)
 
     def _open_symbols(self, other_than: str) -> int:
         s = self.state

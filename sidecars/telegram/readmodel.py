@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+from levibot import valuation
 from levibot.messages import (
     Alert,
     Fill,
@@ -55,6 +56,7 @@ class ReadModel:
         self.denials: Counter[str] = Counter()
         self.models: dict[tuple[str, str], int] = {}  # (strategy, model_id) -> last seen ns
         self.risk = RiskView()
+        self.risk_status: RiskStatus | None = None
         self.seen: Counter[str] = Counter()
 
     def apply(self, msg: Message) -> None:
@@ -88,6 +90,7 @@ class ReadModel:
                 self.risk.policy = msg.policy
                 self._commanded(msg.issued_by, msg.ts_event)
             case RiskStatus():  # the risk engine's own word overrides what was commanded
+                self.risk_status = msg
                 self.risk.kill_switch = msg.kill_switch
                 self.risk.trading_state = msg.trading_state
                 self.risk.policy = msg.policy
@@ -100,17 +103,33 @@ class ReadModel:
 
     @property
     def drawdown(self) -> float:
-        """Return the fall of equity from its peak, as a fraction (0.0 at a new high)."""
-        if self.portfolio is None or self.peak_equity <= 0:
+        """Return the fall of equity from its peak, as a fraction (0.0 at a new high).
+
+        The risk engine's word (``RiskStatus``: its peak is the one the limits are checked
+        against); until it has spoken, the same formula over the snapshots seen.
+        """
+        if self.risk_status is not None:
+            return self.risk_status.drawdown
+        if self.portfolio is None:
             return 0.0
-        return max(0.0, 1.0 - self.portfolio.equity / self.peak_equity)
+        return valuation.drawdown(self.peak_equity, self.portfolio.equity)
+
+    @property
+    def peak(self) -> float:
+        """Return the peak equity :attr:`drawdown` is measured from."""
+        if self.risk_status is not None:
+            return self.risk_status.peak_equity
+        return self.peak_equity
 
     @property
     def gross_exposure(self) -> float:
-        """Return the sum of |quantity x last price| over open positions."""
+        """Return Σ |quantity · mark| over open positions (:mod:`levibot.valuation`)."""
         if self.portfolio is None:
             return 0.0
-        return sum(abs(p.quantity * p.last_price) for p in self.portfolio.positions)
+        return valuation.gross_exposure(
+            (p.quantity, valuation.mark(p.last_price, p.avg_price))
+            for p in self.portfolio.positions
+        )
 
     def summary(self) -> dict[str, Any]:
         """Return counters for ``/status``."""

@@ -111,7 +111,7 @@ def pnl_text(rm: ReadModel) -> str:
             f"Realised {money(p.realized_pnl)} · unrealised {money(p.unrealized_pnl)}",
             f"Fees {money(p.fees)}",
             f"Equity {money(p.equity)} ({ret:+.2f}% since the bot started)",
-            f"Drawdown from peak {rm.drawdown * 100:.2f}% (peak {money(rm.peak_equity)})",
+            f"Drawdown from peak {rm.drawdown * 100:.2f}% (peak {money(rm.peak)})",
         ]
     )
 

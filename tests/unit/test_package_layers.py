@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "levibot.partition": set(),
     "levibot.registry": set(),
     "levibot.backoff": set(),
+    "levibot.valuation": set(),
     "levibot.clock": {"levibot.messages", "levibot.errors"},
     "levibot.settings": {
         "levibot.config",

@@ -1,0 +1,56 @@
+"""Equity, exposure and drawdown: the one definition every part of levibot uses.
+
+The portfolio, the risk engine, the backtest report, the gateway and the bot all value a book
+with these functions, so that a number called "equity" or "drawdown" means the same wherever
+it is shown or checked:
+
+- a position is marked at its last price; before any price is known, at its average entry
+  price (``mark``);
+- equity = cash + Σ quantity · mark (a short position subtracts);
+- gross exposure = Σ |quantity · mark|; net exposure = Σ quantity · mark;
+- drawdown = (peak − equity) / peak, 0 at or above the peak (profits are never drawdown) and
+  0 while the peak is not positive.
+
+A leaf module: plain floats in, plain floats out, no project imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: A position as the valuation sees it: (signed quantity, mark price).
+Position = tuple[float, float]
+
+
+def mark(last_price: float, avg_price: float) -> float:
+    """Return the price a position is valued at: its last price, else its entry price."""
+    return last_price if last_price > 0 else avg_price
+
+
+def equity(cash: float, positions: Iterable[Position]) -> float:
+    """Return cash plus every position at its mark."""
+    return cash + sum(q * p for q, p in positions)
+
+
+def gross_exposure(positions: Iterable[Position]) -> float:
+    """Return Σ |quantity · mark|: what is at risk, longs and shorts alike."""
+    return sum(abs(q * p) for q, p in positions)
+
+
+def net_exposure(positions: Iterable[Position]) -> float:
+    """Return Σ quantity · mark: longs minus shorts."""
+    return sum(q * p for q, p in positions)
+
+
+def drawdown(peak: float, equity_now: float) -> float:
+    """Return the fall of ``equity_now`` from ``peak`` as a fraction of the peak."""
+    return max(0.0, (peak - equity_now) / peak) if peak > 0 else 0.0
+
+
+def max_drawdown(curve: Iterable[float]) -> float:
+    """Return the largest :func:`drawdown` from the running peak along an equity curve."""
+    peak, worst = 0.0, 0.0
+    for e in curve:
+        peak = max(peak, e)
+        worst = max(worst, drawdown(peak, e))
+    return worst
