@@ -54,7 +54,7 @@ OPENAPI = web.AppKey("openapi", Document)
 async def _limit(services: Services, *limits: tuple[str, int]) -> None:
     retry = await services.limiter.hit(*limits)
     if retry is not None:
-        services.extra["rate_limited"].inc()
+        services.rate_limited.inc()
         raise ApiError(
             429, "rate_limited", f"too many requests; retry in {math.ceil(retry)} s",
             headers={"Retry-After": str(math.ceil(retry))},
@@ -138,7 +138,11 @@ def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[s
         services.log.info("gateway.miniapp_absent", module=MINIAPP_MODULE)
         return {}
     module = importlib.import_module(MINIAPP_MODULE)
-    module.setup_routes(app, **services.extra["miniapp_options"])
+    options = services.miniapp
+    module.setup_routes(
+        app, bot_token=options.bot_token, session_secret=options.session_secret,
+        max_age_s=options.max_age_s, admin_user_ids=options.admin_user_ids,
+    )  # fmt: skip
     paths: dict[str, dict[str, Any]] = module.openapi_paths(_ERROR_REF)  # it documents itself
     return paths
 

@@ -34,6 +34,18 @@ class RefreshRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
 
 
+class RevokeRequest(_Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Revoke the family of a refresh token or an access token (sign out everywhere)."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class RevokeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the token named a family, now revoked on every replica."""
+
+    revoked: bool
+
+
 class TokenResponse(msgspec.Struct, frozen=True, kw_only=True):
     """An access token (JWT, ``expires_in`` seconds) and its single-use refresh token."""
 

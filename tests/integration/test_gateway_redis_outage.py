@@ -142,7 +142,7 @@ async def test_gateway_survives_redis_killed_under_load_and_shares_limits_again(
             b = await stack.enter_async_context(running_gateway(tmp_path, **load))
             c = await stack.enter_async_context(running_gateway(tmp_path, **tight))
             d = await stack.enter_async_context(running_gateway(tmp_path, **tight))
-            store = a.services.extra["feature_store"]
+            store = a.services.feature_store
             features = Features(ts_event=7, ts_init=7, symbol="BTCUSDT", schema_hash="h",
                                 values=(0.25,), price=42.0)  # fmt: skip
             await store.put(features)

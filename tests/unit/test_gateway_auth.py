@@ -236,7 +236,7 @@ async def test_admin_cookie_over_http_and_ip_allowlist(tmp_path: Path) -> None:
     async with running_gateway(tmp_path / "b", admin_ip_allowlist=("10.0.0.0/8",)) as g:
         status, err, _ = await post(g, "/auth/cookie", {}, g.h("admin"))
         assert (status, err["error"]["code"]) == (403, "ip_not_allowed")
-        forged = g.services.extra["cookie"].make(g.key_ids["admin"])
+        forged = g.services.cookie.make(g.key_ids["admin"])
         status, err, _ = await post(
             g, "/killswitch", {"on": True}, {"Cookie": f"lb_admin={forged}"}
         )

@@ -12,6 +12,7 @@ from sidecars.gateway.auth.keys import (
     KeyStore,
     new_key,
     open_key_store,
+    rotate_key,
 )
 from sidecars.gateway.auth.ratelimit import (
     FallbackRateLimiter,
@@ -19,7 +20,15 @@ from sidecars.gateway.auth.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
-from sidecars.gateway.auth.tokens import AuthError, Claims, TokenPair, TokenService
+from sidecars.gateway.auth.tokens import (
+    AuthError,
+    Claims,
+    LocalLedger,
+    TokenLedger,
+    TokenPair,
+    TokenService,
+    open_token_ledger,
+)
 
 __all__ = [
     "COOKIE_NAME",
@@ -34,14 +43,18 @@ __all__ = [
     "FallbackRateLimiter",
     "FileKeyStore",
     "KeyStore",
+    "LocalLedger",
     "MemoryRateLimiter",
     "Principal",
     "RateLimiter",
     "RedisRateLimiter",
+    "TokenLedger",
     "TokenPair",
     "TokenService",
     "ip_allowed",
     "new_key",
     "open_key_store",
+    "open_token_ledger",
     "parse_allowlist",
+    "rotate_key",
 ]

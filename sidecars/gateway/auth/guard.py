@@ -7,13 +7,15 @@ allowlisted IP only) and, for the websocket where browsers cannot set headers, `
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from sidecars.gateway.auth.cookie import COOKIE_NAME, AdminCookie
 from sidecars.gateway.auth.keys import ApiKey, KeyStore, effective_scopes, parse_key, verify_secret
-from sidecars.gateway.auth.tokens import AuthError, TokenService
+from sidecars.gateway.auth.tokens import AuthError, TokenLedger
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,13 @@ class Principal:
 
 @dataclass
 class Authenticator:
-    """Check credentials against the key store, the token service and the cookie signer."""
+    """Check credentials against the key store, the token ledger and the cookie signer."""
 
     keys: KeyStore
-    tokens: TokenService
+    ledger: TokenLedger
     cookie: AdminCookie
     pepper: str = ""
+    now: Callable[[], float] = time.time  # against key expiries
 
     async def _key(self, key_id: str) -> ApiKey:
         record = await self.keys.get(key_id)
@@ -45,6 +48,8 @@ class Authenticator:
             raise AuthError("key_unknown", "the API key behind this credential does not exist")
         if record.revoked:
             raise AuthError("key_revoked", "the API key behind this credential was revoked")
+        if record.expired(self.now()):
+            raise AuthError("key_expired", "the API key behind this credential has expired")
         return record
 
     async def api_key(self, plaintext: str) -> Principal:
@@ -58,11 +63,13 @@ class Authenticator:
             raise AuthError("key_invalid", "unknown API key")
         if record.revoked:
             raise AuthError("key_revoked", "this API key was revoked")
+        if record.expired(self.now()):
+            raise AuthError("key_expired", "this API key has expired; use its successor")
         return Principal(key_id, effective_scopes(record.scopes), "api_key")
 
     async def bearer(self, token: str) -> Principal:
         """Return the principal of an access token, checking its key is still valid."""
-        claims = self.tokens.verify(token)
+        claims = await self.ledger.verify(token)
         if not claims.sub.startswith("tg:"):
             await self._key(claims.sub)
         return Principal(claims.sub, effective_scopes(claims.scopes), "jwt")

@@ -4,6 +4,10 @@ The secret has 256 bits of entropy, so one SHA-256 (HMAC-SHA256 with a server pe
 configured) is enough: a slow KDF protects guessable passwords, not random keys, and would cost a
 millisecond on every authenticated request. Storage is a JSON file (mode 0600) in the data dir, or
 PostgreSQL's ``api_keys`` table when a DSN is configured (see ``keys_pg``).
+
+A key may carry an expiry; from then on it is refused. Rotation (``rotate_key``) creates a
+successor with the same name and scopes and sets the old key's expiry to a chosen time: until
+then both keys work (the overlap), so clients can switch without an outage.
 """
 
 from __future__ import annotations
@@ -42,11 +46,17 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     created_at: float = 0.0  # Unix seconds
     revoked_at: float | None = None
+    expires_at: float | None = None  # Unix seconds; refused from then on (None: never)
+    replaced_by: str = ""  # the key id of the successor a rotation created
 
     @property
     def revoked(self) -> bool:
         """True once the key was revoked."""
         return self.revoked_at is not None
+
+    def expired(self, now: float) -> bool:
+        """True from the key's expiry on."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def effective_scopes(scopes: Iterable[str]) -> frozenset[str]:
@@ -94,16 +104,22 @@ def parse_key(plaintext: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def new_key(name: str, scopes: Iterable[str], pepper: str = "") -> tuple[str, ApiKey]:
+def new_key(
+    name: str, scopes: Iterable[str], pepper: str = "", *, expires_at: float | None = None
+) -> tuple[str, ApiKey]:
     """Return a fresh ``(plaintext, record)``; the plaintext is never stored."""
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
+    now = time.time()
+    if expires_at is not None and expires_at <= now:
+        raise ApiKeyError("a new key's expiry must lie in the future")
     record = ApiKey(
         key_id=key_id,
         hash=hash_secret(secret, pepper),
         scopes=check_scopes(scopes),
         name=name,
-        created_at=time.time(),
+        created_at=now,
+        expires_at=expires_at,
     )
     return f"{PREFIX}_{key_id}_{secret}", record
 
@@ -125,6 +141,10 @@ class KeyStore(Protocol):
 
     async def revoke(self, key_id: str) -> bool:
         """Mark a key revoked; return False when it does not exist."""
+        ...
+
+    async def retire(self, key_id: str, at: float, replaced_by: str = "") -> ApiKey | None:
+        """Set a key's expiry to ``at`` (and its successor); return it, None when unknown."""
         ...
 
     async def close(self) -> None:
@@ -186,8 +206,56 @@ class FileKeyStore:
             await anyio.to_thread.run_sync(self._save, keys)
         return True
 
+    async def retire(self, key_id: str, at: float, replaced_by: str = "") -> ApiKey | None:
+        keys = dict(self._load())
+        record = keys.get(key_id)
+        if record is None:
+            return None
+        record = msgspec.structs.replace(
+            record, expires_at=at, replaced_by=replaced_by or record.replaced_by
+        )
+        keys[key_id] = record
+        await anyio.to_thread.run_sync(self._save, keys)
+        return record
+
     async def close(self) -> None:
         pass
+
+
+async def rotate_key(
+    store: KeyStore,
+    key_id: str,
+    retire_at: float,
+    pepper: str = "",
+    *,
+    expires_at: float | None = None,
+) -> tuple[str, ApiKey, ApiKey]:
+    """Create the successor of ``key_id`` and retire the old key at ``retire_at``.
+
+    The successor has the old key's name and scopes and expires at ``expires_at`` (None: never).
+    Both keys work until ``retire_at``, never later than an expiry the old key already had.
+    Return ``(plaintext, successor, old key as retired)``.
+    """
+    old = await store.get(key_id)
+    now = time.time()
+    if old is None:
+        raise ApiKeyError(f"no API key with id {key_id!r}")
+    if old.revoked:
+        raise ApiKeyError(f"API key {key_id} is revoked; create a new key instead")
+    if old.expired(now):
+        raise ApiKeyError(f"API key {key_id} has expired; create a new key instead")
+    if old.replaced_by:
+        raise ApiKeyError(f"API key {key_id} was already rotated to {old.replaced_by}")
+    if retire_at < now:
+        raise ApiKeyError("the old key's retirement time must not lie in the past")
+    if old.expires_at is not None:
+        retire_at = min(retire_at, old.expires_at)
+    plaintext, successor = new_key(old.name, old.scopes, pepper, expires_at=expires_at)
+    await store.add(successor)
+    retired = await store.retire(key_id, retire_at, replaced_by=successor.key_id)
+    if retired is None:  # deleted between the two calls; the successor stands on its own
+        raise ApiKeyError(f"API key {key_id} vanished during the rotation")
+    return plaintext, successor, retired
 
 
 async def open_key_store(

@@ -4,6 +4,11 @@ An access token (HS256, 5 minutes by default) carries the key id, its scopes and
 *family* it was issued in. Each refresh token is single-use: redeeming it returns a new pair in the
 same family and marks the old one used. Presenting a used refresh token again means it leaked, so
 the whole family is revoked — its refresh tokens and the access tokens issued from it.
+
+``TokenService`` signs and checks the JWTs and, on its own, keeps the families in its memory (the
+embedded mode: one process, forgotten on restart). The gateway talks to a ``TokenLedger``:
+``LocalLedger`` wraps that memory, ``tokens_pg.PostgresLedger`` keeps the families and their
+revocations in PostgreSQL, where every replica sees them and a restart forgets nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import jwt
 import msgspec
@@ -23,6 +29,8 @@ from levibot.errors import LevibotError
 _ALGORITHM = "HS256"
 #: The issuer of Mini App session tokens (``sidecars.miniapp.session.ISSUER``).
 MINIAPP_ISSUER = "levibot-miniapp"
+#: The family of every Mini App session: they are not issued here, so not revocable one by one.
+MINIAPP_FAMILY = "miniapp"
 
 
 class AuthError(LevibotError):
@@ -74,8 +82,8 @@ class TokenService:
     _revoked_families: set[str] = field(default_factory=set)
 
     @staticmethod
-    def _digest(token: str) -> str:
-        # Refresh tokens are stored hashed too: a dump of this table grants nothing.
+    def digest(token: str) -> str:
+        """Return the stored form of a refresh token: a dump of the table grants nothing."""
         return hashlib.sha256(token.encode()).hexdigest()
 
     def _access(self, sub: str, scopes: tuple[str, ...], family: str, ttl: int) -> str:
@@ -91,18 +99,22 @@ class TokenService:
         }
         return jwt.encode(payload, self.secret, algorithm=_ALGORITHM)
 
-    def _pair(self, sub: str, scopes: tuple[str, ...], family: str) -> TokenPair:
+    def mint(self, sub: str, scopes: tuple[str, ...], family: str) -> tuple[TokenPair, str]:
+        """Return a new pair in ``family`` and its refresh token's digest, recording nothing."""
         refresh = f"rt_{secrets.token_urlsafe(32)}"
-        self._refresh[self._digest(refresh)] = _Refresh(
-            family, sub, scopes, self.now() + self.refresh_ttl_s
-        )
-        self._prune()
-        return TokenPair(
+        pair = TokenPair(
             access_token=self._access(sub, scopes, family, self.access_ttl_s),
             refresh_token=refresh,
             expires_in=self.access_ttl_s,
             scopes=scopes,
         )
+        return pair, self.digest(refresh)
+
+    def _pair(self, sub: str, scopes: tuple[str, ...], family: str) -> TokenPair:
+        pair, digest = self.mint(sub, scopes, family)
+        self._refresh[digest] = _Refresh(family, sub, scopes, self.now() + self.refresh_ttl_s)
+        self._prune()
+        return pair
 
     def issue(self, sub: str, scopes: Iterable[str]) -> TokenPair:
         """Return a new token pair starting a new refresh family."""
@@ -110,7 +122,7 @@ class TokenService:
 
     def refresh(self, token: str) -> TokenPair:
         """Redeem a refresh token for a new pair; a reused token revokes its whole family."""
-        record = self._refresh.get(self._digest(token))
+        record = self._refresh.get(self.digest(token))
         if record is None:
             raise AuthError("refresh_invalid", "unknown refresh token")
         if record.family in self._revoked_families:
@@ -129,8 +141,36 @@ class TokenService:
         """Revoke every token of ``family``."""
         self._revoked_families.add(family)
 
+    def revoke(self, token: str) -> bool:
+        """Revoke the family of a refresh or access token; False when the token names none."""
+        family = self.family_of(token)
+        if family is None:
+            record = self._refresh.get(self.digest(token))
+            family = None if record is None else record.family
+        if family is None:
+            return False
+        self.revoke_family(family)
+        return True
+
+    def family_of(self, token: str) -> str | None:
+        """Return the revocable family of a valid access token; None for anything else."""
+        if token.startswith("rt_"):
+            return None
+        try:
+            claims = self.decode(token)
+        except AuthError:
+            return None
+        return None if claims.family == MINIAPP_FAMILY else claims.family
+
     def verify(self, token: str) -> Claims:
-        """Return the claims of a valid access token; raise ``AuthError`` otherwise.
+        """Return the claims of a valid, unrevoked access token; raise ``AuthError`` otherwise."""
+        claims = self.decode(token)
+        if claims.family in self._revoked_families:
+            raise AuthError("token_revoked", "this token was revoked")
+        return claims
+
+    def decode(self, token: str) -> Claims:
+        """Return the claims of a validly signed, unexpired access token, revoked or not.
 
         Besides its own access tokens it accepts the Mini App's session tokens
         (``iss="levibot-miniapp"``, ``sub="tg:<user id>"``; see ``sidecars.miniapp.session``),
@@ -155,15 +195,13 @@ class TokenService:
         if payload.get("iss") == MINIAPP_ISSUER:
             if not sub.startswith("tg:"):
                 raise AuthError("token_invalid", "a Mini App session must name a Telegram user")
-            family = "miniapp"
+            family = MINIAPP_FAMILY
         elif payload.get("typ") == "access" and isinstance(payload.get("fam"), str):
             family = payload["fam"]
             if sub.startswith("tg:"):
                 raise AuthError("token_invalid", "not an access token")
         else:
             raise AuthError("token_invalid", "not an access token")
-        if family in self._revoked_families:
-            raise AuthError("token_revoked", "this token was revoked")
         return Claims(
             sub=sub, scopes=tuple(str(x) for x in scopes), family=family, exp=payload["exp"]
         )
@@ -175,3 +213,58 @@ class TokenService:
         horizon = self.now() - self.refresh_ttl_s
         for digest in [d for d, r in self._refresh.items() if r.expires < horizon]:
             del self._refresh[digest]
+
+
+class TokenLedger(Protocol):
+    """Where refresh-token families and their revocations live: issue, rotate, check, revoke."""
+
+    async def issue(self, sub: str, scopes: Iterable[str]) -> TokenPair:
+        """Return a new token pair starting a new refresh family."""
+        ...
+
+    async def refresh(self, token: str) -> TokenPair:
+        """Redeem a refresh token for a new pair; a reused token revokes its whole family."""
+        ...
+
+    async def verify(self, token: str) -> Claims:
+        """Return the claims of a valid access token whose family is not revoked."""
+        ...
+
+    async def revoke(self, token: str) -> bool:
+        """Revoke the family of a refresh or access token; False when the token names none."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class LocalLedger:
+    """The embedded ledger: ``TokenService``'s own memory (one process, gone on restart)."""
+
+    tokens: TokenService
+
+    async def issue(self, sub: str, scopes: Iterable[str]) -> TokenPair:
+        return self.tokens.issue(sub, scopes)
+
+    async def refresh(self, token: str) -> TokenPair:
+        return self.tokens.refresh(token)
+
+    async def verify(self, token: str) -> Claims:
+        return self.tokens.verify(token)
+
+    async def revoke(self, token: str) -> bool:
+        return self.tokens.revoke(token)
+
+    async def close(self) -> None:
+        pass
+
+
+async def open_token_ledger(postgres_dsn: str, tokens: TokenService) -> TokenLedger:
+    """Return the PostgreSQL ledger when a DSN is given, else the process's own memory."""
+    if postgres_dsn:
+        from sidecars.gateway.auth.tokens_pg import PostgresLedger
+
+        return await PostgresLedger.connect(postgres_dsn, tokens)
+    return LocalLedger(tokens)
