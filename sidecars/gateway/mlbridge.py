@@ -1,11 +1,17 @@
-"""The gateway's window on ``levibot.ml``: score one vector, list models, train in a thread.
+"""The gateway's window on ``levibot.ml``: score one vector, list, activate and roll back
+models, train in a worker process.
 
-``levibot.ml`` (ONNX Runtime, LightGBM) is imported lazily, on the first request that needs it,
-so the gateway starts fast and runs on a node without the ML extras; a missing library is a 503.
+The registry is the one every process shares (``levibot.ml.registries.open_registry``): with a
+DSN the PostgreSQL registry, its files cached under ``root``, so a gateway with an empty data
+dir sees the models another process registered and scores with them; without one the folder
+``root``. ``levibot.ml`` (ONNX Runtime, LightGBM) is imported lazily, on the first request that
+needs it, so the gateway starts fast and runs on a node without the ML extras; a missing
+library is a 503, and so is a registry that cannot be read.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from levibot.errors import LevibotError, SchemaMismatchError
+from levibot.secrets import mask_text
 from sidecars.gateway.errors import ApiError
 
 Trainer = Callable[..., Any]  # (options) or (options, data)
@@ -29,40 +37,66 @@ def _model_error() -> type[Exception]:
 
 
 class ModelBridge:
-    """Score with the registry's active model, reloading it when the ``ACTIVE`` pointer moves."""
+    """Score with the registry's active model, reloading it when the active pointer moves."""
 
-    def __init__(self, root: str | Path, *, postgres_dsn: str = "") -> None:
+    def __init__(
+        self, root: str | Path, *, postgres_dsn: str = "", postgres_schema: str = "public"
+    ) -> None:
         self.root = Path(root)
-        self.postgres_dsn = postgres_dsn  # where stored bars are read for /retrain
+        self.postgres_dsn = postgres_dsn  # the registry and the stored bars /retrain reads
+        self.postgres_schema = postgres_schema
+        self._store: Any = None
+        self._opening = asyncio.Lock()
         self._scorer: Any = None
 
-    def registry(self) -> Any:
-        """Return a ``ModelRegistry`` on ``root``."""
+    async def registry(self) -> Any:
+        """Return the shared registry (a ``ModelStore``), opened on first use."""
+        async with self._opening:
+            if self._store is None:
+                try:
+                    from levibot.ml.registries import open_registry
+                except ImportError as exc:
+                    raise _ml_unavailable(exc) from None
+                try:
+                    self._store = await open_registry(
+                        self.root, dsn=self.postgres_dsn, schema=self.postgres_schema
+                    )
+                except Exception as exc:  # asyncpg's and OS errors: PostgreSQL is away
+                    raise _unreadable(exc) from None
+        return self._store
+
+    async def close(self) -> None:
+        """Release the registry's connections (idempotent)."""
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+
+    async def _read(self, verb: str, *args: Any) -> Any:
+        """Call the registry's ``verb``; its failures are 503 ``registry_unreadable``."""
+        store = await self.registry()
         try:
-            from levibot.ml.registry import ModelRegistry
-        except ImportError as exc:
-            raise _ml_unavailable(exc) from None
-        return ModelRegistry(self.root)
+            return await getattr(store, verb)(*args)
+        except ApiError:
+            raise
+        except Exception as exc:  # a corrupt pointer, PostgreSQL away: the registry's fault
+            raise _unreadable(exc) from None
 
     async def scorer(self) -> Any:
         """Return a scorer of the active model; 409 ``no_active_model`` when there is none."""
-        registry = self.registry()
-        model_error = _model_error()
-        try:
-            card = registry.active()
-        except model_error as exc:
-            raise ApiError(503, "registry_unreadable", str(exc)) from None
+        card = await self._read("active")
         if card is None:
-            raise ApiError(409, "no_active_model", f"no active model in {self.root}; activate one")
+            where = (await self.registry()).where()
+            raise ApiError(409, "no_active_model", f"no active model in {where}; activate one")
         if self._scorer is None or self._scorer.model_id != card.model_id:
             try:
                 from levibot.ml.scorer import Scorer
             except ImportError as exc:
                 raise _ml_unavailable(exc) from None
+            path = await self._read("path", card.model_id)  # fetched from PostgreSQL once
             try:
                 # Building an ONNX Runtime session takes milliseconds: off the event loop.
-                self._scorer = await anyio.to_thread.run_sync(Scorer.from_registry, registry)
-            except model_error as exc:
+                self._scorer = await anyio.to_thread.run_sync(Scorer, card, path)
+            except _model_error() as exc:
                 raise ApiError(503, "model_unloadable", str(exc)) from None
         return self._scorer
 
@@ -102,39 +136,57 @@ class ModelBridge:
             "confidence": abs(probability - 0.5) * 2,
         }
 
-    def models(self) -> dict[str, Any]:
+    async def models(self) -> dict[str, Any]:
         """Return the registered models (without their bulky fold details) and the active id."""
-        registry = self.registry()
-        try:
-            cards = registry.list()
-            active = registry.active()
-        except _model_error() as exc:
-            raise ApiError(503, "registry_unreadable", str(exc)) from None
+        cards = await self._read("list")
+        active = await self._read("active")
         keep = ("model_id", "created_at", "schema_hash", "schema_version", "horizon", "metrics")
         models = [{k: msgspec.to_builtins(getattr(c, k)) for k in keep} for c in cards]
         return {"active": None if active is None else active.model_id, "models": models}
 
-    def exists(self, model_id: str) -> bool:
+    async def exists(self, model_id: str) -> bool:
         """Return True when ``model_id`` is registered."""
+        store = await self.registry()
         try:
-            self.registry().get(model_id)
+            await store.get(model_id)
         except _model_error():
             return False
+        except Exception as exc:
+            raise _unreadable(exc) from None
         return True
 
-    def activate(self, model_id: str, *, force: bool = False) -> None:
-        """Move the registry's active pointer to ``model_id`` if it passed the promotion gate
-        (409 ``not_promoted`` otherwise, unless ``force``)."""
+    async def activate(self, model_id: str, *, force: bool = False) -> None:
+        """Move the registry's persisted active pointer to ``model_id`` if it passed the
+        promotion gate (409 ``not_promoted`` otherwise, unless ``force``) and was trained on
+        the running feature schema (409 ``schema_mismatch``)."""
         from levibot.ml.governance import PromotionRefused, check_promotion
 
-        registry = self.registry()
+        store = await self.registry()
         try:
-            check_promotion(registry.get(model_id), force=force)
-            registry.activate(model_id)
+            check_promotion(await store.get(model_id), force=force)
+            await store.activate(model_id)
         except PromotionRefused as exc:
             raise ApiError(409, "not_promoted", str(exc)) from None
+        except SchemaMismatchError as exc:
+            raise ApiError(409, "schema_mismatch", str(exc)) from None
+        except Exception as exc:
+            raise _unreadable(exc) from None
+
+    async def rollback(self) -> str:
+        """Move the persisted pointer back to the model active before; return its id (409
+        ``nothing_to_roll_back`` when there was none)."""
+        store = await self.registry()
+        try:
+            card = await store.rollback()
+        except SchemaMismatchError as exc:
+            raise ApiError(409, "schema_mismatch", str(exc)) from None
         except _model_error() as exc:
-            raise ApiError(503, "registry_unreadable", str(exc)) from None
+            if "nothing to roll back" in str(exc):
+                raise ApiError(409, "nothing_to_roll_back", str(exc)) from None
+            raise _unreadable(exc) from None
+        except Exception as exc:
+            raise _unreadable(exc) from None
+        return str(card.model_id)
 
     def check_data(self, data: Any) -> dict[str, Any] | None:
         """Return the stored-bars selection of a request (None: the default data). Whether
@@ -149,33 +201,16 @@ class ModelBridge:
         }  # fmt: skip
 
     def default_trainer(self) -> Trainer:
-        """Return a trainer that runs ``levibot.ml.train.train_model`` into this registry, on
-        the real BTCUSDT klines or on the stored bars ``data`` selects."""
+        """Return a trainer that runs ``levibot.ml.retrain.retrain`` in a child process (the
+        gateway's loop never waits on LightGBM), on the real BTCUSDT klines or on the stored
+        bars ``data`` selects, registering into this gateway's registry (PostgreSQL with a
+        DSN: every process sees the new model)."""
+        where = {"root": str(self.root), "dsn": self.postgres_dsn, "schema": self.postgres_schema}
 
         def train(options: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> Any:
-            import asyncio
+            from levibot.ml.retrain import in_process
 
-            from levibot.config import convert
-            from levibot.ml.train import TrainConfig, train_model
-
-            config = convert(dict(options), TrainConfig, prefix="$.options")
-            bars = None
-            if data is not None:
-                from levibot.ml.bars_pg import load_bars_pg
-                from levibot.ml.card import ModelError
-
-                if not self.postgres_dsn:
-                    raise ModelError("no [storage] postgres_dsn here: no stored bars to read")
-
-                bars = asyncio.run(  # a worker thread: its own loop
-                    load_bars_pg(
-                        self.postgres_dsn, symbol=data["symbol"], timeframe=data["timeframe"],
-                        venue=data.get("venue"), since_ns=data.get("since"),
-                        until_ns=data.get("until"),
-                    )
-                )  # fmt: skip
-            card = train_model(config=config, registry=self.registry(), bars=bars, progress=False)
-            return {"model_id": card.model_id, "metrics": card.metrics, "data": card.data}
+            return in_process(options, data, **where)
 
         return train
 
@@ -206,3 +241,9 @@ class ModelBridge:
 def _is_int(type_: Any) -> bool:
     """Return True for ``int`` and ``Annotated[int, ...]``."""
     return type_ is int or getattr(type_, "__origin__", None) is int
+
+
+def _unreadable(exc: BaseException) -> ApiError:
+    """A registry that cannot be read: 503, never a password from a DSN in the message."""
+    text = str(exc) if isinstance(exc, LevibotError) else f"{type(exc).__name__}: {exc}"
+    return ApiError(503, "registry_unreadable", mask_text(text))
