@@ -127,6 +127,17 @@ class PaperVenue:
         """Return the queued orders, by symbol then age."""
         return [i for queue in self._pending.values() for i in queue]
 
+    def cancel(self, client_order_id: str) -> OrderIntent | None:
+        """Drop a pending order; return it, or None when none has that id."""
+        for symbol, queue in self._pending.items():
+            for k, intent in enumerate(queue):
+                if intent.client_order_id == client_order_id:
+                    del queue[k]
+                    if not queue:
+                        del self._pending[symbol]
+                    return intent
+        return None
+
     def restore(self, pending: Sequence[OrderIntent]) -> None:
         """Queue the orders persisted before a restart."""
         for intent in pending:

@@ -6,6 +6,7 @@ from levibot.messages.control import (
     ActivateModel,
     Alert,
     AlertLevel,
+    CancelOrder,
     Command,
     Heartbeat,
     RiskStatus,
@@ -53,6 +54,7 @@ CORE_TYPES: tuple[type[Message], ...] = (
     Alert,
     Heartbeat,
     RiskStatus,
+    CancelOrder,
 )
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "Alert",
     "AlertLevel",
     "Bar",
+    "CancelOrder",
     "Codec",
     "Command",
     "Features",

@@ -91,6 +91,18 @@ class SubmitOrder(Command, frozen=True, kw_only=True):
     target: ClassVar[str] = "risk"
 
 
+class CancelOrder(Command, frozen=True, kw_only=True):
+    """Cancel an open order by the client order id it was placed with (``OrderIntent``'s).
+
+    The order actor cancels it at the venue and publishes ``OrderClosed`` (reason
+    ``canceled``); an order it does not hold open gets an ``Alert`` saying so.
+    """
+
+    client_order_id: str
+    symbol: str = ""  # optional: only checked against the order's when given
+    target: ClassVar[str] = "order"
+
+
 class RiskStatus(Message, frozen=True, kw_only=True):
     """The risk engine's state, published on every change and periodically: the one truth
     about the kill switch, the trading state and the exit policy."""

@@ -15,6 +15,7 @@ from levibot.messages import (
     Alert,
     AlertLevel,
     Bar,
+    CancelOrder,
     Codec,
     Features,
     Fill,
@@ -81,6 +82,8 @@ EXAMPLES: list[Message] = [
     RiskStatus(**T, kill_switch=True, trading_state=TradingState.HALTED, policy="moderate",
                equity=9_000.0, peak_equity=10_000.0, drawdown=0.1, day_trades=3,
                day_realized_pnl=-12.5),
+    CancelOrder(**T, command_id="k8", issued_by="admin", client_order_id="c1",
+                symbol="BTCUSDT"),
 ]  # fmt: skip
 
 
@@ -143,10 +146,11 @@ def test_subjects_follow_the_design() -> None:
     assert subjects["PortfolioSnapshot"] == "lb.portfolio"
     assert subjects["SetKillSwitch"] == "lb.ctl.risk"
     assert subjects["StartStrategy"] == "lb.ctl.scoring"
+    assert subjects["CancelOrder"] == "lb.ctl.order"
     assert subjects["Alert"] == "lb.alert.critical"
     durable = {type(m).__name__ for m in EXAMPLES if m.durable}
     assert durable == {
         "OrderIntent", "OrderDenied", "OrderAccepted", "Fill", "OrderClosed", "SetKillSwitch",
         "SetTradingState", "SetRiskPolicy", "StartStrategy", "StopStrategy", "ActivateModel",
-        "SubmitOrder", "Alert",
+        "SubmitOrder", "Alert", "CancelOrder",
     }  # fmt: skip
