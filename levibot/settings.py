@@ -129,6 +129,11 @@ class Settings(Config, frozen=True, kw_only=True):
             cfg = resolve(name).config_type()
         return cfg
 
+    @property
+    def postgres_dsn(self) -> str:
+        """Return the node's PostgreSQL DSN: ``[storage]``'s, else the store's ("" for none)."""
+        return self.storage.postgres_dsn or getattr(self.actor_config("store"), "postgres_dsn", "")
+
     def actors_of(self, groups: tuple[str, ...]) -> list[str]:
         """Return the actor names of ``groups``, in order, each once."""
         names: list[str] = []
@@ -141,6 +146,16 @@ class Settings(Config, frozen=True, kw_only=True):
 
 
 _CORE = {"node", "nats", "log", "storage", "groups"}
+
+
+def storage_from_env(environ: Mapping[str, str] | None = None) -> StorageConfig:
+    """Return ``[storage]`` as the environment sets it (``LEVIBOT__STORAGE__…``), validated.
+
+    For helpers outside a node (the data download) that have no settings to hand but must
+    put state where a node would.
+    """
+    raw = overlay_env({}, environ).get("storage", {})
+    return convert(raw, StorageConfig, prefix="$.storage")
 
 
 def load_settings(

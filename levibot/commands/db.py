@@ -7,9 +7,8 @@ import asyncio
 import os
 from typing import Any
 
+from levibot.commands.run import add_common, config_path
 from levibot.errors import LevibotError
-
-_DSN_ENV = ("LEVIBOT__STORAGE__POSTGRES_DSN", "LEVIBOT__STORE__POSTGRES_DSN", "DATABASE_URL")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,17 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ):
         p = db_sub.add_parser(name, help=help_)
         p.add_argument(
-            "--dsn", default="", help=f"PostgreSQL DSN (default: ${' or $'.join(_DSN_ENV)})"
+            "--dsn", default="", help="PostgreSQL DSN (default: the config's postgres_dsn)"
         )
+        add_common(p)
         p.set_defaults(func=func)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def resolve_dsn(explicit: str) -> str:
-    """Return the DSN from ``--dsn`` or the environment; raise when there is none."""
-    dsn = explicit or next((os.environ[k] for k in _DSN_ENV if os.environ.get(k)), "")
+def resolve_dsn(explicit: str, config: str | None = None) -> str:
+    """Return ``--dsn``, else the config's DSN (``config`` or ./config.toml, environment
+    applied: ``[storage]`` then ``[store]`` ``postgres_dsn``); raise when there is none."""
+    from levibot.settings import load_settings
+
+    dsn = explicit or load_settings(config, environ=os.environ).postgres_dsn
     if not dsn:
-        raise LevibotError(f"no PostgreSQL DSN: pass --dsn or set {_DSN_ENV[0]}")
+        raise LevibotError(
+            "no PostgreSQL DSN: pass --dsn, or set [storage] postgres_dsn "
+            "(LEVIBOT__STORAGE__POSTGRES_DSN)"
+        )
     return dsn
 
 
@@ -76,8 +82,8 @@ async def _run_status(dsn: str) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    return asyncio.run(_run_migrate(resolve_dsn(args.dsn)))
+    return asyncio.run(_run_migrate(resolve_dsn(args.dsn, config_path(args))))
 
 
 def _status(args: argparse.Namespace) -> int:
-    return asyncio.run(_run_status(resolve_dsn(args.dsn)))
+    return asyncio.run(_run_status(resolve_dsn(args.dsn, config_path(args))))

@@ -58,9 +58,10 @@ class DataFetchError(LevibotError):
 
 
 def default_data_dir() -> Path:
-    """Return ``$LEVIBOT__STORAGE__DATA_DIR/data`` when set, else ``./var/data``."""
-    root = os.environ.get("LEVIBOT__STORAGE__DATA_DIR", "")
-    return Path(root) / "data" if root else Path.cwd() / "var" / "data"
+    """Return ``[storage] data_dir``/data as the environment sets it (default ``./var/data``)."""
+    from levibot.settings import storage_from_env
+
+    return Path.cwd() / storage_from_env().data_dir / "data"
 
 
 def _sha256_file(path: Path) -> str:
