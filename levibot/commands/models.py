@@ -1,8 +1,11 @@
 """``levibot models list|show|activate|rollback``: the model registry from the terminal.
 
-``activate`` and ``rollback`` move the registry's ``ACTIVE`` pointer, which a scoring actor reads
-when it starts, and, when ``[nats] url`` is configured, send ``ActivateModel`` so that running
-scoring actors swap live (as the gateway's ``POST /models/activate`` does).
+The registry is the one every process shares (``levibot.ml.registries.open_registry``): the
+PostgreSQL registry when a DSN is given (``--dsn``) or configured (``[storage] postgres_dsn``),
+else the local folder. ``activate`` and ``rollback`` move its persisted active pointer, which a
+scoring actor reads when it starts, and then, when ``[nats] url`` is configured, send
+``ActivateModel`` so that running scoring actors swap live (as the gateway's
+``POST /models/activate`` and ``POST /models/rollback`` do).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``models`` sub-command."""
     p = sub.add_parser("models", help="list, show, activate or roll back models")
     p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
-    p.add_argument("--dsn", default="", help="PostgreSQL DSN: use the PostgreSQL registry")
+    p.add_argument(
+        "--dsn", default="", help="PostgreSQL DSN (default [storage] postgres_dsn): its registry"
+    )
     p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
     add_common(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -60,52 +65,42 @@ def _list(cards: list[ModelCard], active: str | None) -> str:
     return "\n".join(lines)
 
 
-async def _pg(args: argparse.Namespace, cache: Path) -> tuple[list[ModelCard], str | None, Any]:
-    from levibot.ml.registry_pg import PgModelRegistry
+async def _verb(
+    args: argparse.Namespace, root: Path, dsn: str
+) -> tuple[list[ModelCard], str | None, Any, str]:
+    """Run the verb on the shared registry: (cards, active id, card, where)."""
+    from levibot.ml.registries import open_registry
 
-    async with PgModelRegistry(args.dsn, cache, schema=args.pg_schema) as reg:
+    reg = await open_registry(root, dsn=dsn, schema=args.pg_schema)
+    try:
         match args.verb:
             case "list":
                 active = await reg.active()
-                return await reg.list(), active.model_id if active else None, None
+                return await reg.list(), active.model_id if active else None, None, reg.where()
             case "show":
                 card = await reg.get(args.model_id) if args.model_id else await reg.active()
-                return [], None, card
+                return [], None, card, reg.where()
             case "activate":
                 check_promotion(await reg.get(args.model_id), force=args.force)
-                return [], None, await reg.activate(args.model_id)
+                return [], None, await reg.activate(args.model_id), reg.where()
             case _:
-                return [], None, await reg.rollback()
+                return [], None, await reg.rollback(), reg.where()
+    finally:
+        await reg.close()
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one registry verb."""
     from levibot.ml.card import ModelError
-    from levibot.ml.registry import ModelRegistry
     from levibot.ml.report import metrics_table, summary
     from levibot.settings import load_settings
 
     settings = load_settings(config_path(args))
     root = args.registry or Path(settings.storage.data_dir) / "models"
-    if args.dsn:
-        cards, active, card = asyncio.run(_pg(args, root))
-    else:
-        reg = ModelRegistry(root)
-        cards, active, card = [], None, None
-        match args.verb:
-            case "list":
-                cards = reg.list()
-                current = reg.active()
-                active = current.model_id if current else None
-            case "show":
-                card = reg.get(args.model_id) if args.model_id else reg.active()
-            case "activate":
-                check_promotion(reg.get(args.model_id), force=args.force)
-                card = reg.activate(args.model_id)
-            case _:
-                card = reg.rollback()
+    dsn = args.dsn or settings.storage.postgres_dsn
+    cards, active, card, where = asyncio.run(_verb(args, root, dsn))
     if args.verb == "list":
-        print(_list(cards, active) if cards else f"no models in {root}")
+        print(_list(cards, active) if cards else f"no models in {where}")
         return 0
     if card is None:
         raise ModelError("no active model")
@@ -119,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     verb = "activated" if args.verb == "activate" else "rolled back to"
     print(f"{verb} {card.model_id}")
-    _announce(settings, str(card.model_id))
+    announce(settings, str(card.model_id))
     return 0
 
 
-def _announce(settings: Any, model_id: str) -> None:
+def announce(settings: Any, model_id: str) -> None:
     """Tell running nodes over NATS (when configured) to swap to ``model_id`` live."""
     import uuid
 

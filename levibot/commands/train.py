@@ -1,4 +1,10 @@
-"""``levibot train``: train a model on kline data, print its metrics, register it."""
+"""``levibot train``: train a model on kline data, print its metrics, register it.
+
+The model goes into the registry every process shares: the PostgreSQL registry when a DSN is
+given (``--dsn``) or configured (``[storage] postgres_dsn``), its files also cached in the
+local folder, else the local folder alone. With ``--activate`` the persisted pointer moves and
+running scoring actors are told (``ActivateModel`` over NATS when ``[nats] url`` is set).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--force", action="store_true", help="with --activate: despite the gate")
     p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
-    p.add_argument("--dsn", default="", help="PostgreSQL DSN: also store the model there")
+    p.add_argument(
+        "--dsn",
+        default="",
+        help="PostgreSQL DSN of the model registry (default [storage] postgres_dsn)",
+    )
     p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_common(p)
@@ -73,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
         prefix="$.train",
     )
     settings = load_settings(config_path(args))
-    data_dir = Path(settings.storage.data_dir)
-    registry = ModelRegistry(args.registry or data_dir / "models")
+    root = args.registry or Path(settings.storage.data_dir) / "models"
+    dsn = args.dsn or settings.storage.postgres_dsn
+    local = ModelRegistry(root)  # the registry itself, or the PostgreSQL registry's cache
     bars = None
     if args.source == "postgres":
         bars = asyncio.run(_stored_bars(args, args.bars_dsn or settings.storage.postgres_dsn))
@@ -84,21 +95,22 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         bars=bars,
         config=cfg,
-        registry=registry,
-        activate=args.activate,
-        force=args.force,
+        registry=local,
         plots_dir=args.plots,
         progress=not args.no_progress,
     )
-    if args.dsn:
-        asyncio.run(_store_pg(args, registry.path(card.model_id)))
     print(summary(card))
     print()
     print(metrics_table(card))
     print()
-    where = registry.path(card.model_id)
+    # Registered (and activated) last: a refused promotion still leaves the model registered.
+    where = asyncio.run(_publish(args, root, dsn, local.path(card.model_id)))
     state = "active" if args.activate else f"activate with: levibot models activate {card.model_id}"
     print(f"registered {card.model_id} in {where} ({state})")
+    if args.activate:
+        from levibot.commands.models import announce
+
+        announce(settings, str(card.model_id))
     if args.plots:
         print(f"plots in {args.plots}")
     return 0
@@ -123,10 +135,13 @@ async def _stored_bars(args: argparse.Namespace, dsn: str) -> Any:
     )  # fmt: skip
 
 
-async def _store_pg(args: argparse.Namespace, model_dir: Path) -> None:
-    from levibot.ml.registry_pg import PgModelRegistry
+async def _publish(args: argparse.Namespace, root: Path, dsn: str, model_dir: Path) -> str:
+    """Register ``model_dir`` in the shared registry (and activate it); return where."""
+    from levibot.ml.registries import open_registry, publish
 
-    async with PgModelRegistry(args.dsn, model_dir.parent, schema=args.pg_schema) as reg:
-        card = await reg.register(model_dir)
-        if args.activate:
-            await reg.activate(card.model_id)
+    store = await open_registry(root, dsn=dsn, schema=args.pg_schema)
+    try:
+        await publish(store, model_dir, activate=args.activate, force=args.force)
+        return store.where()
+    finally:
+        await store.close()
