@@ -1,4 +1,10 @@
-"""``levibot keys create|list|revoke``: the gateway's API keys (shown once, stored hashed)."""
+"""``levibot keys create|list|revoke|rotate|expire``: the gateway's API keys (shown once, stored
+hashed).
+
+``rotate`` creates a successor with the same name and scopes and retires the old key at a chosen
+time (``--overlap`` from now, or ``--retire-at``): both keys work until then, so clients switch
+without an outage. With a DSN every gateway replica sees the change at once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +45,32 @@ def _when(ts: float | None) -> str:
     )
 
 
+def _moment(at: str | None, after: str | None, at_flag: str, in_flag: str) -> float | None:
+    """Return the Unix time of ``at`` (ISO-8601, UTC when no offset) or of ``after`` from now (a
+    duration: 90s, 30m, 12h, 7d, 2w); None when neither is given. The flags name them in errors."""
+    from levibot.marketdata.timeframe import TimeframeError, parse_timeframe
+    from sidecars.gateway.auth import ApiKeyError
+
+    if at is not None:
+        try:
+            moment = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise ApiKeyError(
+                f"{at_flag} {at!r}: expected ISO-8601, e.g. 2027-01-31T12:00Z"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.timestamp()
+    if after is not None:
+        try:
+            return time.time() + parse_timeframe(after) / 1e9
+        except TimeframeError:
+            raise ApiKeyError(f"{in_flag} {after!r}: expected a duration: 30m, 12h, 7d") from None
+    return None
+
+
 async def _run(args: argparse.Namespace) -> int:
-    from sidecars.gateway.auth import AuditLog, new_key, open_key_store
+    from sidecars.gateway.auth import ApiKeyError, AuditLog, new_key, open_key_store, rotate_key
 
     dsn, data_dir, pepper = _settings(args)
     store = await open_key_store(dsn, data_dir)
@@ -47,22 +78,41 @@ async def _run(args: argparse.Namespace) -> int:
     who = f"cli:{os.environ.get('USER', 'unknown')}"
     try:
         if args.action == "create":
-            plaintext, record = new_key(args.name, args.scopes.split(","), pepper)
+            expires = _moment(args.expires_at, args.expires_in, "--expires-at", "--expires-in")
+            plaintext, record = new_key(
+                args.name, args.scopes.split(","), pepper, expires_at=expires
+            )
             await store.add(record)
-            audit.record(who, "", "key.create", key_id=record.key_id, scopes=list(record.scopes))
-            print(f"key id:  {record.key_id}")
-            print(f"scopes:  {','.join(record.scopes)}")
-            print(f"api key: {plaintext}")
-            print("Store it now: it is shown only once and cannot be recovered.", file=sys.stderr)
+            audit.record(who, "", "key.create", key_id=record.key_id, scopes=list(record.scopes),
+                         expires_at=record.expires_at)  # fmt: skip
+            _show(plaintext, record)
         elif args.action == "list":
             keys = await store.list()
-            print(f"{'KEY ID':<14}{'NAME':<20}{'SCOPES':<20}{'CREATED':<22}REVOKED")
+            print(f"{'KEY ID':<14}{'NAME':<20}{'SCOPES':<20}{'CREATED':<22}{'REVOKED':<22}"
+                  f"{'EXPIRES':<22}REPLACED BY")  # fmt: skip
             for k in keys:
                 print(f"{k.key_id:<14}{k.name[:19]:<20}{','.join(k.scopes):<20}"
-                      f"{_when(k.created_at):<22}{_when(k.revoked_at)}")  # fmt: skip
+                      f"{_when(k.created_at):<22}{_when(k.revoked_at):<22}"
+                      f"{_when(k.expires_at):<22}{k.replaced_by or '-'}")  # fmt: skip
+        elif args.action == "rotate":
+            retire = _moment(args.retire_at, args.overlap, "--retire-at", "--overlap")
+            assert retire is not None  # --overlap has a default
+            expires = _moment(args.expires_at, args.expires_in, "--expires-at", "--expires-in")
+            plaintext, record, old = await rotate_key(
+                store, args.key_id, retire, pepper, expires_at=expires
+            )
+            audit.record(who, "", "key.rotate", key_id=old.key_id, successor=record.key_id,
+                         retire_at=old.expires_at, expires_at=record.expires_at)  # fmt: skip
+            _show(plaintext, record)
+            print(f"old key {old.key_id} works until {_when(old.expires_at)}, then only this one.")
+        elif args.action == "expire":
+            at = _moment(args.at, args.after, "--at", "--in")
+            at = time.time() if at is None else at
+            if await store.retire(args.key_id, at) is None:
+                raise ApiKeyError(f"no API key with id {args.key_id!r}")
+            audit.record(who, "", "key.expire", key_id=args.key_id, expires_at=at)
+            print(f"{args.key_id} expires at {_when(at)}")
         else:
-            from sidecars.gateway.auth import ApiKeyError
-
             if not await store.revoke(args.key_id):
                 raise ApiKeyError(f"no API key with id {args.key_id!r}")
             audit.record(who, "", "key.revoke", key_id=args.key_id)
@@ -70,6 +120,14 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+def _show(plaintext: str, record: Any) -> None:
+    print(f"key id:  {record.key_id}")
+    print(f"scopes:  {','.join(record.scopes)}")
+    print(f"expires: {_when(record.expires_at)}")
+    print(f"api key: {plaintext}")
+    print("Store it now: it is shown only once and cannot be recovered.", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +145,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     create = actions.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True, help="who or what the key is for")
     create.add_argument("--scopes", default="read", help="comma-separated: read,trade,admin")
-    actions.add_parser("list", help="list keys (ids, scopes, created, revoked)")
-    revoke = actions.add_parser("revoke", help="revoke a key")
+    _expiry(create)
+    actions.add_parser("list", help="list keys (ids, scopes, created, revoked, expiry)")
+    revoke = actions.add_parser("revoke", help="revoke a key (refused at once, everywhere)")
     revoke.add_argument("key_id")
+    rotate = actions.add_parser(
+        "rotate", help="create a successor (same name, scopes) and retire the old key later"
+    )
+    rotate.add_argument("key_id")
+    when = rotate.add_mutually_exclusive_group()
+    when.add_argument("--overlap", default="24h", metavar="DURATION",
+                      help="both keys work this long: 30m, 24h, 7d (default 24h)")  # fmt: skip
+    when.add_argument("--retire-at", metavar="TIME", help="the old key's end (ISO-8601, UTC)")
+    _expiry(rotate, "the successor ")
+    expire = actions.add_parser("expire", help="set when a key stops working (default: now)")
+    expire.add_argument("key_id")
+    at = expire.add_mutually_exclusive_group()
+    at.add_argument("--at", metavar="TIME", help="ISO-8601, UTC when no offset")
+    at.add_argument("--in", dest="after", metavar="DURATION", help="from now: 30m, 12h, 7d")
     parser.set_defaults(func=run)
+
+
+def _expiry(parser: argparse.ArgumentParser, whose: str = "") -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--expires-at", metavar="TIME", help=f"{whose}expiry (ISO-8601, UTC)")
+    group.add_argument("--expires-in", metavar="DURATION",
+                       help=f"{whose}expiry from now: 30m, 12h, 90d (default: never)")  # fmt: skip
