@@ -32,5 +32,6 @@ COMMANDS: tuple[BotCommand, ...] = tuple(
         ("models", "Strategies and models"),
         ("notify", "Switch a notification kind on or off"),
         ("killswitch", "Stop or resume trading (admins)"),
+        ("cancel", "Cancel an open order (admins)"),
     )
 )

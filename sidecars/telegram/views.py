@@ -20,6 +20,7 @@ HELP = """levibot commands
 /models - strategies and models producing signals
 /notify KIND on|off - KIND is signals, alerts, fills or denials
 /killswitch on|off - stop or resume all trading (admins)
+/cancel ORDER_ID [SYMBOL] - cancel an open order (admins)
 /trading active|reducing|halted - set the trading state (admins)"""
 
 _SIDE_MARK = {SignalSide.LONG: "🟢", SignalSide.SHORT: "🔴", SignalSide.FLAT: "⚪"}

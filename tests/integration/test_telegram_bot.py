@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from levibot.clock import LiveClock
-from levibot.messages import SetKillSwitch, SignalSide
+from levibot.messages import CancelOrder, SetKillSwitch, SignalSide
 from levibot.testing import RecordingContext, eventually
 from sidecars.telegram import TelegramActor
 from tests.fakes.botapi import FakeBotAPI
@@ -179,6 +179,23 @@ async def test_killswitch_is_refused_to_others_and_published_for_admins(tmp_path
         assert "Kill switch OFF" in await command(api, ADMIN, "/killswitch off")
         assert [c.on for c in ctx.of_type(SetKillSwitch)] == [True, False]
         assert "admins only" in await command(api, BOB, "/trading halted")
+
+
+async def test_cancel_sends_cancel_order_for_admins_and_rejects_bad_ids(tmp_path: Path) -> None:
+    ctx = RecordingContext("telegram", clock=LiveClock())
+    async with FakeBotAPI(TOKEN) as api, running_bot(config(api, tmp_path), ctx):
+        assert "admins only" in await command(api, ALICE, "/cancel abc123")
+        for bad in ("/cancel", "/cancel a b c", "/cancel <script>", "/cancel " + "x" * 65):
+            assert "Usage: /cancel" in await command(api, ADMIN, bad)
+        assert "Name one symbol" in await command(api, ADMIN, "/cancel abc123 ALL")
+        assert ctx.of_type(CancelOrder) == []
+
+        assert "Cancel of order abc123 requested" in await command(
+            api, ADMIN, "/cancel abc123 btcusdt"
+        )
+        (cmd,) = ctx.of_type(CancelOrder)
+        assert (cmd.client_order_id, cmd.symbol) == ("abc123", "BTCUSDT")
+        assert cmd.issued_by == f"telegram:{ADMIN}"
 
 
 async def test_polling_survives_flood_control_and_odd_updates(tmp_path: Path) -> None:

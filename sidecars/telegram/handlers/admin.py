@@ -1,4 +1,4 @@
-"""Admin commands: the kill switch and the trading state, sent as bus commands.
+"""Admin commands: the kill switch, the trading state and order cancels, sent as bus commands.
 
 ``IsAdmin`` guards each handler; an admin command that fails the filter falls through to
 ``refused``, which says why. Nothing changes state here: the risk engine acts on the
@@ -7,18 +7,23 @@ command it receives.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
+from levibot.messages import CancelOrder, SetKillSwitch, SetTradingState, TradingState
 from levibot.messages import Command as BusCommand
-from levibot.messages import SetKillSwitch, SetTradingState, TradingState
 from sidecars.telegram.handlers.common import ON_OFF, BotDeps, anonymous, args, reply, user_id
+from sidecars.telegram.subscriptions import ALL_SYMBOLS, InvalidSymbolError, normalize_symbol
 
 #: The commands only admins may run.
-ADMIN_COMMANDS = ("killswitch", "trading")
+ADMIN_COMMANDS = ("killswitch", "trading", "cancel")
+
+#: What a client order id may look like (ours are hex; a venue's may add - _ . :).
+_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class IsAdmin(Filter):
@@ -75,6 +80,35 @@ async def trading(message: Message, command: CommandObject, deps: BotDeps) -> No
     await reply(message, deps, f"Trading state {state.value} requested; see /risk.")
 
 
+async def cancel(message: Message, command: CommandObject, deps: BotDeps) -> None:
+    words = args(command)
+    usage = "Usage: /cancel CLIENT_ORDER_ID [SYMBOL] (the id the order was placed with)"
+    if not 1 <= len(words) <= 2 or not _ORDER_ID.fullmatch(words[0]):
+        await reply(message, deps, usage)
+        return
+    symbol = ""
+    if len(words) == 2:
+        try:
+            symbol = normalize_symbol(words[1], deps.allowed_symbols)
+        except InvalidSymbolError as exc:
+            await reply(message, deps, f"{exc}.\n{usage}")
+            return
+        if symbol == ALL_SYMBOLS:
+            await reply(message, deps, f"Name one symbol, not ALL.\n{usage}")
+            return
+    now = deps.now_ns()
+    cmd = CancelOrder(
+        ts_event=now,
+        ts_init=now,
+        command_id=uuid.uuid4().hex,
+        issued_by=f"telegram:{user_id(message)}",
+        client_order_id=words[0],
+        symbol=symbol,
+    )
+    await _send(deps, cmd)
+    await reply(message, deps, f"Cancel of order {words[0]} requested; see /orders.")
+
+
 async def refused(message: Message, command: CommandObject, deps: BotDeps) -> None:
     name = command.command
     if anonymous(message):
@@ -103,5 +137,6 @@ def router() -> Router:
     r = Router(name="admin")
     r.message.register(killswitch, Command("killswitch"), IsAdmin())
     r.message.register(trading, Command("trading"), IsAdmin())
+    r.message.register(cancel, Command("cancel"), IsAdmin())
     r.message.register(refused, Command(*ADMIN_COMMANDS))
     return r
