@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -576,7 +577,8 @@ class OrderActor(Actor[OrderConfig]):
                 Alert(
                     ts_event=self._now,
                     ts_init=self._now,
-                    alert_id=f"order-reconcile-{self._now}-{self._reconciles}",
+                    # Wall time: a restart's reconciliation must not reuse an earlier id.
+                    alert_id=f"order-reconcile-{time.time_ns()}-{self._reconciles}",
                     level=AlertLevel.WARNING,
                     source="order",
                     text=f"reconciliation ({why}) adopted the venue's state: " + "; ".join(diffs),

@@ -21,11 +21,13 @@ moves the price and fills resting limit orders that it crosses, up to a quantity
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -475,3 +477,18 @@ class BinanceSpot:
             if not ws.closed:
                 await ws.send_str(json.dumps(event))
         await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def serving(spot: BinanceSpot) -> AsyncIterator[tuple[str, str]]:
+    """Serve ``spot`` on a free loopback port; yield ``(rest base URL, websocket base URL)``."""
+    runner = web.AppRunner(spot.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await spot.drop_streams()
+        await runner.cleanup()
