@@ -205,7 +205,7 @@ async def test_a_dropped_user_stream_reconnects_and_reconciles_what_it_missed(
         # While no socket is open the order fills: the stream cannot tell us.
         await s.trade("BTCUSDT", 94.0)
         await until(lambda: h.actor.live is not None and h.actor.live.connects == 2)
-        await until(lambda: len(h.of(Fill)) == 1)
+        await until(lambda: len(h.of(Alert)) == 1)  # the reconciliation's, after its fill
         [f] = h.of(Fill)
         assert (f.client_order_id, f.quantity, f.price) == ("lim-2", 2.0, 95.0)
         assert not h.actor.orders
@@ -290,7 +290,7 @@ async def test_credentials_come_from_env_or_files_and_are_never_logged(
     tmp_path: Path, spot: tuple[BinanceSpot, str, str], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    s, rest, ws = spot
+    s = spot[0]
     monkeypatch.delenv("LEVIBOT_BINANCE_API_KEY")
     monkeypatch.delenv("LEVIBOT_BINANCE_API_SECRET")
     with pytest.raises(ConfigError, match="LEVIBOT_BINANCE_API_KEY"):
