@@ -124,6 +124,7 @@ def announce(settings: Any, model_id: str) -> None:
 
     from levibot.bus import publish_once
     from levibot.messages import ActivateModel
+    from levibot.secrets import mask_text
 
     if not settings.nats.url:
         print("no [nats] url: running nodes load the active model at their next start")
@@ -132,5 +133,11 @@ def announce(settings: Any, model_id: str) -> None:
     cmd = ActivateModel(
         ts_event=now, ts_init=now, command_id=uuid.uuid4().hex, issued_by="cli", model_id=model_id
     )
-    asyncio.run(publish_once(settings.nats, cmd))
+    try:
+        asyncio.run(publish_once(settings.nats, cmd))
+    except Exception as exc:  # no node has made the stream yet, or NATS is away
+        # The persisted pointer has moved: a node that starts serves the model anyway.
+        why = mask_text(f"{type(exc).__name__}: {exc}")
+        print(f"could not tell running nodes ({why}); they serve {model_id} at their next start")
+        return
     print(f"sent ActivateModel({model_id}) to the running scoring actors")
