@@ -424,7 +424,7 @@ class OrderActor(Actor[OrderConfig]):
             vo = self.orders.get(ev.venue_id)
             if vo is None:
                 # Not ours, or closed already: reconciliation adopts what is really open.
-                self.ctx.log.info("order.venue_event_unknown", event=type(ev).__name__,
+                self.ctx.log.info("order.venue_event_unknown", kind=type(ev).__name__,
                                   venue_id=ev.venue_id)  # fmt: skip
                 continue
             match ev:
