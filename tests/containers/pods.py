@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from levibot.testing import free_port
-from tests.unit.deploy_checks import DEPLOY, ROOT, image_env, render
+from levibot.testing import free_port, wait_until
+from tests.unit.deploy_checks import DEPLOY, ROOT, image_env
 
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "containers" / "containers.conf")}
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
@@ -66,10 +70,128 @@ def build_image() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def workloads() -> dict[str, dict[str, Any]]:
-    """Return the dev overlay's rendered objects by (kind, name) (what ``kubectl apply`` gets)."""
-    docs = render(DEPLOY / "overlays" / "dev")
+def kustomize_command() -> list[str]:
+    """The real kustomize: a ``kustomize`` binary, else ``kubectl kustomize`` (built in since
+    kubectl 1.14; ``patches`` needs kustomize >= 3, i.e. kubectl >= 1.21). Fails when neither."""
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.fail(
+        "neither kustomize nor kubectl is installed: the container tests render deploy/ with it",
+        pytrace=False,
+    )
+
+
+def kustomize(directory: Path) -> str:
+    """Return ``kustomize build directory`` (the YAML ``kubectl apply -k`` would apply)."""
+    result = subprocess.run(
+        [*kustomize_command(), str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"kustomize {directory}: {result.stderr[-2000:]}"
+    return result.stdout
+
+
+def workloads(overlay: str = "overlays/dev") -> dict[str, dict[str, Any]]:
+    """Return the overlay's objects as kustomize renders them, by ``Kind/name``."""
+    docs = [d for d in yaml.safe_load_all(kustomize(DEPLOY / overlay)) if d]
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _nats_binary() -> str:
+    return shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+
+
+#: The NATS users deploy/base/nats.yaml declares: one per group, and the operators' admin.
+NATS_USERS = ("ingest", "scoring", "execution", "store", "gateway", "telegram", "admin")
+
+
+class BusServer:
+    """The pods' NATS: nats-server run with the manifests' own ``nats.conf`` (users, subject
+    permissions, JetStream), only its listen addresses and store directory moved to this
+    machine (a free port, a temporary directory). Each user's password is random, given to
+    the server as the Secret gives it (environment) and to the pods through ``secrets``."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]], tmp: Path) -> None:
+        self.port, self.http_port = free_port(), free_port()
+        self.passwords = {user: secrets.token_hex(12) for user in NATS_USERS}
+        text = objects["ConfigMap/nats-config"]["data"]["nats.conf"]
+        moved = {
+            "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{self.port}",
+            "http: 0.0.0.0:8222": f"http: 127.0.0.1:{self.http_port}",
+            "store_dir: /data": f'store_dir: "{tmp / "js"}"',
+        }
+        for old, new in moved.items():
+            assert text.count(old) == 1, f"nats.conf no longer has {old!r}"
+            text = text.replace(old, new)
+        self.conf = tmp / "nats.conf"
+        self.conf.write_text(text)
+        self.log = tmp / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {"POD_NAME": "nats-0"}
+        env |= {f"{user.upper()}_PASSWORD": pw for user, pw in self.passwords.items()}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [_nats_binary(), "-c", str(self.conf)], env=env, stdout=log, stderr=log
+            )
+        wait_until(lambda: _listening(self.port) or self.proc.poll() is not None, 15, "nats")
+        assert self.proc.poll() is None, f"nats-server exited:\n{self.log.read_text()[-2000:]}"
+
+    def secrets(self) -> dict[str, str]:
+        """The Secret keys the pods' NATS passwords come from (deploy/overlays/dev)."""
+        return {f"nats-{user}-password": pw for user, pw in self.passwords.items()}
+
+    def violations(self) -> list[str]:
+        """The server's log lines about refused publishes and subscriptions (nats-server
+        2.10+: ``... "$G/user:NAME" - Publish Violation - Subject "SUBJECT"``)."""
+        lines = self.log.read_text().splitlines()
+        return [
+            line
+            for line in lines
+            if "Publish Violation" in line or "Subscription Violation" in line
+        ]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+class RedisServer:
+    """A redis-server on a free port that requires a password, as the manifests' Redis does."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.password = free_port(), secrets.token_hex(12)
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server not installed (scripts/setup-test-env.sh installs it)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
+             self.password, "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: _listening(self.port), 15, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
 def pod_env(
