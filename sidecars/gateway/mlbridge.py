@@ -189,8 +189,15 @@ class ModelBridge:
         return str(card.model_id)
 
     def check_data(self, data: Any) -> dict[str, Any] | None:
-        """Return the stored-bars selection of a request (None: the default data). Whether
-        they can be read is the job's to find out: its error says why not."""
+        """Return the stored-bars selection of a request (None: the real BTCUSDT klines, a
+        download). Without ``data``, a gateway with a DSN trains on the stored BTCUSDT 1h bars:
+        in the pods the store persisted them and the download's network is closed, so the
+        download stays a CLI convenience. Whether the bars can be read is the job's to find
+        out: its error says why not."""
+        if data is None and self.postgres_dsn:
+            from sidecars.gateway.schemas import RetrainData
+
+            data = RetrainData(source="postgres")
         if data is None or data.source == "csv":
             return None
         ms = 1_000_000
