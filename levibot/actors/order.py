@@ -179,6 +179,16 @@ class OrderActor(Actor[OrderConfig]):
         self._fills = m.counter("levibot_order_fills_total", "Fills executed")
         self._dupes = m.counter("levibot_order_duplicates_total", "Duplicate intents dropped")
         m.gauge("levibot_portfolio_equity", "Portfolio equity", fn=lambda: self.portfolio.equity)
+        m.gauge(
+            "levibot_portfolio_open_positions",
+            "Symbols with an open position",
+            fn=lambda: len(self.portfolio.state.holdings),
+        )
+        m.gauge(
+            "levibot_portfolio_exposure",
+            "Gross notional of the open positions at their last prices",
+            fn=lambda: self.portfolio.exposure,
+        )
         if state is not None and state.curve:
             # A restarted process tells risk the portfolio it restored: a fill whose message
             # died with the previous process (persisted here, never published) is then known.

@@ -50,6 +50,7 @@ class Ingress:
         self.node = node
         self.consumer_name = consumer_name
         self.codec = codec
+        self.metrics = metrics
         self.log = log
         self.partition = partition
         self.on_ok = on_ok  # a delivery every handler succeeded on: ack it after egress
@@ -171,6 +172,12 @@ class Ingress:
         # in order, at most max_ack_pending unacked at once.
         durable = consumer_name(self.consumer_name, pattern, self._ns)
         max_deliver = self.config.max_deliver
+        pending = self.metrics.gauge(
+            "levibot_nats_consumer_pending",
+            "Messages in the stream not yet delivered to this durable consumer (its lag), as of "
+            "the last delivery.",
+            consumer=durable,
+        )
 
         async def cb(raw: Msg) -> None:
             key = delivery_key(raw)
@@ -188,6 +195,7 @@ class Ingress:
                 await raw.ack()  # not ours, or garbage: never redeliver it
                 return
             self.m_received.inc()
+            pending.set(raw.metadata.num_pending)
             self._inflight[key] = None
             delivery = JsDelivery(
                 raw, key, consumer=durable, max_deliver=max_deliver, on_ok=self.delivered,
