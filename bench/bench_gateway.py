@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             feats = Features(ts_event=1, ts_init=1, symbol="BTCUSDT", schema_hash="bench",
                              values=tuple(float(i) for i in range(40)), price=42_000.0)  # fmt: skip
             await actor.handle(feats)
-            store = actor.services.extra.get("feature_store") if actor.services else None
+            store = actor.services.feature_store if actor.services else None
             if store is not None:
                 await store.put(feats)
             rest: dict[str, list[dict[str, Any]]] = {"rest.health": [], "rest.features": []}
