@@ -194,7 +194,37 @@ def load_settings(
             known = ", ".join(sorted(_CORE | set(REGISTRY)))
             raise ConfigError(f"unknown section [{name}]; known sections: {known}", f"$.{name}")
         actors[name] = convert(section, resolve(name).config_type, prefix=f"$.{name}")
+    _share(actors)
     return msgspec.structs.replace(settings, actors=actors)
+
+
+#: One value per concept: the section that owns a setting, and the sections that read it.
+#: Risk sizes with the fee and the quantity step of the venue the order actor trades on; a
+#: reader leaves the field unset (None) and gets the owner's, and may not set another value.
+SHARED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fee_bps": ("order", ("risk",)),
+    "qty_step": ("order", ("risk",)),
+}
+
+
+def _share(actors: dict[str, Any]) -> None:
+    for field, (owner, readers) in SHARED.items():
+        if owner not in REGISTRY:
+            continue
+        value = getattr(actors.get(owner) or resolve(owner).config_type(), field)
+        for reader in readers:
+            if reader not in REGISTRY:
+                continue
+            cfg = actors.get(reader) or resolve(reader).config_type()
+            mine = getattr(cfg, field)
+            if mine is None:
+                actors[reader] = msgspec.structs.replace(cfg, **{field: value})
+            elif mine != value:
+                raise ConfigError(
+                    f"[{reader}] {field} = {mine!r} differs from [{owner}] {field} = {value!r}: "
+                    f"set it once, in [{owner}]",
+                    f"$.{reader}.{field}",
+                )
 
 
 _SHARED_SERVICES = ("postgres_dsn", "redis_url")

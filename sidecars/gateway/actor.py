@@ -7,6 +7,7 @@ client. The HTTP server lives between ``on_start`` and ``on_stop``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from typing import Annotated, Any, ClassVar
@@ -106,9 +107,24 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     telegram_bot_token: str = ""
     miniapp_max_age_s: Positive = 86_400  # initData older than this is refused
     miniapp_admin_ids: tuple[int, ...] = ()  # Telegram user ids with admin scopes in the app
+    # Set by `levibot demo` only: the SHA-256 of its printed sign-in link's one-time token
+    # (sidecars.miniapp.demolink). Refused unless the gateway listens on a loopback address.
+    demo_token_sha256: str = ""
 
     def __post_init__(self) -> None:
         parse_networks(self.trusted_proxies)  # a bad CIDR fails at start, naming it
+        if self.demo_token_sha256 and not _loopback(self.host):
+            raise ValueError(
+                f"demo_token_sha256 needs a loopback host (127.0.0.1, ::1), not {self.host!r}: "
+                "the demo sign-in link must never be reachable from another machine"
+            )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class GatewayActor(Actor[GatewayConfig]):

@@ -142,8 +142,10 @@ def _mount_miniapp(app: web.Application, services: Services) -> dict[str, dict[s
     module.setup_routes(
         app, bot_token=options.bot_token, session_secret=options.session_secret,
         max_age_s=options.max_age_s, admin_user_ids=options.admin_user_ids,
+        demo_token_sha256=options.demo_token_sha256,
     )  # fmt: skip
-    paths: dict[str, dict[str, Any]] = module.openapi_paths(_ERROR_REF)  # it documents itself
+    demo = bool(options.demo_token_sha256)  # POST /auth/demo is mounted (levibot demo)
+    paths: dict[str, dict[str, Any]] = module.openapi_paths(_ERROR_REF, demo=demo)
     return paths
 
 

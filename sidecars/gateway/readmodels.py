@@ -27,6 +27,7 @@ from levibot.messages import (
     SubmitOrder,
     Tick,
 )
+from sidecars.gateway.charts import ChartHistory
 
 
 def manual_order_id(cmd: SubmitOrder) -> str:
@@ -76,6 +77,7 @@ class ReadModels:
         self.risk_status: RiskStatus | None = None  # the risk engine's own word, when heard
         self.max_orders = max_orders
         self.messages_seen = 0
+        self.charts = ChartHistory()  # bars, fills and equity history for the Mini App's charts
 
     def _order(self, coid: str, symbol: str, status: str, ts: int) -> OrderState:
         state = self.orders.get(coid)
@@ -102,12 +104,14 @@ class ReadModels:
                 self.ticks[msg.symbol] = msg
             case Bar():
                 self.bars[msg.symbol] = msg
+                self.charts.bar(msg)
             case Features():
                 self.features[msg.symbol] = msg
             case Signal():
                 self.signals.append(msg)
             case PortfolioSnapshot():
                 self.portfolio = msg
+                self.charts.portfolio(msg)
             case Alert():
                 self.alerts.append(msg)
             case OrderIntent():
@@ -120,6 +124,7 @@ class ReadModels:
                 s = self._order(msg.client_order_id, msg.symbol, "accepted", msg.ts_init)
                 s.side, s.quantity = msg.side.value, msg.quantity
             case Fill():
+                self.charts.fill(msg)
                 s = self._order(msg.client_order_id, msg.symbol, "filled", msg.ts_init)
                 total = s.filled_quantity + msg.quantity
                 if total > 0:

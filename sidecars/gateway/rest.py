@@ -24,6 +24,7 @@ from levibot.messages import (
 )
 from sidecars.gateway import schemas as s
 from sidecars.gateway.auth import COOKIE_NAME, AuthError, Principal, ip_allowed
+from sidecars.gateway.charts import ChartView
 from sidecars.gateway.errors import ApiError, decode_body
 from sidecars.gateway.redisguard import RedisUnavailable
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
@@ -329,6 +330,22 @@ async def recent_signals(request: web.Request) -> web.Response:
     return ok(s.SignalsResponse(signals=[msgspec.to_builtins(x) for x in signals]))
 
 
+async def charts(request: web.Request) -> web.Response:
+    query = request.query
+    try:
+        limit = int(query.get("limit", "300"))
+    except ValueError:
+        raise ApiError(400, "invalid_limit", "limit must be an integer") from None
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "invalid_limit", "limit must be between 1 and 500")
+    symbol, timeframe = query.get("symbol"), query.get("timeframe")
+    for name, value in (("symbol", symbol), ("timeframe", timeframe)):
+        if value is not None and not _NAME.match(value):
+            raise ApiError(400, f"invalid_{name}", f"{name} must match {_NAME.pattern}")
+    models = svc(request).models
+    return ok(models.charts.view(symbol, models.signals, timeframe=timeframe, limit=limit))
+
+
 async def get_risk(request: web.Request) -> web.Response:
     models = svc(request).models
     denials = Tally(o.code for o in models.orders.values() if o.status == "denied")
@@ -428,6 +445,14 @@ ROUTES: tuple[Route, ...] = (
               Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
                     required=False),
               Param("symbol", "query", {"type": "string"}, required=False))),
+    Route("GET", "/charts", charts, "Candles with their signals and fills, and the equity "
+          "history (the Mini App's charts)", "read", response=ChartView, tag="trading", params=(
+              Param("symbol", "query", {"type": "string", "pattern": _NAME.pattern},
+                    required=False, description="default: the symbol of the latest bar"),
+              Param("timeframe", "query", {"type": "string", "pattern": _NAME.pattern},
+                    required=False, description="default: that of the symbol's latest bar"),
+              Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
+                    required=False, description="bars, default 300"))),
     Route("GET", "/risk", get_risk, "Risk controls", "read", response=s.RiskView, tag="risk"),
     Route("PUT", "/risk", put_risk, "Set exit policy / trading state (commands)", "admin",
           body=s.RiskUpdate, response=s.RiskUpdated, status=202, tag="risk"),

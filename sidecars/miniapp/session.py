@@ -1,8 +1,9 @@
 """Session tokens for the Mini App: short-lived HS256 JWTs the gateway accepts as bearer tokens.
 
 Contract shared with the gateway: signed with ``session_secret`` (HS256); claims ``sub`` =
-``"tg:<telegram user id>"``, ``scopes`` = ``["read"]`` or ``["read", "trade", "admin"]`` for
-admins, ``iat`` and ``exp`` (5 minutes later), ``iss`` = ``"levibot-miniapp"``, ``name``.
+``"tg:<telegram user id>"`` (``"tg:demo"`` after the demo's sign-in link), ``scopes`` =
+``["read"]`` or ``["read", "trade", "admin"]`` for admins, ``iat`` and ``exp`` (5 minutes
+later), ``iss`` = ``"levibot-miniapp"``, ``name``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ADMIN_SCOPES = ("read", "trade", "admin")
 
 
 def issue_session_token(
-    user_id: int,
+    user_id: int | str,
     *,
     admin: bool,
     secret: bytes,
@@ -28,7 +29,7 @@ def issue_session_token(
     now: float | None = None,
     ttl_s: int = TOKEN_TTL_S,
 ) -> str:
-    """Return a signed session token for Telegram user ``user_id``."""
+    """Return a signed session token for Telegram user ``user_id`` (or ``"demo"``)."""
     iat = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": f"tg:{user_id}",

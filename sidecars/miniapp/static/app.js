@@ -9,6 +9,7 @@
     signals: [], equity: [], feed: [],
   };
   const MAX_SIGNALS = 30, MAX_FEED = 40, MAX_POINTS = 500, CURVE_KEY = "levibot.equity";
+  const DEMO_KEY = "levibot.demo";
   const $ = (id) => document.getElementById(id);
 
   function initData() {
@@ -42,16 +43,37 @@
     document.body.dataset.auth = "refused";
   }
 
-  async function authenticate() {
+  // `levibot demo` prints /app#demo=<one-time token>: the token is traded once, and the
+  // HttpOnly cookie that comes back renews the session (and survives a reload of the page).
+  function demoToken() {
+    return new URLSearchParams(window.location.hash.slice(1)).get("demo") || "";
+  }
+
+  async function signIn() {
+    const token = demoToken();
+    if (token || sessionStorage.getItem(DEMO_KEY)) {
+      const res = await fetch("/auth/demo", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(token ? { token } : {}), credentials: "same-origin",
+      });
+      if (token) history.replaceState(null, "", window.location.pathname);  // spent: drop it
+      if (res.ok) sessionStorage.setItem(DEMO_KEY, "1"); else sessionStorage.removeItem(DEMO_KEY);
+      return res;
+    }
     const data = initData();
-    if (!data) { refuse("No Telegram initData: this page must be opened from Telegram."); return false; }
+    if (!data) return null;
+    return fetch("/auth/telegram", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ initData: data }),
+    });
+  }
+
+  async function authenticate() {
     let res;
     try {
-      res = await fetch("/auth/telegram", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ initData: data }),
-      });
+      res = await signIn();
     } catch (err) { refuse("Cannot reach the server: " + err); return false; }
+    if (!res) { refuse("No Telegram initData: this page must be opened from Telegram."); return false; }
     const body = await res.json().catch(() => ({}));
     if (!res.ok) {
       const e = body.error || {};
