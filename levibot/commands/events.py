@@ -243,18 +243,9 @@ def register(sub: Any) -> None:
         "--until", metavar="TIME", default="",
         help="the instant: ISO 8601 (UTC unless stated) or ns since the epoch (default: now)",
     )  # fmt: skip
-    p.add_argument("--dsn", default="", help="PostgreSQL DSN (default: the config's, or $...)")
+    p.add_argument("--dsn", default="", help="PostgreSQL DSN (default: the config's postgres_dsn)")
     p.set_defaults(func=replay)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
-
-
-def _dsn(explicit: str, settings: Any) -> str:
-    from levibot.commands.db import resolve_dsn
-
-    if explicit:
-        return explicit
-    store = settings.actor_config("store")
-    return settings.storage.postgres_dsn or store.postgres_dsn or resolve_dsn("")
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -266,8 +257,11 @@ def replay(args: argparse.Namespace) -> int:
 
     configure("warning", "auto")
     until = parse_instant(args.until) if args.until else _now_ns()
-    settings = load_settings(config_path(args), environ=os.environ)
-    dsn = _dsn(args.dsn, settings)
+    from levibot.commands.db import resolve_dsn
+
+    config = config_path(args)
+    settings = load_settings(config, environ=os.environ)
+    dsn = resolve_dsn(args.dsn, config)
     result = anyio.run(_replay, dsn, settings, until)
     sys.stdout.write(json.dumps(_jsonable(msgspec.to_builtins(result)), indent=2) + "\n")
     return 0
