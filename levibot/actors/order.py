@@ -69,6 +69,7 @@ from levibot.execution.binance import (
     is_live,
     venue_order_id,
 )
+from levibot.execution.costs import FEE_BPS, QTY_STEP
 from levibot.execution.orders import OrderState, VenueOrder
 from levibot.execution.portfolio import Holding
 from levibot.messages import (
@@ -107,14 +108,15 @@ class OrderConfig(Config, frozen=True, kw_only=True):
     # A live order still resting this long is cancelled; 0: never.
     order_timeout_s: Annotated[float, Meta(ge=0)] = 0.0
     cash: Annotated[float, Meta(gt=0)] = 10_000.0
-    fee_bps: Annotated[float, Meta(ge=0)] = 10.0
+    # The venue's fee and quantity step; [risk] sizes with these too (levibot.settings.SHARED).
+    fee_bps: Annotated[float, Meta(ge=0)] = FEE_BPS
     slippage_bps: Annotated[float, Meta(ge=0)] = 2.0
     fill: Literal["close", "next_open"] = "next_open"
     snapshot_every_bars: PosInt = 1
     snapshot_every_ticks: PosInt = 100
     equity_curve_max: PosInt = 100_000
     seen_ids_max: PosInt = 100_000
-    qty_step: Annotated[float, Meta(gt=0)] = 1e-8
+    qty_step: Annotated[float, Meta(gt=0)] = QTY_STEP
     state_dir: str = ""  # empty: <[storage] data_dir>/state
     persist: bool = True
     fsync: bool = True

@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from levibot.config import Config
+from levibot.execution.costs import FEE_BPS, QTY_STEP
 from levibot.messages import (
     Alert,
     AlertLevel,
@@ -99,8 +100,9 @@ class RiskConfig(Config, frozen=True, kw_only=True):
     kelly_fraction: Annotated[float, Meta(gt=0, le=1)] = 0.5
     vol_target: Annotated[float, Meta(gt=0)] = 0.02
     max_leverage: Annotated[float, Meta(gt=0)] = 1.0
-    fee_bps: NonNeg = 10.0
-    qty_step: Annotated[float, Meta(gt=0)] = 1e-8
+    # The venue's: None takes [order]'s (levibot.settings.SHARED); outside a node, the defaults.
+    fee_bps: NonNeg | None = None
+    qty_step: Annotated[float, Meta(gt=0)] | None = None
     # exits
     policy: Literal["conservative", "moderate", "aggressive"] = "moderate"
     atr_exits: bool = True  # False: intents carry no ATR stop-loss / take-profit
@@ -135,8 +137,8 @@ class RiskConfig(Config, frozen=True, kw_only=True):
             kelly_fraction=self.kelly_fraction,
             vol_target=self.vol_target,
             max_leverage=self.max_leverage,
-            fee_bps=self.fee_bps,
-            qty_step=self.qty_step,
+            fee_bps=FEE_BPS if self.fee_bps is None else self.fee_bps,
+            qty_step=QTY_STEP if self.qty_step is None else self.qty_step,
         )
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from levibot.execution.costs import FEE_BPS, QTY_STEP
 from levibot.risk.limits import ExitPolicy
 
 SizingMode = Literal["fixed_notional", "all_in", "atr_risk", "kelly"]
@@ -27,8 +28,8 @@ class SizingParams(msgspec.Struct, frozen=True, kw_only=True):
     kelly_fraction: float = 0.5  # kelly: fraction of the full Kelly bet
     vol_target: float = 0.02  # kelly: target per-bar volatility (atr / price)
     max_leverage: float = 1.0  # kelly: cap on the volatility scale factor
-    fee_bps: float = 10.0  # expected fee, so an entry leaves room to pay it
-    qty_step: float = 1e-8
+    fee_bps: float = FEE_BPS  # expected fee, so an entry leaves room to pay it
+    qty_step: float = QTY_STEP
 
 
 class Size(msgspec.Struct, frozen=True):

@@ -307,3 +307,17 @@ async def test_credentials_come_from_env_or_files_and_are_never_logged(
     out = capsys.readouterr()
     assert SECRET not in out.out + out.err
     assert not any(SECRET in str(q) for _, _, q in s.requests)
+
+
+# ---- one fee and one quantity step for risk and the venue (issue 17) ----------------------
+def test_risk_sizes_with_the_venues_fee_and_step_and_may_not_set_others() -> None:
+    from levibot.settings import load_settings
+
+    s = load_settings(None, environ={}, overrides={"order": {"fee_bps": 7.5, "qty_step": 1e-5}})
+    params = s.actor_config("risk").sizing_params()
+    assert (params.fee_bps, params.qty_step) == (7.5, 1e-5)
+    same = {"order": {"fee_bps": 7.5}, "risk": {"fee_bps": 7.5}}
+    assert load_settings(None, environ={}, overrides=same).actor_config("risk").fee_bps == 7.5
+    with pytest.raises(ConfigError, match=r"\[risk\] fee_bps = 5.0 differs from \[order\]") as e:
+        load_settings(None, environ={}, overrides={"risk": {"fee_bps": 5.0}})
+    assert e.value.path == "$.risk.fee_bps"
