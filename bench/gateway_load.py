@@ -7,7 +7,8 @@ round, count events per client and print ``DONE <round>`` once every client has 
 Rounds are told apart by the signal's ``strategy`` (``r0``, ``r1``...).
 
 ``rest``: ``--concurrency`` workers GET ``--path`` for ``--seconds``; print one JSON line with
-requests/s and latency p50/p99 (µs).
+requests/s and latency p50/p99 (µs). ``--key "Bearer <jwt>"`` sends an access token instead of
+an API key.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ async def ws_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
-    headers = {"X-API-Key": args.key}
+    # "Bearer <jwt>" authenticates with an access token, anything else is an API key.
+    auth = "Authorization" if args.key.startswith("Bearer ") else "X-API-Key"
+    headers = {auth: args.key}
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + args.seconds
