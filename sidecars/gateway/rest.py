@@ -14,6 +14,7 @@ from aiohttp import web
 
 from levibot.messages import (
     ActivateModel,
+    CancelOrder,
     Command,
     SetKillSwitch,
     SetRiskPolicy,
@@ -256,6 +257,19 @@ async def get_order(request: web.Request) -> web.Response:
     return ok(state)
 
 
+_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+
+
+async def cancel_order(request: web.Request) -> web.Response:
+    """Ask the order actor to cancel an open order (``CancelOrder``); it answers on the bus."""
+    coid = request.match_info["client_order_id"]
+    if not _ORDER_ID.match(coid):
+        raise ApiError(400, "invalid_client_order_id", f"must match {_ORDER_ID.pattern}")
+    cmd = await _command(request, CancelOrder, client_order_id=coid)
+    _audit(request, "order.cancel", client_order_id=coid, command_id=cmd.command_id)
+    return ok(_accepted(cmd), 202)
+
+
 async def start_strategy(request: web.Request) -> web.Response:
     name = _name(request, "name")
     raw = await request.read()
@@ -431,6 +445,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/orders/{client_order_id}", get_order, "An order's state", "read",
           params=(Param("client_order_id", "path", {"type": "string"}),), tag="trading",
           errors=(404,)),
+    Route("POST", "/orders/{client_order_id}/cancel", cancel_order,
+          "Cancel an open order (command to the order actor)", "trade",
+          params=(Param("client_order_id", "path", {"type": "string"}),),
+          response=s.CommandAccepted, status=202, tag="trading", errors=(400,)),
     Route("POST", "/strategies/{name}/start", start_strategy, "Start a strategy (command)",
           "admin", body=s.StrategyStart, body_required=False, response=s.CommandAccepted,
           status=202, params=(_STRATEGY,), tag="trading"),

@@ -321,3 +321,23 @@ def test_risk_sizes_with_the_venues_fee_and_step_and_may_not_set_others() -> Non
     with pytest.raises(ConfigError, match=r"\[risk\] fee_bps = 5.0 differs from \[order\]") as e:
         load_settings(None, environ={}, overrides={"risk": {"fee_bps": 5.0}})
     assert e.value.path == "$.risk.fee_bps"
+
+
+# ---- the cancel route ---------------------------------------------------------------------
+async def test_the_gateway_cancel_route_publishes_cancel_order(tmp_path: Path) -> None:
+    from tests.unit.test_gateway_support import running_gateway
+
+    async with running_gateway(tmp_path) as g:
+        url = g.url + "/orders/ema_cross-BTCUSDT-1700000000000000000/cancel"
+        async with g.session.post(url, headers=g.h("trade")) as r:
+            assert r.status == 202
+            body = await r.json()
+        [cmd] = g.ctx.of_type(CancelOrder)
+        assert body == {"command_id": cmd.command_id, "command": "CancelOrder"}
+        assert cmd.client_order_id == "ema_cross-BTCUSDT-1700000000000000000"
+        assert cmd.issued_by == f"gateway:{g.key_ids['trade']}"
+        async with g.session.post(g.url + "/orders/a%20b/cancel", headers=g.h("trade")) as r:
+            assert r.status == 400
+        async with g.session.post(url, headers=g.h("read")) as r:
+            assert r.status == 403  # cancelling is trading
+        assert len(g.ctx.of_type(CancelOrder)) == 1
