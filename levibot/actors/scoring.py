@@ -8,7 +8,8 @@ Features before an ``ActivateModel`` are scored by the old model, those after by
 and none is dropped. ONNX runs inline on the event loop: a small batch costs microseconds and a
 worker-thread hop would cost more (see ``bench/bench_scoring.py``). Building a session on
 ``ActivateModel`` also runs inline: tens of milliseconds once per swap, during which messages
-queue in the mailbox rather than being dropped.
+queue in the mailbox rather than being dropped. Which registry, which model serves each role,
+loading and swapping are ``levibot.ml.lifecycle.ModelLifecycle``'s; the actor routes to it.
 
 Rule strategies read closed ``Bar``s, not feature vectors: each computes its own indicators at
 its own periods (``[scoring.ema_cross]``, ``[scoring.rsi_macd]``, or a ``StartStrategy``'s
@@ -150,6 +151,34 @@ class ScoringActor(Actor[ScoringConfig]):
             c = self._counters[key] = self.ctx.metrics.counter(name, help_, **labels)
         return c
 
+    def _register_metrics(self) -> None:
+        """Create the scoring counters and the gauges read from the served models."""
+        m = self.ctx.metrics
+        self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
+        self._m_runs = m.counter("scoring_runs_total", "ONNX Runtime runs")
+        self._m_batch = m.histogram(
+            "scoring_batch_rows", "Rows per ONNX run", buckets=(1, 4, 16, 64, 256, 1024, 4096)
+        )
+        self._m_skipped = m.counter(
+            "scoring_skipped_total", "Rows not scored (warm-up or no model)"
+        )
+        m.gauge(
+            "scoring_shadow_agreement",
+            "Shadow vs served side agreement",
+            fn=lambda: self.models.shadow_stats.agreement,
+        )
+        m.gauge(
+            "scoring_shadow_drift",
+            "Mean |p_served - p_shadow|",
+            fn=lambda: self.models.shadow_stats.drift,
+        )
+        m.gauge(
+            "scoring_model_loaded",
+            "1 when an active model is loaded",
+            fn=lambda: 1.0 if self.models.active else 0.0,
+        )
+        self._register_model_gauges()
+
     def _register_model_gauges(self) -> None:
         """Export the active model's age and input drift beside their limits (NaN: no model)."""
         m, policy = self.ctx.metrics, self.policy
@@ -201,38 +230,14 @@ class ScoringActor(Actor[ScoringConfig]):
             allow_short=cfg.allow_short,
             atr_period=cfg.atr_period,
         )
-        m = self.ctx.metrics
-        self._m_rows = m.counter("scoring_rows_total", "Feature rows scored by a model")
-        self._m_runs = m.counter("scoring_runs_total", "ONNX Runtime runs")
-        self._m_batch = m.histogram(
-            "scoring_batch_rows", "Rows per ONNX run", buckets=(1, 4, 16, 64, 256, 1024, 4096)
-        )
-        self._m_skipped = m.counter(
-            "scoring_skipped_total", "Rows not scored (warm-up or no model)"
-        )
-        m.gauge(
-            "scoring_shadow_agreement",
-            "Shadow vs served side agreement",
-            fn=lambda: self.models.shadow_stats.agreement,
-        )
-        m.gauge(
-            "scoring_shadow_drift",
-            "Mean |p_served - p_shadow|",
-            fn=lambda: self.models.shadow_stats.drift,
-        )
-        m.gauge(
-            "scoring_model_loaded",
-            "1 when an active model is loaded",
-            fn=lambda: 1.0 if self.models.active else 0.0,
-        )
-        self._register_model_gauges()
+        self._register_metrics()
         for name in cfg.strategies:
             self._start(name)
         self.lifecycle = ModelLifecycle(
             self.models,
             self.policy,
             schema_hash=self._hash,
-            metrics=m,
+            metrics=self.ctx.metrics,
             log=self.ctx.log,
             alert=self._alert,
             providers=cfg.providers,
