@@ -72,7 +72,9 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     port: Port = 8080  # 0: an ephemeral port (tests); the bound one is ``GatewayActor.port``
     # Storage: empty fields come from the shared ``[storage]`` section.
     data_dir: str = ""  # "": [storage] data_dir; keys.json (no DSN) and audit.jsonl live here
-    postgres_dsn: str = ""  # API keys in PostgreSQL's api_keys table when set
+    # When set: API keys, refresh-token families and revocations in PostgreSQL (migration
+    # 0004), shared by every replica; else keys.json and this process's memory.
+    postgres_dsn: str = ""
     redis_url: str = ""  # shared rate limits and the online feature store when set
     redis_prefix: str = "levibot"
     # While Redis is down, rate limits are per process and feature reads answer 503; Redis is
