@@ -17,6 +17,7 @@ from sidecars.gateway.errors import ApiError, Handler, error_middleware
 from sidecars.gateway.forwarded import forwarded_middleware, parse_networks
 from sidecars.gateway.requestmetrics import request_metrics_middleware
 from sidecars.gateway.rest import ROUTES, Route
+from sidecars.gateway.restore import ORDER_LOOKUP, OrderLookup, restore
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 from sidecars.gateway.ws import Session
 from sidecars.gateway.wsupgrade import check_upgrade
@@ -126,6 +127,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def _restore_read_models(app: web.Application) -> None:
+    """Load what the store has into the read models before the first request (CQRS)."""
+    services = app[SERVICES]
+    await restore(services.models, services.config.postgres_dsn, services.log)
+
+
 async def _close_websockets(app: web.Application) -> None:
     app[SERVICES].hub.close_all(1001, "server shutting down")
 
@@ -172,5 +179,9 @@ def create_app(services: Services) -> web.Application:
         return web.Response(body=body, content_type="application/json")
 
     app.router.add_get("/openapi.json", document)
+    if services.config.postgres_dsn:
+        app.on_startup.append(_restore_read_models)
+        app[ORDER_LOOKUP] = lookup = OrderLookup(services.config.postgres_dsn)
+        app.on_cleanup.append(lambda _: lookup.close())
     app.on_shutdown.append(_close_websockets)
     return app

@@ -3,6 +3,10 @@
 Latest portfolio snapshot, a ring of recent signals, order states by client order id, the last
 features / tick / bar per symbol, recent alerts and the risk controls this gateway commanded.
 Every update is O(1) and every container is bounded.
+
+Applying a message twice changes nothing (a fill or an alert is taken once by its id; an
+order's status only moves forward), so the views can be restored from the store's event log at
+start (``sidecars.gateway.restore``) while the bus redelivers what the log already holds.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ class OrderState(msgspec.Struct, kw_only=True):
     updated_ns: int = 0
 
 
+#: How far along its lifecycle each order status is: a late or redelivered message that says
+#: less (an ``accepted`` after its ``filled``) does not move an order back.
+STATUS_RANK = {
+    "submitted": 0, "approved": 1, "denied": 1, "accepted": 2, "filled": 3, "closed": 4,
+}  # fmt: skip
+
+
 class RiskControls(msgspec.Struct, kw_only=True):
     """The risk controls as last commanded through this gateway (None: never set here)."""
 
@@ -77,6 +88,7 @@ class ReadModels:
         self.risk_status: RiskStatus | None = None  # the risk engine's own word, when heard
         self.max_orders = max_orders
         self.messages_seen = 0
+        self._fill_ids: OrderedDict[str, None] = OrderedDict()  # fills taken, newest last
         self.charts = ChartHistory()  # bars, fills and equity history for the Mini App's charts
 
     def _order(self, coid: str, symbol: str, status: str, ts: int) -> OrderState:
@@ -86,9 +98,19 @@ class ReadModels:
             self.orders[coid] = state
             if len(self.orders) > self.max_orders:
                 self.orders.popitem(last=False)
-        state.status = status
-        state.updated_ns = ts
+        if STATUS_RANK.get(status, 0) >= STATUS_RANK.get(state.status, 0):
+            state.status = status
+        state.updated_ns = max(state.updated_ns, ts)
         return state
+
+    def _new_fill(self, fill_id: str) -> bool:
+        """Return True the first time ``fill_id`` is seen (a fill adds up: take it once)."""
+        if fill_id in self._fill_ids:
+            return False
+        self._fill_ids[fill_id] = None
+        if len(self._fill_ids) > 2 * self.max_orders:
+            self._fill_ids.popitem(last=False)
+        return True
 
     def submitted(self, cmd: SubmitOrder) -> OrderState:
         """Record a manual order this gateway submitted (before risk has seen it)."""
@@ -107,12 +129,14 @@ class ReadModels:
                 self.charts.bar(msg)
             case Features():
                 self.features[msg.symbol] = msg
-            case Signal():
-                self.signals.append(msg)
+            case Signal() if not (
+                self.signals and msg.ts_init <= self.signals[-1].ts_init and msg in self.signals
+            ):
+                self.signals.append(msg)  # (one already held is a restored one heard again)
             case PortfolioSnapshot():
                 self.portfolio = msg
                 self.charts.portfolio(msg)
-            case Alert():
+            case Alert() if all(a.alert_id != msg.alert_id for a in self.alerts):
                 self.alerts.append(msg)
             case OrderIntent():
                 s = self._order(msg.client_order_id, msg.symbol, "approved", msg.ts_init)
@@ -123,6 +147,8 @@ class ReadModels:
             case OrderAccepted():
                 s = self._order(msg.client_order_id, msg.symbol, "accepted", msg.ts_init)
                 s.side, s.quantity = msg.side.value, msg.quantity
+            case Fill() if not self._new_fill(msg.fill_id):
+                pass  # a redelivery, or a fill restored from the log and heard again
             case Fill():
                 self.charts.fill(msg)
                 s = self._order(msg.client_order_id, msg.symbol, "filled", msg.ts_init)

@@ -28,6 +28,7 @@ from sidecars.gateway.auth import COOKIE_NAME, AuthError, Principal, ip_allowed
 from sidecars.gateway.charts import ChartView
 from sidecars.gateway.errors import ApiError, decode_body
 from sidecars.gateway.redisguard import RedisUnavailable
+from sidecars.gateway.restore import ORDER_LOOKUP
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -251,7 +252,10 @@ async def submit_order(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    state = svc(request).models.orders.get(request.match_info["client_order_id"])
+    coid = request.match_info["client_order_id"]
+    state = svc(request).models.orders.get(coid)
+    if state is None and (lookup := request.app.get(ORDER_LOOKUP)) is not None:
+        state = await lookup.get(coid)  # older than the views hold: PostgreSQL has it
     if state is None:
         raise ApiError(404, "order_not_found", "no such order")
     return ok(state)
