@@ -3,7 +3,9 @@
 The pipeline split into its groups over the real NATS server (in a namespace of its own):
 ingest replays the real BTCUSDT 1h bars on the live clock, scoring serves an ONNX model with a
 shadow beside the EMA crossover, execution runs risk and order, and an edge node runs the store
-and the gateway (with Redis). A fifth node runs a Binance feed whose exchange cannot be
+and the gateway (with Redis). Risk is ``tests.dlq_actors``' ``poison_risk``: the real risk actor,
+which raises on a manual order for ``POISONUSDT`` only, so a real handler failure can put a
+message in the dead-letter stream. A fifth node runs a Binance feed whose exchange cannot be
 reached: the feed-health metrics of a live websocket source exist, and it is a real fault.
 """
 
@@ -54,17 +56,19 @@ class Cluster:
         self.config = write_config(
             tmp / "cluster.toml",
             {
-                "node": {"name": "levibot", "drain_timeout_s": 10.0},
+                "node": {"name": "levibot", "drain_timeout_s": 10.0,
+                         "plugins": ["tests.dlq_actors"]},
                 "storage": {"data_dir": str(tmp / "data")},
-                "nats": {"url": NATS_URL, "namespace": self.ns, "stream": self.ns.upper()},
+                "nats": {"url": NATS_URL, "namespace": self.ns, "stream": self.ns.upper(),
+                         "max_deliver": 3, "redeliver_delay_s": 0.05},
                 "groups": {"ingest": ["feed", "feature"], "scoring": ["scoring"],
-                           "execution": ["risk", "order"], "edge": ["store", "gateway"]},
+                           "execution": ["poison_risk", "order"], "edge": ["store", "gateway"]},
                 "feed": {},
                 "feed.replay": {"path": str(ensure_btcusdt()), "limit": bars,
                                 "speed": 3600.0 * bars_per_s},
                 "scoring": {"strategies": ["onnx", "ema_cross"], "shadow_model_id": shadow,
                             "live_window": 10},
-                "risk": {"preset": "normal", "persist": False},
+                "poison_risk": {"preset": "normal", "persist": False},
                 "order": {"fill": "close", "persist": False},
                 "gateway": {"port": self.gateway_port, "jwt_secret": "monitoring-test-secret",
                             "redis_url": "redis://127.0.0.1:6379/0", "redis_prefix": self.ns},

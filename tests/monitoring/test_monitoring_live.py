@@ -4,9 +4,10 @@ scraping them with the shipped configuration and rules.
 
 - Every metric name every dashboard query and every rule reads is on a live node's /metrics.
 - Prometheus scrapes every node and the SLO recording rules produce their series.
-- Alerts fire for real faults: an expired model, an exchange that cannot be reached, the kill
-  switch turned on by a command over NATS, and the execution group killed with SIGKILL (node
-  down, and the availability SLO's fast burn). Only the alerts' ``for`` is shortened; every
+- Alerts fire for real faults: an expired model, an exchange that cannot be reached, a manual
+  order whose handler raises on every delivery (dead-lettered), the kill switch turned on by a
+  command over NATS, and the execution group killed with SIGKILL (node down, and the
+  availability SLO's fast burn). Only the alerts' ``for`` is shortened; every
   expression is the shipped one (tests/monitoring/prometheus.py).
 """
 
@@ -22,9 +23,10 @@ import anyio
 import pytest
 
 from levibot.bus import publish_once
-from levibot.messages import SetKillSwitch
+from levibot.messages import SetKillSwitch, SubmitOrder
 from levibot.settings import load_settings
 from levibot.testing import wait_until
+from tests.dlq_actors import POISON
 from tests.monitoring.cluster import GROUPS, Cluster
 from tests.monitoring.prometheus import Prometheus
 from tests.monitoring.queries import exported_names_needed, sample_names
@@ -121,8 +123,17 @@ def test_alerts_fire_for_real_faults(system: tuple[Cluster, Prometheus]) -> None
     assert not firing(prometheus, "LevibotNodeDown")
     assert not firing(prometheus, "LevibotKillSwitchOn")
 
-    # The kill switch, turned on by a command over NATS as the gateway or the bot would.
+    # A manual order whose handler raises every time: tried max_deliver times, dead-lettered.
     nats = load_settings(cluster.config, environ={}).nats
+    poison = SubmitOrder(
+        ts_event=0, ts_init=0, command_id=uuid.uuid4().hex, issued_by="monitoring-test",
+        symbol=POISON, side="buy", quantity=1.0,
+    )  # fmt: skip
+    assert not firing(prometheus, "LevibotDeadLetters")
+    anyio.run(publish_once, nats, poison)
+    expect("a SubmitOrder whose risk handler raised on all 3 deliveries", "LevibotDeadLetters")
+
+    # The kill switch, turned on by a command over NATS as the gateway or the bot would.
     command = SetKillSwitch(
         ts_event=0, ts_init=0, command_id=uuid.uuid4().hex, on=True, issued_by="monitoring-test"
     )
