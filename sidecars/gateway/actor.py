@@ -51,6 +51,7 @@ from sidecars.gateway.auth import (
     RedisRateLimiter,
     TokenService,
     open_key_store,
+    open_token_ledger,
     parse_allowlist,
 )
 from sidecars.gateway.forwarded import parse_networks
@@ -58,7 +59,7 @@ from sidecars.gateway.jobs import JobRunner
 from sidecars.gateway.mlbridge import ModelBridge
 from sidecars.gateway.readmodels import ReadModels
 from sidecars.gateway.redisguard import RedisBreaker
-from sidecars.gateway.services import Services
+from sidecars.gateway.services import MiniAppOptions, Services
 from sidecars.gateway.ws import Hub
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -197,41 +198,47 @@ class GatewayActor(Actor[GatewayConfig]):
             limiter = FallbackRateLimiter(shared, limiter, breaker, fallbacks)
         keys = await open_key_store(cfg.postgres_dsn, cfg.data_dir)
         tokens = TokenService(secret, cfg.access_ttl_s, cfg.refresh_ttl_s)
+        ledger = await open_token_ledger(cfg.postgres_dsn, tokens)
         cookie = AdminCookie(
             secret, parse_allowlist(cfg.admin_ip_allowlist), cfg.admin_cookie_ttl_s
         )
         models = ReadModels(recent_signals=cfg.recent_signals, max_orders=cfg.max_orders)
+        feature_store = None
+        if redis is not None:
+            from levibot.storage.feature_store import FeatureStore
+
+            feature_store = FeatureStore(redis, cfg.redis_prefix)
+        miniapp = MiniAppOptions(
+            bot_token=cfg.telegram_bot_token or os.environ.get("LEVIBOT__TELEGRAM__TOKEN", ""),
+            session_secret=secret.encode(),  # the Mini App signs sessions the gateway verifies
+            max_age_s=cfg.miniapp_max_age_s,
+            admin_user_ids=frozenset(cfg.miniapp_admin_ids),
+            demo_token_sha256=cfg.demo_token_sha256,
+        )
         services = Services(
             config=cfg,
             models=models,
             hub=Hub(self.ctx.metrics, cfg.ws_queue_size),
-            auth=Authenticator(keys, tokens, cookie, pepper),
+            auth=Authenticator(keys, ledger, cookie, pepper),
             tokens=tokens,
+            ledger=ledger,
+            cookie=cookie,
             limiter=limiter,
+            rate_limited=self.ctx.metrics.counter(
+                "gateway_rate_limited_total", "Requests refused with 429"
+            ),
             audit=AuditLog(os.path.join(cfg.data_dir, "audit.jsonl"), self.ctx.log),
             jobs=JobRunner(),
+            ml=ModelBridge(cfg.models_root, postgres_dsn=cfg.postgres_dsn),
+            miniapp=miniapp,
             metrics=self.ctx.metrics,
             publish=self.ctx.publish,
             now_ns=self.ctx.clock.now_ns,
             log=self.ctx.log,
             redis=redis,
             breaker=breaker,
+            feature_store=feature_store,
         )
-        services.extra["cookie"] = cookie
-        services.extra["ml"] = ModelBridge(cfg.models_root, postgres_dsn=cfg.postgres_dsn)
-        services.extra["rate_limited"] = self.ctx.metrics.counter(
-            "gateway_rate_limited_total", "Requests refused with 429"
-        )
-        services.extra["miniapp_options"] = {
-            "bot_token": cfg.telegram_bot_token or os.environ.get("LEVIBOT__TELEGRAM__TOKEN", ""),
-            "session_secret": secret.encode(),  # the Mini App signs sessions the gateway verifies
-            "max_age_s": cfg.miniapp_max_age_s,
-            "admin_user_ids": frozenset(cfg.miniapp_admin_ids),
-        }
-        if redis is not None:
-            from levibot.storage.feature_store import FeatureStore
-
-            services.extra["feature_store"] = FeatureStore(redis, cfg.redis_prefix)
         self.services = services
         self._runner = web.AppRunner(create_app(services), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -259,8 +266,9 @@ class GatewayActor(Actor[GatewayConfig]):
             await runner.cleanup()
         if services is not None:
             services.jobs.close()
-            await services.extra["ml"].close()
+            await services.ml.close()
             await services.auth.keys.close()
+            await services.ledger.close()
             await services.limiter.close()
             if services.redis is not None:
                 await services.redis.aclose()

@@ -146,7 +146,7 @@ async def auth_token(request: web.Request) -> web.Response:
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     record = await services.auth.keys.get(who.subject)
-    pair = services.tokens.issue(who.subject, record.scopes if record else ())
+    pair = await services.ledger.issue(who.subject, record.scopes if record else ())
     return ok(msgspec.structs.asdict(pair))
 
 
@@ -154,7 +154,7 @@ async def auth_refresh(request: web.Request) -> web.Response:
     body: s.RefreshRequest = await _body(request, s.RefreshRequest)
     services = svc(request)
     try:
-        pair = services.tokens.refresh(body.refresh_token)
+        pair = await services.ledger.refresh(body.refresh_token)
     except AuthError as exc:
         if exc.code == "refresh_reused":
             services.audit.record("unknown", request.remote, "token.reuse_detected", "refused")
@@ -162,9 +162,19 @@ async def auth_refresh(request: web.Request) -> web.Response:
     return ok(msgspec.structs.asdict(pair))
 
 
+async def auth_revoke(request: web.Request) -> web.Response:
+    body: s.RevokeRequest = await _body(request, s.RevokeRequest)
+    services = svc(request)
+    revoked = await services.ledger.revoke(body.token)
+    if revoked:
+        services.audit.record("unknown", request.remote, "token.revoke")
+    # As RFC 7009: a token that names nothing is not an error; the caller's aim is met.
+    return ok(s.RevokeResponse(revoked=revoked))
+
+
 async def auth_cookie(request: web.Request) -> web.Response:
     services, who = svc(request), principal(request)
-    cookie = services.extra["cookie"]
+    cookie = services.cookie
     if not ip_allowed(request.remote, cookie.allowlist):
         _audit(request, "cookie.issue", outcome="refused")
         raise ApiError(403, "ip_not_allowed", "admin cookies are issued only to allowlisted IPs")
@@ -182,13 +192,13 @@ async def auth_cookie(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     body: s.PredictRequest = await _body(request, s.PredictRequest)
-    return ok(await svc(request).extra["ml"].predict(body.features, body.values))
+    return ok(await svc(request).ml.predict(body.features, body.values))
 
 
 async def retrain(request: web.Request) -> web.Response:
     body: s.RetrainRequest = await _body(request, s.RetrainRequest)
     services = svc(request)
-    bridge = services.extra["ml"]
+    bridge = services.ml
     options = bridge.check_options(body.options)
     data = bridge.check_data(body.data)
     trainer = services.trainer or bridge.default_trainer()
@@ -207,12 +217,12 @@ async def retrain_status(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    return ok(await svc(request).extra["ml"].models())
+    return ok(await svc(request).ml.models())
 
 
 async def activate_model(request: web.Request) -> web.Response:
     body: s.ActivateModelRequest = await _body(request, s.ActivateModelRequest)
-    bridge = svc(request).extra["ml"]
+    bridge = svc(request).ml
     if not await bridge.exists(body.model_id):
         raise ApiError(404, "model_not_found", f"model {body.model_id!r} is not registered")
     if body.role == "active":
@@ -229,7 +239,7 @@ async def activate_model(request: web.Request) -> web.Response:
 async def rollback_model(request: web.Request) -> web.Response:
     # The persisted pointer first (a scoring node that starts later reads it), then the
     # command that swaps the running ones to the model it now points at.
-    model_id = await svc(request).extra["ml"].rollback()
+    model_id = await svc(request).ml.rollback()
     cmd = await _command(request, ActivateModel, model_id=model_id, role="active")
     _audit(request, "model.rollback", model_id=model_id, command_id=cmd.command_id)
     return ok(_accepted(cmd), 202)
@@ -308,7 +318,7 @@ async def portfolio_summary(request: web.Request) -> web.Response:
 async def features(request: web.Request) -> web.Response:
     symbol = _name(request, "symbol")
     services = svc(request)
-    store = services.extra.get("feature_store")
+    store = services.feature_store
     if store is not None:
         doc = await _from_redis(services, lambda: store.get(symbol))
         if doc is None:
@@ -426,6 +436,8 @@ ROUTES: tuple[Route, ...] = (
           body=s.TokenRequest, response=s.TokenResponse, tag="auth", errors=(401,)),
     Route("POST", "/auth/refresh", auth_refresh, "Rotate a refresh token (single use)", None,
           body=s.RefreshRequest, response=s.TokenResponse, tag="auth", errors=(401,)),
+    Route("POST", "/auth/revoke", auth_revoke, "Revoke a token's family (sign out)", None,
+          body=s.RevokeRequest, response=s.RevokeResponse, tag="auth"),
     Route("POST", "/auth/cookie", auth_cookie, "Set the admin cookie (allowlisted IPs)", "admin",
           response=s.CookieResponse, tag="auth"),
     Route("POST", "/predict", predict, "Score a feature vector with the active model", "read",
