@@ -19,7 +19,6 @@ from typing import Any
 
 from levibot.commands.run import add_common, config_path
 from levibot.ml.card import ModelCard
-from levibot.ml.governance import check_promotion
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -69,7 +68,7 @@ async def _verb(
     args: argparse.Namespace, root: Path, dsn: str
 ) -> tuple[list[ModelCard], str | None, Any, str]:
     """Run the verb on the shared registry: (cards, active id, card, where)."""
-    from levibot.ml.registries import open_registry
+    from levibot.ml.registries import activate_gated, open_registry
 
     reg = await open_registry(root, dsn=dsn, schema=args.pg_schema)
     try:
@@ -81,8 +80,8 @@ async def _verb(
                 card = await reg.get(args.model_id) if args.model_id else await reg.active()
                 return [], None, card, reg.where()
             case "activate":
-                check_promotion(await reg.get(args.model_id), force=args.force)
-                return [], None, await reg.activate(args.model_id), reg.where()
+                card = await activate_gated(reg, args.model_id, force=args.force)
+                return [], None, card, reg.where()
             case _:
                 return [], None, await reg.rollback(), reg.where()
     finally:

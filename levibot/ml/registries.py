@@ -108,15 +108,23 @@ async def open_registry(
     return registry
 
 
+async def activate_gated(store: ModelStore, model_id: str, *, force: bool = False) -> ModelCard:
+    """Move ``store``'s persisted pointer to ``model_id`` if it passed the promotion gate
+    (``PromotionRefused`` otherwise, unless ``force``) and was trained on the running feature
+    schema (``SchemaMismatchError``). What the gateway, the CLI and the bot do before they tell
+    the running scorers with ``ActivateModel``."""
+    from levibot.ml.governance import check_promotion
+
+    check_promotion(await store.get(model_id), force=force)
+    return await store.activate(model_id)
+
+
 async def publish(
     store: ModelStore, model_dir: Path | str, *, activate: bool = False, force: bool = False
 ) -> ModelCard:
     """Register a trained model's directory; with ``activate``, make it active if it passes
     the promotion gate (``PromotionRefused`` otherwise, after it is registered)."""
-    from levibot.ml.governance import check_promotion
-
     card = await store.register(model_dir)
     if activate:
-        check_promotion(card, force=force)
-        await store.activate(card.model_id)
+        await activate_gated(store, card.model_id, force=force)
     return card

@@ -159,12 +159,12 @@ class ModelBridge:
         """Move the registry's persisted active pointer to ``model_id`` if it passed the
         promotion gate (409 ``not_promoted`` otherwise, unless ``force``) and was trained on
         the running feature schema (409 ``schema_mismatch``)."""
-        from levibot.ml.governance import PromotionRefused, check_promotion
+        from levibot.ml.governance import PromotionRefused
+        from levibot.ml.registries import activate_gated
 
         store = await self.registry()
         try:
-            check_promotion(await store.get(model_id), force=force)
-            await store.activate(model_id)
+            await activate_gated(store, model_id, force=force)
         except PromotionRefused as exc:
             raise ApiError(409, "not_promoted", str(exc)) from None
         except SchemaMismatchError as exc:
