@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
@@ -179,9 +180,12 @@ class BinanceSpot:
         self.listen_keys.clear()
 
     # ---- the request gate ------------------------------------------------------------------
-    def _gate(self, request: web.Request, weight: int, signed: bool, keyed: bool) -> Any:
+    async def _gate(self, request: web.Request, weight: int, signed: bool, keyed: bool) -> Any:
         """Return the parameters, or a ``web.Response`` refusing the request."""
-        q = dict(request.query)
+        # Parameters may come in the query string, the form body, or both; Binance signs their
+        # concatenation ("totalParams": query string, then body).
+        body = await request.text() if request.can_read_body else ""
+        q = dict(request.query) | dict(parse_qsl(body, keep_blank_values=True))
         self.requests.append((request.method, request.path, q))
         self.weight += weight
         if self.ban > 0:
@@ -194,9 +198,12 @@ class BinanceSpot:
         if (keyed or signed) and request.headers.get("X-MBX-APIKEY") != self.api_key:
             return self._error(401, -2015, "Invalid API-key, IP, or permissions for action.")
         if signed:
-            raw = request.query_string
-            body, sep, signature = raw.rpartition("&signature=")
-            want = hmac.new(self.api_secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+            raw = request.query_string + body
+            total, sep, signature = raw.rpartition("signature=")
+            total = total.removesuffix("&")
+            if "&" in signature:  # the signature first, the rest after it: not how it is done
+                sep = ""
+            want = hmac.new(self.api_secret.encode(), total.encode(), hashlib.sha256).hexdigest()
             if not sep or not hmac.compare_digest(signature, want):
                 return self._error(400, -1022, "Signature for this request is not valid.")
             ts, window = int(q.get("timestamp", "0")), int(q.get("recvWindow", "5000"))
@@ -221,11 +228,11 @@ class BinanceSpot:
 
     # ---- endpoints -------------------------------------------------------------------------
     async def time(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 1, False, False)
+        q = await self._gate(request, 1, False, False)
         return q if isinstance(q, web.Response) else self._ok({"serverTime": self.now_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 20, False, False)
+        q = await self._gate(request, 20, False, False)
         if isinstance(q, web.Response):
             return q
         names = json.loads(q["symbols"]) if "symbols" in q else list(self.symbols)
@@ -244,7 +251,7 @@ class BinanceSpot:
         })  # fmt: skip
 
     async def new_order(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 1, True, True)
+        q = await self._gate(request, 1, True, True)
         if isinstance(q, web.Response):
             return q
         order, error = await self._place(q, q.get("newClientOrderId", ""))
@@ -254,13 +261,13 @@ class BinanceSpot:
         return self._ok(self._full(order))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 1, True, True)
+        q = await self._gate(request, 1, True, True)
         if isinstance(q, web.Response):
             return q
         return await self._cancel(q["symbol"], q.get("origClientOrderId", ""))
 
     async def get_order(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 4, True, True)
+        q = await self._gate(request, 4, True, True)
         if isinstance(q, web.Response):
             return q
         found = [
@@ -273,7 +280,7 @@ class BinanceSpot:
         return self._ok(found[-1].view())  # fmt: skip
 
     async def cancel_replace(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 1, True, True)
+        q = await self._gate(request, 1, True, True)
         if isinstance(q, web.Response):
             return q
         cancelled = await self._cancel(q["symbol"], q.get("cancelOrigClientOrderId", ""))
@@ -296,13 +303,13 @@ class BinanceSpot:
 
     async def open_orders(self, request: web.Request) -> web.Response:
         symbol = request.query.get("symbol", "")
-        q = self._gate(request, 6 if symbol else 80, True, True)
+        q = await self._gate(request, 6 if symbol else 80, True, True)
         if isinstance(q, web.Response):
             return q
         return self._ok([o.view() for o in self.open() if not symbol or o.symbol == symbol])
 
     async def account(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 20, True, True)
+        q = await self._gate(request, 20, True, True)
         if isinstance(q, web.Response):
             return q
         return self._ok({
@@ -313,7 +320,7 @@ class BinanceSpot:
         })  # fmt: skip
 
     async def my_trades(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 20, True, True)
+        q = await self._gate(request, 20, True, True)
         if isinstance(q, web.Response):
             return q
         oid = int(q.get("orderId", "0"))
@@ -321,7 +328,7 @@ class BinanceSpot:
         return self._ok([t for t in self.trades if t["symbol"] == sym and t["orderId"] == oid])
 
     async def listen_key(self, request: web.Request) -> web.Response:
-        q = self._gate(request, 2, False, True)
+        q = await self._gate(request, 2, False, True)
         if isinstance(q, web.Response):
             return q
         if request.method == "POST":
