@@ -172,7 +172,7 @@ async def rebuild(conn: Any, settings: Any, until_ns: int) -> Rebuilt:
         events += 1
         clock.observe(msg.ts_event)
         if isinstance(msg, risk.consumes):
-            await risk.handle(msg)  # type: ignore[arg-type]
+            await risk.handle(msg)
         match msg:
             case OrderIntent():
                 intents[msg.client_order_id] = msg

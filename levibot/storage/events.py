@@ -23,7 +23,7 @@ from levibot.messages import CORE_TYPES, Message
 
 #: Every message type the log can hold, by its wire tag (``levibot.Fill``).
 EVENT_TYPES: dict[str, type[Message]] = {str(t.__struct_config__.tag): t for t in CORE_TYPES}
-_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(EVENT_TYPES.values())])  # type: ignore[arg-type]  # noqa: UP007
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(EVENT_TYPES.values())])  # noqa: UP007
 
 
 class StoredEvent(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,7 +137,10 @@ def pick(snaps: list[Snap], count: int) -> list[Snap]:
     chosen = {s.instant: s for s in snaps[step - 1 :: step]}
     holding = [s for s in snaps if s.portfolio.holdings]
     chosen.update((s.instant, s) for s in holding[:: max(1, len(holding) // 6)])
-    for want in (lambda s: s.risk.pending, lambda s: s.risk.last_loss_ns, lambda s: s.risk.held):
+    wants: tuple[Callable[[Snap], object], ...] = (
+        lambda s: s.risk.pending, lambda s: s.risk.last_loss_ns, lambda s: s.risk.held,
+    )  # fmt: skip
+    for want in wants:
         first = next((s for s in snaps if want(s)), None)
         if first is not None:
             chosen[first.instant] = first
@@ -185,7 +188,7 @@ async def test_events_replay_until_each_instant_equals_the_live_state_then(
             else:
                 # Without bars in the log the risk engine's market price follows signals and
                 # fills only; everything else is the same.
-                strip = {"last_price": {}, "last_price_ns": {}}
+                strip: dict[str, Any] = {"last_price": {}, "last_price_ns": {}}
                 assert msgspec.structs.replace(got.risk, **strip) == msgspec.structs.replace(
                     snap.risk, **strip
                 ), snap.instant

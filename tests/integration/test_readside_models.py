@@ -108,7 +108,7 @@ def point(p: Any) -> tuple[int, float]:
 
 
 def shown(models: ReadModels) -> dict[str, Any]:
-    return msgspec.to_builtins(
+    out: dict[str, Any] = msgspec.to_builtins(
         {
             "orders": list(models.orders.values()),
             "portfolio": models.portfolio,
@@ -118,6 +118,7 @@ def shown(models: ReadModels) -> dict[str, Any]:
             "fills": list(models.charts.fills),
         }
     )
+    return out
 
 
 async def test_restore_loads_what_a_gateway_that_heard_it_all_shows(dsn: str) -> None:
