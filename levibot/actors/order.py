@@ -561,8 +561,9 @@ class OrderActor(Actor[OrderConfig]):
                 await self._closed(vo, "rejected", "not at the venue")
                 continue
             events = live.order_events(order)
-            missed = [t for t in await live.trades(symbol, vid, int(order.get("orderId", 0)))
-                      if t.trade_id not in vo.trades]  # fmt: skip
+            executed = float(order.get("executedQty") or 0.0)
+            trades = await live.trades(symbol, vid, int(order["orderId"])) if executed else []
+            missed = [t for t in trades if t.trade_id not in vo.trades]
             if missed:
                 diffs.append(f"{vo.intent.client_order_id}: {len(missed)} trade(s) applied")
             done = order.get("status") == "FILLED"
@@ -650,7 +651,7 @@ class OrderActor(Actor[OrderConfig]):
         if vo is not None and (not cmd.symbol or cmd.symbol == vo.intent.symbol):
             assert self.live is not None
             self.ctx.log.info("order.cancel", coid=coid, by=cmd.issued_by)
-            if await self._apply(await self.live.cancel(vo.intent.symbol, vo.venue_id)):
+            if await self._apply(await self._cancel_at_venue(vo)):
                 await self._snapshot_now()
             await self.save()
             return
@@ -676,13 +677,35 @@ class OrderActor(Actor[OrderConfig]):
             )
         )
 
+    async def _cancel_at_venue(self, vo: VenueOrder) -> list[VenueEvent]:
+        """Cancel one live order; a venue that does not answer is alerted, not a crash (the
+        order stays open here, and the next reconciliation or try settles it)."""
+        assert self.live is not None
+        try:
+            return await self.live.cancel(vo.intent.symbol, vo.venue_id)
+        except Exception as exc:
+            coid = vo.intent.client_order_id
+            self.ctx.log.warning("order.cancel_failed", coid=coid, error=str(exc))
+            await self._publish(
+                Alert(
+                    ts_event=self._now,
+                    ts_init=self._now,
+                    alert_id=f"order-cancel-failed-{coid}-{time.time_ns()}",
+                    level=AlertLevel.CRITICAL,
+                    source="order",
+                    text=f"cancel of {coid} failed at the venue: {exc}",
+                    code="CANCEL_FAILED",
+                )
+            )
+            return []
+
     async def _cancel_all(self, cause: Message, why: str) -> None:
         """Cancel every open order (the kill switch)."""
         self.ctx.log.warning("order.cancel_all", why=why, open=len(self.orders))
         filled = False
         for vo in list(self.orders.values()):
             assert self.live is not None
-            filled |= await self._apply(await self.live.cancel(vo.intent.symbol, vo.venue_id))
+            filled |= await self._apply(await self._cancel_at_venue(vo))
         if isinstance(self.venue, PaperVenue):
             for intent in self.venue.pending():
                 self.venue.cancel(intent.client_order_id)
@@ -703,7 +726,7 @@ class OrderActor(Actor[OrderConfig]):
         filled = False
         for vo in due:
             self.ctx.log.info("order.timeout", coid=vo.intent.client_order_id, after_s=timeout)
-            filled |= await self._apply(await self.live.cancel(vo.intent.symbol, vo.venue_id))
+            filled |= await self._apply(await self._cancel_at_venue(vo))
         return filled
 
     async def on_tick(self) -> None:

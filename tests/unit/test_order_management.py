@@ -192,6 +192,26 @@ async def test_the_kill_switch_and_the_timeout_cancel_open_orders(
         await h.actor.on_stop()
 
 
+async def test_a_cancel_the_venue_refuses_is_alerted_and_the_order_stays_open(
+    tmp_path: Path, spot: tuple[BinanceSpot, str, str]
+) -> None:
+    s, *_ = spot
+    h = await started(tmp_path, spot)
+    try:
+        await h.send(intent(T0, 1.0, limit=90.0, coid="stuck"))
+        s.ban, s.retry_after = 1, "7200"  # banned for two hours: not slept through
+        await h.send(CancelOrder(ts_event=T0 + 1, ts_init=T0 + 1, command_id="k1",
+                                 client_order_id="stuck"))  # fmt: skip
+        alert = h.of(Alert)[-1]
+        assert alert.code == "CANCEL_FAILED" and "418" in alert.text
+        assert "stuck" in h.actor.orders and [o.client_order_id for o in s.open()] == ["stuck"]
+        await h.send(CancelOrder(ts_event=T0 + 2, ts_init=T0 + 2, command_id="k2",
+                                 client_order_id="stuck"))  # fmt: skip
+        assert not s.open() and h.of(OrderClosed)[-1].reason == "canceled"
+    finally:
+        await h.actor.on_stop()
+
+
 # ---- reconciliation -----------------------------------------------------------------------
 async def test_a_dropped_user_stream_reconnects_and_reconciles_what_it_missed(
     tmp_path: Path, spot: tuple[BinanceSpot, str, str]
