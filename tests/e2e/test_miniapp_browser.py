@@ -1,7 +1,10 @@
-"""The Mini App in headless Chromium: sign-in with initData, live data over /ws, admin controls.
+"""The Mini App in headless Chromium: sign-in with initData, live data over /ws, admin controls,
+the price and equity charts (lightweight-charts), and the demo's one-time sign-in link.
 
-The gateway's /ws, /risk and /killswitch are played by a small aiohttp stand-in speaking the
-gateway's protocol; the Mini App routes are the real ones. Screenshots go to tests/artifacts/.
+In the first tests the gateway's /ws, /charts, /risk and /killswitch are played by a small aiohttp
+stand-in speaking the gateway's protocol (its chart data built by the gateway's own
+``ChartHistory``); the Mini App routes are the real ones. The demo link is tested against a real
+gateway. Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from playwright.async_api import async_playwright, expect
 from levibot.messages import (
     Alert,
     AlertLevel,
+    Bar,
     Fill,
     OrderDenied,
     PortfolioSnapshot,
@@ -32,6 +36,7 @@ from levibot.messages import (
     SignalSide,
 )
 from levibot.testing import eventually
+from sidecars.gateway.charts import ChartHistory
 from sidecars.miniapp.initdata import sign
 from sidecars.miniapp.routes import setup_routes
 from sidecars.miniapp.session import verify_session_token
@@ -92,6 +97,47 @@ FILL = Fill(
     ts_event=T0, ts_init=T0, symbol="BTCUSDT", fill_id="f1", client_order_id="c1",
     side=Side.BUY, quantity=1.0345, price=41_500.0, fee=4.2,
 )  # fmt: skip
+N_BARS = 48  # hourly BTCUSDT bars before T0's (which closes at T0 + 1h): the price chart
+
+
+def _bar(i: int, symbol: str = "BTCUSDT") -> Bar:
+    """Bar ``i`` of a deterministic walk; bar 0 opens at T0 - N_BARS hours."""
+    start = T0 + (i - N_BARS) * HOUR
+    base = 41_000.0 + 600 * ((i * 7) % 11) / 11 + 40 * i if symbol == "BTCUSDT" else 2_250.0
+    up = (i * 5) % 3 != 0
+    open_, close = (base, base + 180) if up else (base + 180, base)
+    return Bar(
+        ts_event=start + HOUR, ts_init=start + HOUR, symbol=symbol, venue="binance",
+        timeframe="1h", start=start, open=open_, high=max(open_, close) + 90,
+        low=min(open_, close) - 110, close=close, volume=100.0 + 13 * (i % 9),
+    )  # fmt: skip
+
+
+BARS = [_bar(i) for i in range(N_BARS + 1)]  # the last one, T0's, also comes live over /ws
+
+
+def _at(i: int, side: Any) -> Signal | Fill:
+    """A signal (SignalSide) or fill (Side) at bar ``i``'s close, as the engine emits them."""
+    ts, price = BARS[i].ts_event, BARS[i].close
+    if isinstance(side, SignalSide):
+        return Signal(
+            ts_event=ts, ts_init=ts, symbol="BTCUSDT", strategy="lgbm", side=side,
+            probability=0.7, confidence=0.4, price=price,
+        )  # fmt: skip
+    return Fill(
+        ts_event=ts, ts_init=ts, symbol="BTCUSDT", fill_id=f"h{i}", client_order_id=f"h{i}",
+        side=side, quantity=0.25, price=price, fee=1.0,
+    )  # fmt: skip
+
+
+CHART_SIGNALS = [
+    _at(8, SignalSide.LONG), _at(20, SignalSide.SHORT), _at(33, SignalSide.LONG),
+    _at(41, SignalSide.FLAT),
+]  # fmt: skip
+CHART_FILLS = [_at(9, Side.BUY), _at(21, Side.SELL), _at(34, Side.BUY)]
+#: Marks on the price chart: the non-flat signals and the fills, with the live BTCUSDT signal and
+#: FILL, both at T0: the close of the bar before the last (an event at a close marks that bar).
+MARKS = 3 + 3 + 1 + 1
 DENIED = OrderDenied(
     ts_event=T0, ts_init=T0, symbol="ETHUSDT", client_order_id="c2", strategy="ema_cross",
     code="MAX_EXPOSURE", reason="total exposure above limit",
@@ -121,6 +167,21 @@ class GatewayStandIn:
         self.requests: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
         self.subscriptions: list[dict[str, Any]] = []
         self.kill_switch = False
+        # What the gateway's read models would hold once it had seen everything /ws sends.
+        self.history = ChartHistory()
+        for bar in [*BARS, _bar(10, "ETHUSDT")]:
+            self.history.bar(bar)
+        for fill in [*CHART_FILLS, FILL]:
+            self.history.fill(fill)
+        for i, equity in enumerate([100_000.0, *EQUITY]):
+            self.history.portfolio(_portfolio(i, equity))
+
+    async def charts(self, request: web.Request) -> web.Response:
+        if self.claims(request) is None:
+            return web.json_response({"error": {"code": "unauthorized"}}, status=401)
+        signals = [*CHART_SIGNALS, *SIGNALS]
+        view = self.history.view(request.query.get("symbol") or None, signals, limit=300)
+        return web.Response(body=msgspec.json.encode(view), content_type="application/json")
 
     def claims(self, request: web.Request) -> dict[str, Any] | None:
         auth = request.headers.get("Authorization", "")
@@ -155,6 +216,7 @@ class GatewayStandIn:
             sol = _signal("SOLUSDT", SignalSide.LONG, 101.75)
             await ws.send_str(frame("event", channel="signals", data=sol))
             await ws.send_str(frame("event", channel="fills", data=FILL))
+            await ws.send_str(frame("event", channel="bars", data=BARS[-1]))
             await ws.send_str(frame("event", channel="orders", data=DENIED))
             for i, equity in enumerate(EQUITY, start=1):
                 await ws.send_str(frame("event", channel="portfolio", data=_portfolio(i, equity)))
@@ -186,12 +248,34 @@ class GatewayStandIn:
         return web.json_response({"on": self.kill_switch})
 
 
+def watch_console(page: Any) -> list[str]:
+    """Collect the page's errors: console errors (a CSP violation is one) and uncaught ones."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return problems
+
+
+def count_colours(png: bytes, rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+    """Return how many pixels of ``png`` are within ``tolerance`` of ``rgb``."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    data = Image.open(BytesIO(png)).convert("RGB").tobytes()
+    pixels = zip(data[0::3], data[1::3], data[2::3], strict=True)
+    return sum(
+        1 for px in pixels if all(abs(c - r) <= tolerance for c, r in zip(px, rgb, strict=True))
+    )
+
+
 @pytest.fixture
 async def site() -> AsyncIterator[tuple[str, GatewayStandIn]]:
     gateway = GatewayStandIn()
     app = web.Application()
     setup_routes(app, bot_token=TOKEN, session_secret=SECRET, admin_user_ids=frozenset({ADMIN}))
     app.router.add_get("/ws", gateway.ws)
+    app.router.add_get("/charts", gateway.charts)
     app.router.add_route("*", "/risk", gateway.risk)
     app.router.add_post("/killswitch", gateway.killswitch)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
@@ -217,8 +301,9 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
 ) -> None:
     base, gateway = site
     ARTIFACTS.mkdir(exist_ok=True)
-    page = await browser.new_page(viewport={"width": 760, "height": 1000})
+    page = await browser.new_page(viewport={"width": 900, "height": 1100})
     page.set_default_timeout(10_000)
+    problems = watch_console(page)
     await page.goto(f"{base}/app#tgWebAppData={init_data(ADMIN)}&tgWebAppVersion=7.0")
 
     await page.wait_for_selector("body[data-auth=admin]")
@@ -229,8 +314,22 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     assert [s.split(" · ")[0] for s in signals] == ["SOLUSDT LONG", "ETHUSDT SHORT", "BTCUSDT LONG"]
     assert await page.text_content("#positions tbody td") == "BTCUSDT"
     await expect(page.locator("#equity")).to_have_text("106,400.00")
-    points = await page.get_attribute("#equity-chart polyline", "points")
-    assert points is not None and len(points.split()) == len(EQUITY) + 1  # snapshot + events
+    # The equity curve: its history from /charts, and the live snapshots (the same instants).
+    await expect(page.locator("#equity-chart")).to_have_attribute(
+        "data-points", str(len(EQUITY) + 1)
+    )
+    # The price chart: the history's candles (the live bar corrects the last), the marks.
+    price = page.locator("#price-chart")
+    await expect(price).to_have_attribute("data-symbol", "BTCUSDT")
+    await expect(price).to_have_attribute("data-bars", str(len(BARS)))
+    await expect(price).to_have_attribute("data-markers", str(MARKS))
+    await expect(page.locator("#chart-timeframe")).to_have_text("1h")
+    assert await page.locator("#price-chart canvas").count() > 0  # drawn by the library
+    assert await page.locator("#equity-chart canvas").count() > 0
+    shot = await price.screenshot()
+    green, red = count_colours(shot, (34, 197, 94)), count_colours(shot, (239, 68, 68))
+    assert green > 300 and red > 300, (green, red)  # up and down candles really drawn
+    assert await page.locator("#chart-symbol option").all_text_contents() == ["BTCUSDT", "ETHUSDT"]
     await expect(page.locator("#feed li")).to_have_count(3)
     feed = await page.locator("#feed li").all_text_contents()
     assert feed[0].startswith("DENIED ETHUSDT [MAX_EXPOSURE]")
@@ -244,6 +343,14 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     )  # every symbol (the gateway reads [] as none)
     assert await page.is_visible("#admin")
     await page.screenshot(path=str(ARTIFACTS / "miniapp_admin.png"), full_page=True)
+    await price.screenshot(path=str(ARTIFACTS / "miniapp_price_chart.png"))
+    await page.locator("#portfolio-card").screenshot(path=str(ARTIFACTS / "miniapp_equity.png"))
+    await page.select_option("#chart-symbol", "ETHUSDT")
+    await expect(price).to_have_attribute("data-symbol", "ETHUSDT")
+    await expect(price).to_have_attribute("data-bars", "1")
+    await expect(price).to_have_attribute("data-markers", "0")
+    await page.select_option("#chart-symbol", "BTCUSDT")
+    await expect(price).to_have_attribute("data-markers", str(MARKS))
 
     await page.click("#ks-on")
     await eventually(lambda: [r for r in gateway.requests if r[1] == "/killswitch"])
@@ -271,7 +378,9 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     await trader.wait_for_selector("body[data-auth=user]")
     await expect(trader.locator("#signals li")).to_have_count(3)
     assert not await trader.is_visible("#admin")
+    await expect(trader.locator("#price-chart")).to_have_attribute("data-bars", str(len(BARS)))
     await trader.screenshot(path=str(ARTIFACTS / "miniapp_trader_phone.png"), full_page=True)
+    assert problems == [], problems  # no CSP violation, no script error
 
 
 async def test_stale_or_forged_init_data_is_refused(

@@ -1,5 +1,6 @@
 // levibot Mini App: sign in with Telegram's initData, then follow the gateway websocket.
 // Plain JS, no build step, no external resources. Data goes into the DOM as text only.
+// Charts: TradingView's lightweight-charts, vendored in /app/static/vendor/ (window.LightweightCharts).
 "use strict";
 
 (function () {
@@ -8,7 +9,7 @@
     token: null, admin: false, user: null, ws: null, backoff: 500, refreshTimer: null,
     signals: [], equity: [], feed: [],
   };
-  const MAX_SIGNALS = 30, MAX_FEED = 40, MAX_POINTS = 500, CURVE_KEY = "levibot.equity";
+  const MAX_SIGNALS = 30, MAX_FEED = 40, MAX_POINTS = 5000, MAX_BARS = 500, MAX_MARKS = 500;
   const DEMO_KEY = "levibot.demo";
   const $ = (id) => document.getElementById(id);
 
@@ -118,30 +119,195 @@
     $("no-positions").hidden = positions.length > 0;
   }
 
-  function addEquityPoint(ts, equity) {
-    const v = Number(equity);
-    if (!Number.isFinite(v)) return;
-    state.equity.push([Number(ts) || state.equity.length, v]);
-    if (state.equity.length > MAX_POINTS) state.equity.shift();
+  // -- charts (lightweight-charts) -----------------------------------------------------------
+
+  const LWC = window.LightweightCharts || null;
+  // Bars, signals and fills of the symbol on the price chart; times are ns since the epoch.
+  const chart = { price: null, candles: null, volume: null, markers: null, equity: null, area: null,
+    symbol: null, timeframe: null, bars: [], signals: [], fills: [] };
+
+  const sec = (ns) => Math.floor(Number(ns) / 1e9);  // the charts' time unit: UTC seconds
+
+  function chartOptions(node) {
+    const css = getComputedStyle(document.documentElement);
+    const text = css.getPropertyValue("--muted").trim() || "#8b98a5";
+    return {
+      autoSize: true,
+      layout: { background: { type: "solid", color: "transparent" }, textColor: text, fontSize: 11,
+        attributionLogo: true },  // the link to TradingView its licence asks for
+      grid: { vertLines: { color: "rgba(127,127,127,.12)" }, horzLines: { color: "rgba(127,127,127,.12)" } },
+      rightPriceScale: { borderVisible: false },
+      timeScale: { borderVisible: false, timeVisible: true, secondsVisible: false, rightOffset: 4 },
+      crosshair: { mode: LWC.CrosshairMode.Normal },
+      height: node.clientHeight || 300,
+    };
   }
 
-  function renderChart() {
-    const svg = $("equity-chart");
-    svg.replaceChildren();
+  function initCharts() {
+    if (!LWC) { $("chart-note").textContent = " · chart library not loaded"; return; }
+    const priceNode = $("price-chart");
+    chart.price = LWC.createChart(priceNode, chartOptions(priceNode));
+    chart.candles = chart.price.addSeries(LWC.CandlestickSeries, {
+      upColor: "#22c55e", downColor: "#ef4444", borderVisible: false,
+      wickUpColor: "#22c55e", wickDownColor: "#ef4444",
+    });
+    chart.volume = chart.price.addSeries(LWC.HistogramSeries, {
+      priceFormat: { type: "volume" }, priceScaleId: "volume", color: "rgba(139,152,165,.35)",
+      lastValueVisible: false, priceLineVisible: false,
+    });
+    chart.price.priceScale("volume").applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
+    chart.markers = LWC.createSeriesMarkers(chart.candles, []);
+    chart.price.subscribeCrosshairMove((param) => {
+      const bar = param && param.time !== undefined ? chart.bars.find((b) => sec(b.start) === param.time) : null;
+      legend(bar || chart.bars[chart.bars.length - 1]);
+    });
+    const equityNode = $("equity-chart");
+    chart.equity = LWC.createChart(equityNode, chartOptions(equityNode));
+    chart.area = chart.equity.addSeries(LWC.AreaSeries, {
+      lineColor: "#3b82f6", topColor: "rgba(59,130,246,.35)", bottomColor: "rgba(59,130,246,.02)",
+      lineWidth: 2, priceLineVisible: false,
+    });
+    $("chart-symbol").addEventListener("change", (ev) => loadCharts(ev.target.value));
+  }
+
+  function legend(bar) {
+    $("price-legend").textContent = bar
+      ? "O " + num(bar.open) + "  H " + num(bar.high) + "  L " + num(bar.low) + "  C " + num(bar.close)
+      : "";
+  }
+
+  const candle = (b) => ({ time: sec(b.start), open: b.open, high: b.high, low: b.low, close: b.close });
+  const volumeBar = (b) => ({ time: sec(b.start), value: Number(b.volume) || 0,
+    color: b.close >= b.open ? "rgba(34,197,94,.35)" : "rgba(239,68,68,.35)" });
+
+  // The bar an event at ``ts`` happened in: start < ts <= close (a signal at a bar's close is
+  // that bar's). An event after the last close waits for its bar (markers are redrawn per bar).
+  function barOf(ts) {
+    const bars = chart.bars;
+    let lo = 0, hi = bars.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (Number(bars[mid].start) < Number(ts)) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    return found < 0 || Number(ts) > Number(bars[found].ts_event) ? null : bars[found];
+  }
+
+  function renderMarkers() {
+    if (!chart.markers) return;
+    const marks = [];
+    for (const s of chart.signals) {
+      const side = String(s.side || "").toLowerCase(), bar = barOf(s.ts_event);
+      if (!bar || (side !== "long" && side !== "short")) continue;
+      marks.push(side === "long"
+        ? { time: sec(bar.start), position: "belowBar", shape: "arrowUp", color: "#22c55e", text: "L" }
+        : { time: sec(bar.start), position: "aboveBar", shape: "arrowDown", color: "#ef4444", text: "S" });
+    }
+    for (const f of chart.fills) {
+      const side = String(f.side || "").toLowerCase(), bar = barOf(f.ts_event);
+      if (!bar) continue;
+      marks.push({ time: sec(bar.start), position: side === "buy" ? "belowBar" : "aboveBar", shape: "circle",
+        color: side === "buy" ? "#38bdf8" : "#f59e0b", text: (side === "buy" ? "B " : "S ") + num(f.quantity, 4) });
+    }
+    marks.sort((x, y) => x.time - y.time);
+    chart.markers.setMarkers(marks);
+    const node = $("price-chart");
+    node.dataset.bars = String(chart.bars.length);
+    node.dataset.markers = String(marks.length);
+    node.dataset.symbol = chart.symbol || "";
+  }
+
+  function setSymbols(symbols) {
+    const select = $("chart-symbol");
+    const have = Array.from(select.options).map((o) => o.value);
+    for (const sym of symbols) if (!have.includes(sym)) select.append(new Option(sym, sym));
+    if (chart.symbol) select.value = chart.symbol;
+  }
+
+  // The equity history: one point per second (the chart's resolution), the last one wins.
+  function equitySeries() {
+    const out = [];
+    for (const [ts, v] of state.equity) {
+      const t = sec(ts);
+      if (out.length && out[out.length - 1].time === t) out[out.length - 1].value = v;
+      else if (!out.length || t > out[out.length - 1].time) out.push({ time: t, value: v });
+    }
+    return out;
+  }
+
+  function addEquityPoint(ts, equity) {
+    const v = Number(equity);
+    if (!Number.isFinite(v) || !Number.isFinite(Number(ts))) return false;
+    const last = state.equity[state.equity.length - 1];
+    if (last && Number(ts) < last[0]) return false;  // the time axis only goes forward
+    if (last && Number(ts) === last[0]) last[1] = v; else state.equity.push([Number(ts), v]);
+    if (state.equity.length > MAX_POINTS) state.equity.shift();
+    return true;
+  }
+
+  function renderEquity() {
     const pts = state.equity;
+    const node = $("equity-chart");
+    if (chart.area) chart.area.setData(equitySeries());
+    node.dataset.points = String(pts.length);
     if (pts.length < 2) { $("equity-range").textContent = pts.length ? "one snapshot so far" : ""; return; }
     const ys = pts.map((p) => p[1]);
-    const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
-    const coords = pts.map((p, i) => [(i / (pts.length - 1)) * 300, 86 - ((p[1] - lo) / span) * 82]);
-    const line = coords.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join(" ");
-    const ns = "http://www.w3.org/2000/svg";
-    const area = document.createElementNS(ns, "polygon");
-    area.setAttribute("points", "0,90 " + line + " 300,90");
-    area.setAttribute("class", "area");
-    const poly = document.createElementNS(ns, "polyline");
-    poly.setAttribute("points", line);
-    svg.append(area, poly);
+    const lo = Math.min(...ys), hi = Math.max(...ys);
     $("equity-range").textContent = "low " + num(lo) + " · high " + num(hi) + " · " + pts.length + " snapshots";
+  }
+
+  async function loadCharts(symbol) {
+    const query = new URLSearchParams({ limit: "300" });
+    if (symbol) query.set("symbol", symbol);
+    let view;
+    try {
+      const res = await fetch("/charts?" + query, { headers: authHeaders() });
+      if (!res.ok) { $("chart-note").textContent = " · chart data unavailable (" + res.status + ")"; return; }
+      view = await res.json();
+    } catch (err) { $("chart-note").textContent = " · chart data unavailable"; return; }
+    chart.symbol = view.symbol; chart.timeframe = view.timeframe;
+    chart.bars = Array.isArray(view.bars) ? view.bars : [];
+    chart.signals = Array.isArray(view.signals) ? view.signals : [];
+    chart.fills = Array.isArray(view.fills) ? view.fills : [];
+    $("chart-timeframe").textContent = view.timeframe || "";
+    $("chart-note").textContent = chart.bars.length ? "" : " · no bars yet";
+    setSymbols(Array.isArray(view.symbols) ? view.symbols : []);
+    if (chart.candles) {
+      chart.candles.setData(chart.bars.map(candle));
+      chart.volume.setData(chart.bars.map(volumeBar));
+      chart.price.timeScale().fitContent();
+    }
+    legend(chart.bars[chart.bars.length - 1]);
+    renderMarkers();
+    if (Array.isArray(view.equity)) {
+      state.equity = [];
+      for (const p of view.equity) addEquityPoint(p.ts, p.equity);
+      renderEquity();
+      if (chart.equity) chart.equity.timeScale().fitContent();
+    }
+  }
+
+  function applyBar(b) {
+    if (!b || typeof b !== "object") return;
+    setSymbols([b.symbol]);
+    if (!chart.symbol) { loadCharts(b.symbol); return; }
+    if (b.symbol !== chart.symbol || (chart.timeframe && b.timeframe !== chart.timeframe)) return;
+    const last = chart.bars[chart.bars.length - 1];
+    if (last && Number(b.start) < Number(last.start)) return;
+    if (last && Number(b.start) === Number(last.start)) chart.bars[chart.bars.length - 1] = b;
+    else { chart.bars.push(b); if (chart.bars.length > MAX_BARS) chart.bars.shift(); }
+    if (chart.candles) { chart.candles.update(candle(b)); chart.volume.update(volumeBar(b)); }
+    legend(b);
+    renderMarkers();  // a signal or fill that came before its bar gets its mark now
+  }
+
+  // A live signal or fill the chart history already holds (it came in both) is marked once.
+  const sameEvent = (x, y) => x.ts_event === y.ts_event && x.fill_id === y.fill_id && x.strategy === y.strategy;
+
+  function markEvent(list, d) {
+    if (d.symbol !== chart.symbol || list.some((x) => sameEvent(x, d))) return;
+    list.push(d);
+    if (list.length > MAX_MARKS) list.shift();
+    renderMarkers();
   }
 
   function renderSignals() {
@@ -221,18 +387,19 @@
 
   // -- websocket ---------------------------------------------------------------------------
 
-  function loadCurve(curve) {
-    state.equity = [];
-    for (const pt of curve) Array.isArray(pt) ? addEquityPoint(pt[0], pt[1]) : addEquityPoint(pt.ts, pt.equity);
-  }
-
   function applyPortfolio(p) {
     if (!p || p.equity === undefined) return;
-    const last = state.equity[state.equity.length - 1];
-    if (!last || last[0] !== p.ts_event) addEquityPoint(p.ts_event, p.equity);
-    try { localStorage.setItem(CURVE_KEY, JSON.stringify(state.equity)); } catch (err) { /* private mode */ }
+    if (addEquityPoint(p.ts_event, p.equity) && chart.area) {
+      const pts = equitySeries();
+      if (pts.length) chart.area.update(pts[pts.length - 1]);
+    }
     renderPortfolio(p);
-    renderChart();
+    const node = $("equity-chart");
+    node.dataset.points = String(state.equity.length);
+    const ys = state.equity.map((q) => q[1]);
+    if (ys.length > 1) {
+      $("equity-range").textContent = "low " + num(Math.min(...ys)) + " · high " + num(Math.max(...ys)) + " · " + ys.length + " snapshots";
+    }
   }
 
   function applySnapshot(channel, d) {
@@ -245,7 +412,6 @@
         break;
       }
       case "portfolio":
-        if (d && Array.isArray(d.equity_curve)) loadCurve(d.equity_curve);
         applyPortfolio(d && d.portfolio ? d.portfolio : d);
         break;
       case "risk":
@@ -260,10 +426,14 @@
 
   function applyEvent(channel, d) {
     if (!d || typeof d !== "object") return;
-    if (channel === "signals") { addSignal(d); renderSignals(); }
+    if (channel === "signals") { addSignal(d); renderSignals(); markEvent(chart.signals, d); }
+    else if (channel === "bars") applyBar(d);
     else if (channel === "portfolio") applyPortfolio(d);
     else if (channel === "risk") renderRisk(d);
-    else addFeed(...feedText(channel, d));
+    else {
+      if (channel === "fills") markEvent(chart.fills, d);
+      addFeed(...feedText(channel, d));
+    }
   }
 
   // The gateway answers a subscribe with one snapshot whose data is keyed by channel
@@ -277,8 +447,8 @@
     if (msg.type !== "snapshot") return;
     if (msg.channel) { applySnapshot(msg.channel, msg.data); return; }
     const data = msg.data && typeof msg.data === "object" ? msg.data : {};
-    if (Array.isArray(data.equity_curve)) loadCurve(data.equity_curve);
-    for (const channel of Object.keys(data)) if (channel !== "equity_curve") applySnapshot(channel, data[channel]);
+    for (const channel of Object.keys(data)) applySnapshot(channel, data[channel]);
+    loadCharts(chart.symbol);  // the history to go with the snapshot (again after a reconnect)
   }
 
   function connect() {
@@ -289,7 +459,7 @@
       state.backoff = 500;
       setConn("live", "live");
       // symbols null: every symbol (an empty list would mean none).
-      ws.send(JSON.stringify({ op: "subscribe", channels: ["signals", "portfolio", "alerts", "fills", "orders"], symbols: null }));
+      ws.send(JSON.stringify({ op: "subscribe", channels: ["signals", "portfolio", "alerts", "fills", "orders", "bars"], symbols: null }));
     };
     ws.onmessage = (ev) => {
       let msg;
@@ -328,13 +498,10 @@
   }
 
   async function main() {
-    try {
-      const saved = JSON.parse(localStorage.getItem(CURVE_KEY) || "[]");
-      if (Array.isArray(saved)) state.equity = saved.filter((p) => Array.isArray(p) && p.length === 2).slice(-MAX_POINTS);
-    } catch (err) { /* nothing saved */ }
     if (tg) { try { tg.ready(); tg.expand(); } catch (err) { /* older clients */ } }
     wireAdmin();
     if (!(await authenticate())) return;
+    initCharts();
     loadRisk();
     connect();
   }
