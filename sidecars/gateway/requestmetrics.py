@@ -1,10 +1,10 @@
 """Every gateway request counted by route and status, and timed: what the gateway dashboard and
 the error-rate SLO read.
 
-The route label is the matched resource's pattern (``/orders/{id}``), never the raw path, so
-the number of series stays bounded whatever clients ask for; a path that matches nothing is
-``unmatched``. The status is the one the client got: this middleware runs outermost, after
-``error_middleware`` has turned exceptions into JSON errors.
+The route label is the matched resource's pattern (``/orders/{client_order_id}``), never the
+raw path, so the number of series stays bounded whatever clients ask for; a path that matches
+nothing is ``unmatched``. The status is the one the client got: this middleware runs
+outermost, after ``error_middleware`` has turned exceptions into JSON errors.
 """
 
 from __future__ import annotations

@@ -96,6 +96,12 @@ def test_prometheus_scrapes_every_node_and_records_the_slis(
     errors = value("levibot:errors:ratio_rate5m")
     assert errors is not None and 0 <= errors < 0.5
     assert value("levibot:unavailable:ratio_rate5m") == 0.0
+    # The replay feed plays on (fresh); the Binance feed has never had a message (stale).
+    ages = {
+        r["metric"]["source"]: float(r["value"][1])
+        for r in prometheus.query("levibot_feed_last_message_age_seconds")
+    }
+    assert ages["replay"] < 5.0 < ages["binance"]
 
 
 def firing(prometheus: Prometheus, name: str, **labels: str) -> list[dict[str, Any]]:
