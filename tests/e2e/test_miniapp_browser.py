@@ -37,9 +37,11 @@ from levibot.messages import (
 )
 from levibot.testing import eventually
 from sidecars.gateway.charts import ChartHistory
+from sidecars.miniapp import demolink
 from sidecars.miniapp.initdata import sign
 from sidecars.miniapp.routes import setup_routes
 from sidecars.miniapp.session import verify_session_token
+from tests.unit.test_gateway_support import running_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -407,3 +409,60 @@ async def test_stale_or_forged_init_data_is_refused(
     await page.wait_for_selector("body[data-auth=refused]")
     assert "initData" in (await page.text_content("#refusal-text") or "")
     assert gateway.subscriptions == [] and gateway.requests == []
+
+
+async def test_the_demo_link_opens_the_app_as_admin_in_a_browser_once(
+    tmp_path: Path, browser: Any, site: tuple[str, GatewayStandIn]
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    token, sha = demolink.new_token()
+    async with running_gateway(tmp_path, demo_token_sha256=sha) as g:  # the real gateway
+        for msg in [*BARS, *CHART_SIGNALS, *CHART_FILLS]:
+            await g.actor.handle(msg)
+        for i, equity in enumerate(EQUITY):
+            await g.actor.handle(_portfolio(i, equity))
+        context = await browser.new_context(viewport={"width": 900, "height": 1100})
+        page = await context.new_page()
+        page.set_default_timeout(10_000)
+        problems = watch_console(page)
+        await page.goto(f"{g.url}/app#demo={token}")  # as `levibot demo` prints it
+
+        await page.wait_for_selector("body[data-auth=admin]")
+        assert await page.text_content("#user") == "demo"
+        assert page.url == f"{g.url}/app"  # the spent token is gone from the address bar
+        price = page.locator("#price-chart")
+        await expect(price).to_have_attribute("data-bars", str(len(BARS)))
+        await expect(price).to_have_attribute("data-markers", "6")  # 3 non-flat signals, 3 fills
+        await expect(page.locator("#equity-chart")).to_have_attribute(
+            "data-points", str(len(EQUITY))
+        )
+        await expect(page.locator("#conn")).to_have_text("live")
+        await page.screenshot(path=str(ARTIFACTS / "miniapp_demo.png"), full_page=True)
+        # A live bar over the real /ws extends the chart.
+        await g.actor.handle(_bar(N_BARS + 1))
+        await expect(price).to_have_attribute("data-bars", str(len(BARS) + 1))
+        # Admin controls go through the real gateway under the demo session.
+        await page.click("#ks-on")
+        await expect(page.locator("#admin-result")).to_have_text("Kill switch ON requested")
+        assert any(type(m).__name__ == "SetKillSwitch" and m.on for m in g.ctx.published)
+
+        # A reload signs in again with the HttpOnly renewal cookie, without the token.
+        await page.reload()
+        await page.wait_for_selector("body[data-auth=admin]")
+        assert problems == [], problems
+
+        # The link is one-time: another browser (no cookie) that opens it is refused.
+        other = await browser.new_page(viewport={"width": 720, "height": 500})
+        await other.goto(f"{g.url}/app#demo={token}")
+        await other.wait_for_selector("body[data-auth=refused]")
+        assert "(token_spent)" in (await other.text_content("#refusal-text") or "")
+        assert not await other.is_visible("#main")
+        await other.screenshot(path=str(ARTIFACTS / "miniapp_demo_link_spent.png"))
+        await context.close()
+
+    # Where the gateway is not in demo mode there is no such way in: initData only.
+    base, gateway = site
+    page = await browser.new_page()
+    await page.goto(f"{base}/app#demo={token}")
+    await page.wait_for_selector("body[data-auth=refused]")
+    assert not await page.is_visible("#main") and gateway.subscriptions == []

@@ -352,7 +352,11 @@
     }
     if (kind === "OrderIntent") return ["ORDER " + sym + " " + String(d.side).toUpperCase() + " " + num(d.quantity, 4) + " @ " + num(d.price), ""];
     if (kind === "OrderAccepted") return ["ACCEPTED " + sym + " " + (d.client_order_id || ""), ""];
-    return [(kind || channel) + " " + sym + " " + (d.status || d.client_order_id || ""), ""];
+    if (!kind && d.status) {  // an order's state, as the snapshot holds them
+      const done = Number(d.filled_quantity) > 0 ? " " + num(d.filled_quantity, 4) + " @ " + num(d.avg_fill_price) : "";
+      return ["ORDER " + sym + " " + String(d.side || "").toUpperCase() + " " + d.status + done, d.status === "denied" ? "down" : ""];
+    }
+    return [(kind || channel) + " " + sym + " " + (d.client_order_id || ""), ""];
   }
 
   function renderRisk(r) {
@@ -369,7 +373,7 @@
       }
     }
     for (const [k, v] of rows) {
-      if (v === undefined) continue;
+      if (v === undefined || v === null) continue;
       const dd = el("dd", String(v));
       if (k === "Kill switch") dd.className = v === "ON" ? "down" : "up";
       dl.append(el("dt", k), dd);
