@@ -78,9 +78,11 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium || say "no chromium: the browser test will fail"
 fi
 
-# -- promtool (checks the node's /metrics; the prometheus package ships it) ------------------
-if ! command -v promtool >/dev/null; then
-  apt_install --no-install-recommends prometheus || say "no promtool: its /metrics check is skipped"
+# -- Prometheus and promtool (Debian's prometheus package ships both) -----------------------
+# promtool checks the node's /metrics and checks and unit-tests deploy/monitoring's rules;
+# tests/monitoring runs a real Prometheus against live nodes.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  apt_install --no-install-recommends prometheus || say "no prometheus: tests/monitoring will fail"
 fi
 
 # -- podman, runc, debootstrap (tests/containers: the image built and run here) ------------
