@@ -25,6 +25,7 @@ from msgspec import Meta
 from levibot.backoff import Backoff
 from levibot.config import Config
 from levibot.messages import (
+    ActivateModel,
     Alert,
     Fill,
     Message,
@@ -94,6 +95,10 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
     # A text longer than one message (4,096 UTF-16 units) is split into at most this many
     # messages; the rest is cut with a marker saying how much was left out.
     max_message_parts: PositiveInt = 4
+    # The model registry /activate and /rollback move: PostgreSQL when a DSN is set here or in
+    # [storage] (the one every process shares), else the folder models_root.
+    postgres_dsn: str = ""
+    models_root: str = ""  # "": <[storage] data_dir>/models
 
     def __post_init__(self) -> None:
         # A shared id names no one: admitting it would make every anonymous admin of every
@@ -133,7 +138,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
         SetTradingState,
         SetRiskPolicy,
     )
-    emits = (SetKillSwitch, SetTradingState)
+    emits = (SetKillSwitch, SetTradingState, ActivateModel)
     config_type = TelegramConfig
     supervision = Supervision(policy=Policy.RESTART, budget=10, window_s=300.0, backoff_s=1.0)
 
@@ -141,7 +146,9 @@ class TelegramActor(SourceActor[TelegramConfig]):
         super().__init__(ctx, config)
         self._token = config.token or os.environ.get(TOKEN_ENV, "")
         self.readmodel = ReadModel(recent=config.recent_size)
-        self.config = with_storage(self.config, ctx.storage, data_dir="")
+        self.config = with_storage(self.config, ctx.storage, data_dir="", models_root="models")
+        self._models: Any = None  # the model registry, opened by the first /activate or /rollback
+        self._models_opening = anyio.Lock()  # two admins at once open it once
         self.subscriptions = Subscriptions(self._store(), max_symbols=config.max_symbols_per_chat)
         self.outbox = Outbox(
             per_chat_size=config.chat_queue_size,
@@ -192,6 +199,19 @@ class TelegramActor(SourceActor[TelegramConfig]):
 
     async def on_stop(self) -> None:
         await self.subscriptions.close()
+        models, self._models = self._models, None
+        if models is not None:
+            await models.close()
+
+    async def model_registry(self) -> Any:
+        """Open (once) the model registry every process shares, for /activate and /rollback."""
+        async with self._models_opening:
+            if self._models is None:
+                from levibot.ml.registries import open_registry
+
+                cfg = self.config
+                self._models = await open_registry(cfg.models_root, dsn=cfg.postgres_dsn)
+        return self._models
 
     async def handle(self, msg: Message) -> None:
         self.readmodel.apply(msg)
@@ -275,6 +295,7 @@ class TelegramActor(SourceActor[TelegramConfig]):
             miniapp_url=self.config.miniapp_url,
             allowed_symbols=frozenset(s.upper() for s in self.config.symbols),
             max_message_parts=self.config.max_message_parts,
+            registry=self.model_registry,
         )
         dp = Dispatcher()
         dp["deps"] = deps  # injected into every handler that declares ``deps: BotDeps``

@@ -33,5 +33,7 @@ COMMANDS: tuple[BotCommand, ...] = tuple(
         ("notify", "Switch a notification kind on or off"),
         ("killswitch", "Stop or resume trading (admins)"),
         ("cancel", "Cancel an open order (admins)"),
+        ("activate", "Activate a model (admins)"),
+        ("rollback", "Roll back to the previous model (admins)"),
     )
 )

@@ -21,6 +21,8 @@ HELP = """levibot commands
 /notify KIND on|off - KIND is signals, alerts, fills or denials
 /killswitch on|off - stop or resume all trading (admins)
 /cancel ORDER_ID [SYMBOL] - cancel an open order (admins)
+/activate MODEL_ID [force] - serve a model, persisted (admins)
+/rollback - back to the model served before (admins)
 /trading active|reducing|halted - set the trading state (admins)"""
 
 _SIDE_MARK = {SignalSide.LONG: "🟢", SignalSide.SHORT: "🔴", SignalSide.FLAT: "⚪"}

@@ -1,29 +1,44 @@
-"""Admin commands: the kill switch, the trading state and order cancels, sent as bus commands.
+"""Admin commands: the kill switch, the trading state and order cancels, sent as bus commands;
+model activation and rollback.
 
 ``IsAdmin`` guards each handler; an admin command that fails the filter falls through to
-``refused``, which says why. Nothing changes state here: the risk engine acts on the
-command it receives.
+``refused``, which says why. Nothing changes state here but the model registry's persisted
+pointer (``/activate``, ``/rollback``: moved first, so a scorer that starts later serves the
+model, then ``ActivateModel`` tells the running ones); the risk engine and the order actor act
+on the commands they receive.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
-from levibot.messages import CancelOrder, SetKillSwitch, SetTradingState, TradingState
+from levibot.errors import LevibotError
+from levibot.messages import (
+    ActivateModel,
+    CancelOrder,
+    SetKillSwitch,
+    SetTradingState,
+    TradingState,
+)
 from levibot.messages import Command as BusCommand
+from levibot.secrets import mask_text
 from sidecars.telegram.handlers.common import ON_OFF, BotDeps, anonymous, args, reply, user_id
 from sidecars.telegram.subscriptions import ALL_SYMBOLS, InvalidSymbolError, normalize_symbol
 
 #: The commands only admins may run.
-ADMIN_COMMANDS = ("killswitch", "trading", "cancel")
+ADMIN_COMMANDS = ("killswitch", "trading", "cancel", "activate", "rollback")
 
 #: What a client order id may look like (ours are hex; a venue's may add - _ . :).
 _ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: What a model id may look like (``lgbm-h4-20261206T084400-1a2b3c``).
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class IsAdmin(Filter):
@@ -109,6 +124,67 @@ async def cancel(message: Message, command: CommandObject, deps: BotDeps) -> Non
     await reply(message, deps, f"Cancel of order {words[0]} requested; see /orders.")
 
 
+async def activate(message: Message, command: CommandObject, deps: BotDeps) -> None:
+    words = args(command)
+    usage = "Usage: /activate MODEL_ID [force] (force: past the promotion gate)"
+    if (
+        not 1 <= len(words) <= 2
+        or not _MODEL_ID.fullmatch(words[0])
+        or words[1:] not in ([], ["force"])
+    ):
+        await reply(message, deps, usage)
+        return
+    from levibot.ml.registries import activate_gated
+
+    force = len(words) == 2
+    moved = await _move_pointer(
+        message, deps, lambda store: activate_gated(store, words[0], force=force)
+    )
+    if moved is not None:
+        cmd_id = await _tell_scorers(message, deps, moved)
+        await reply(message, deps, f"Model {moved} is active; command {cmd_id[:8]} sent.")
+
+
+async def rollback(message: Message, command: CommandObject, deps: BotDeps) -> None:
+    moved = await _move_pointer(message, deps, lambda store: store.rollback())
+    if moved is not None:
+        cmd_id = await _tell_scorers(message, deps, moved)
+        await reply(message, deps, f"Rolled back to model {moved}; command {cmd_id[:8]} sent.")
+
+
+async def _move_pointer(
+    message: Message, deps: BotDeps, move: Callable[[Any], Awaitable[Any]]
+) -> str | None:
+    """Move the registry's persisted pointer; return the active model id, or None after
+    saying why it did not move."""
+    if deps.registry is None:
+        await reply(message, deps, "No model registry here: models cannot be changed.")
+        return None
+    try:
+        card = await move(await deps.registry())
+    except LevibotError as exc:  # unknown model, not promoted, another schema, nothing before
+        await reply(message, deps, f"Not changed: {exc}")
+        return None
+    except Exception as exc:  # PostgreSQL away: say so, and keep serving
+        deps.log.error("telegram.registry_failed", error=mask_text(str(exc)))
+        await reply(message, deps, "Not changed: the model registry cannot be reached now.")
+        return None
+    return str(card.model_id)
+
+
+async def _tell_scorers(message: Message, deps: BotDeps, model_id: str) -> str:
+    now = deps.now_ns()
+    cmd = ActivateModel(
+        ts_event=now,
+        ts_init=now,
+        command_id=uuid.uuid4().hex,
+        issued_by=f"telegram:{user_id(message)}",
+        model_id=model_id,
+    )
+    await _send(deps, cmd)
+    return cmd.command_id
+
+
 async def refused(message: Message, command: CommandObject, deps: BotDeps) -> None:
     name = command.command
     if anonymous(message):
@@ -138,5 +214,7 @@ def router() -> Router:
     r.message.register(killswitch, Command("killswitch"), IsAdmin())
     r.message.register(trading, Command("trading"), IsAdmin())
     r.message.register(cancel, Command("cancel"), IsAdmin())
+    r.message.register(activate, Command("activate"), IsAdmin())
+    r.message.register(rollback, Command("rollback"), IsAdmin())
     r.message.register(refused, Command(*ADMIN_COMMANDS))
     return r

@@ -46,6 +46,9 @@ class BotDeps:
     miniapp_url: str = ""
     allowed_symbols: frozenset[str] = frozenset()
     max_message_parts: int = 4
+    #: Opens (once) the model registry every process shares: /activate and /rollback move its
+    #: persisted pointer (``levibot.ml.registries.ModelStore``). None: no registry here.
+    registry: Callable[[], Awaitable[Any]] | None = None
 
 
 async def reply(message: Message, deps: BotDeps, text: str, **kwargs: Any) -> None:
