@@ -77,9 +77,9 @@ async def _mode(name: str, dsn: str, args: argparse.Namespace) -> dict[str, Any]
         for row, got in runs.items()
     }
     base = rows[f"{name}.health"]["rps"]
-    for row in rows.values():
-        row["ratio"] = row["rps"] / base
-        assert row["errors"] == 0, row  # a refused request would measure the wrong path
+    for stats in rows.values():
+        stats["ratio"] = stats["rps"] / base
+        assert stats["errors"] == 0, stats  # a refused request would measure the wrong path
     return rows
 
 

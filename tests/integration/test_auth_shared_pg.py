@@ -158,7 +158,8 @@ async def test_key_store_keeps_name_expiry_and_successor(dsn: str) -> None:
         await store.add(record)
         got = await store.get(record.key_id)
         assert got is not None and got.name == "billing" and got.replaced_by == ""
-        assert got.expires_at is not None and abs(got.expires_at - record.expires_at) < 1e-3
+        assert got.expires_at is not None and record.expires_at is not None
+        assert abs(got.expires_at - record.expires_at) < 1e-3
         _, successor, retired = await rotate_key(store, record.key_id, time.time() + 10)
         assert retired.replaced_by == successor.key_id
         assert retired.expires_at is not None and retired.expires_at - time.time() <= 10
