@@ -1,0 +1,142 @@
+"""Rate limits shared through Redis by budget shares: exact at the limit, few round trips.
+
+Against the real Redis: several ``RedisRateLimiter`` instances on one prefix stand for gateway
+replicas. A replica takes a share of a key's window budget per round trip and admits from it
+locally; the fleet never admits more than the limit, and at most ``replicas × (share - 1)``
+fewer.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from sidecars.gateway.auth import RedisRateLimiter
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class CountingRedis:
+    """The real client, counting the pipelines it sends (one round trip each)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.round_trips = 0
+
+    def pipeline(self, **kw: Any) -> Any:
+        self.round_trips += 1
+        return self.client.pipeline(**kw)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Any]:
+    client = aioredis.from_url(REDIS)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-rl-{uuid.uuid4().hex[:12]}"
+
+
+async def admitted(limiter: RedisRateLimiter, key: str, limit: int) -> bool:
+    return await limiter.hit((key, limit)) is None
+
+
+async def test_replicas_admit_exactly_the_limit_with_one_round_trip_per_share(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conns = [CountingRedis(redis) for _ in range(2)]
+    replicas = [RedisRateLimiter(c, 60.0, prefix, now=clock, shares=8) for c in conns]
+    results = [await admitted(replicas[i % 2], "key:a", 64) for i in range(100)]
+    assert sum(results) == 64 and all(results[:64]) and not any(results[64:])
+    # 64 / 8 = 8 shares, then a round trip per refused request (as before: Redis counts them).
+    assert sum(c.round_trips for c in conns) == 8 + 36
+    retry = await replicas[0].hit(("key:a", 64))
+    assert retry is not None and 1 <= retry <= 60
+
+
+async def test_interleaved_replicas_never_admit_more_than_the_limit(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    replicas = [RedisRateLimiter(redis, 60.0, prefix, now=clock, shares=4) for _ in range(3)]
+    rng = random.Random(7)
+    limit = 50  # shares of 12: the last one is only partly under the limit
+    total = sum([await admitted(rng.choice(replicas), "key:b", limit) for _ in range(400)])
+    assert limit - 3 * (12 - 1) <= total <= limit
+    # Each replica used up what it took: here nothing is lost and the limit is met exactly.
+    assert total == limit
+
+
+async def test_a_small_limit_is_exact_and_a_new_window_brings_the_budget_back(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conn = CountingRedis(redis)
+    a, b = (
+        RedisRateLimiter(conn, 10.0, prefix, now=clock),
+        RedisRateLimiter(conn, 10.0, prefix, now=clock),
+    )
+    assert [await admitted(x, "ip:1", 4) for x in (a, b, a, b, a)] == [True] * 4 + [False]
+    assert conn.round_trips == 5  # a limit under the share count: one round trip per request
+    clock.t += 10.0
+    assert await admitted(b, "ip:1", 4)
+
+
+async def test_a_request_is_refused_when_any_of_its_limits_is_spent(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    limiter = RedisRateLimiter(redis, 60.0, prefix, now=clock, shares=2)
+    for _ in range(3):
+        assert await limiter.hit(("ip:x", 100), ("key:y", 3)) is None
+    assert await limiter.hit(("ip:x", 100), ("key:y", 3)) is not None
+    assert await limiter.hit(("ip:x", 100), ("key:z", 3)) is None  # another key, same IP
+
+
+async def test_concurrent_requests_with_expiring_leases_never_admit_more_than_the_limit(
+    redis: Any, prefix: str
+) -> None:
+    import anyio
+
+    clock = Clock()
+    replicas = [
+        RedisRateLimiter(redis, 3600.0, prefix, now=clock, shares=4, lease_s=0.5) for _ in range(3)
+    ]
+    limit = 40  # shares of 10
+    results: list[bool] = []
+
+    async def client(i: int) -> None:
+        for n in range(30):
+            results.append(await admitted(replicas[(i + n) % 3], "key:c", limit))
+            clock.t += 0.1  # leases expire: unused rests go back to Redis (same window)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(client, i)
+    assert len(results) == 240
+    assert limit - 3 * (10 - 1) <= sum(results) <= limit
+    assert sum(results) == limit  # the clients keep asking: every held rest went back in time
+    # Redis counts exactly what was admitted plus what the replicas still hold: refused shares
+    # and the given-back rests are not counted.
+    raw = await redis.get(replicas[0].counters.key("key:c", 3600.0))
+    held = sum(r._local["key:c"][1] for r in replicas if "key:c" in r._local)
+    assert int(raw) == sum(results) + held
