@@ -81,7 +81,7 @@ def test_a_dashboard_is_well_formed(name: str) -> None:
             assert target["datasource"]["uid"] == "${datasource}"
             assert target["expr"].strip()
     # No two panels overlap.
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for panel in board["panels"]:
         g = panel["gridPos"]
         mine = {
