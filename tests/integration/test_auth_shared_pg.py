@@ -170,6 +170,54 @@ async def test_key_store_keeps_name_expiry_and_successor(dsn: str) -> None:
         await store.close()
 
 
+async def test_concurrent_rotations_of_one_key_make_one_successor(dsn: str) -> None:
+    stores = [await PostgresKeyStore.connect(dsn) for _ in range(2)]
+    try:
+        _, record = new_key("svc", ["read"])
+        await stores[0].add(record)
+        outcomes: list[str] = []
+
+        async def rotate(store: PostgresKeyStore) -> None:
+            try:
+                _, successor, _ = await rotate_key(store, record.key_id, time.time() + 60)
+                outcomes.append(successor.key_id)
+            except ApiKeyError as exc:
+                outcomes.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(rotate, stores[i % 2])
+        keys = {k.key_id: k for k in await stores[1].list()}
+        successors = [o for o in outcomes if o in keys]
+        assert len(successors) == 1 and len(keys) == 2  # the old key and exactly one successor
+        assert keys[record.key_id].replaced_by == successors[0]
+        assert all("rotated" in o for o in outcomes if o not in keys)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_rotation_on_a_table_from_before_migration_0004_stores_nothing(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE SCHEMA older; CREATE TABLE older.api_keys (key_id text PRIMARY KEY,"
+            " hash text NOT NULL, scopes text[] NOT NULL DEFAULT '{}',"
+            " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+        )
+    finally:
+        await conn.close()
+    store = await PostgresKeyStore.connect(dsn, table="older.api_keys")
+    try:
+        _, record = new_key("x", ["read"])
+        await store.add(record)
+        with pytest.raises(ApiKeyError, match="levibot db migrate"):
+            await rotate_key(store, record.key_id, time.time() + 60)
+        assert [k.key_id for k in await store.list()] == [record.key_id]
+    finally:
+        await store.close()
+
+
 async def test_key_table_from_before_migration_0004_refuses_expiries_clearly(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:

@@ -31,10 +31,21 @@ async def test_expiry_and_successor_survive_the_file_store(tmp_path: Path) -> No
     again = await FileKeyStore(tmp_path / "keys.json").get(record.key_id)
     assert again == record and again.expires_at is not None
     assert not again.expired(time.time()) and again.expired(again.expires_at)
-    retired = await store.retire(record.key_id, 5.0, replaced_by="abc")
-    assert retired is not None and (retired.expires_at, retired.replaced_by) == (5.0, "abc")
+    retired = await store.retire(record.key_id, 5.0)
+    assert retired is not None and (retired.expires_at, retired.replaced_by) == (5.0, "")
     assert await store.get(record.key_id) == retired
     assert await store.retire("ffffffffffff", 5.0) is None
+    _, successor = new_key("x", ["read"])
+    rotated = await store.rotate(record.key_id, successor, 7.0)
+    assert rotated is not None and (rotated.expires_at, rotated.replaced_by) == (
+        7.0,
+        successor.key_id,
+    )
+    assert await FileKeyStore(tmp_path / "keys.json").get(successor.key_id) == successor
+    _, another = new_key("x", ["read"])
+    assert await store.rotate(record.key_id, another, 9.0) is None  # rotated once already
+    assert await store.rotate("ffffffffffff", another, 9.0) is None
+    assert await store.get(another.key_id) is None  # and nothing was stored for them
 
 
 async def test_a_key_file_from_before_expiries_still_reads(tmp_path: Path) -> None:

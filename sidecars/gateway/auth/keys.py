@@ -143,8 +143,13 @@ class KeyStore(Protocol):
         """Mark a key revoked; return False when it does not exist."""
         ...
 
-    async def retire(self, key_id: str, at: float, replaced_by: str = "") -> ApiKey | None:
-        """Set a key's expiry to ``at`` (and its successor); return it, None when unknown."""
+    async def retire(self, key_id: str, at: float) -> ApiKey | None:
+        """Set a key's expiry to ``at``; return the key, None when it does not exist."""
+        ...
+
+    async def rotate(self, key_id: str, successor: ApiKey, at: float) -> ApiKey | None:
+        """Store ``successor`` and retire ``key_id`` at ``at``, naming it, in one step; return
+        the old key, None (storing nothing) when it does not exist or was already rotated."""
         ...
 
     async def close(self) -> None:
@@ -206,16 +211,25 @@ class FileKeyStore:
             await anyio.to_thread.run_sync(self._save, keys)
         return True
 
-    async def retire(self, key_id: str, at: float, replaced_by: str = "") -> ApiKey | None:
+    async def retire(self, key_id: str, at: float) -> ApiKey | None:
         keys = dict(self._load())
         record = keys.get(key_id)
         if record is None:
             return None
-        record = msgspec.structs.replace(
-            record, expires_at=at, replaced_by=replaced_by or record.replaced_by
-        )
-        keys[key_id] = record
+        keys[key_id] = record = msgspec.structs.replace(record, expires_at=at)
         await anyio.to_thread.run_sync(self._save, keys)
+        return record
+
+    async def rotate(self, key_id: str, successor: ApiKey, at: float) -> ApiKey | None:
+        keys = dict(self._load())
+        record = keys.get(key_id)
+        if record is None or record.replaced_by:
+            return None
+        keys[successor.key_id] = successor
+        keys[key_id] = record = msgspec.structs.replace(
+            record, expires_at=at, replaced_by=successor.key_id
+        )
+        await anyio.to_thread.run_sync(self._save, keys)  # one write: both or neither
         return record
 
     async def close(self) -> None:
@@ -251,10 +265,9 @@ async def rotate_key(
     if old.expires_at is not None:
         retire_at = min(retire_at, old.expires_at)
     plaintext, successor = new_key(old.name, old.scopes, pepper, expires_at=expires_at)
-    await store.add(successor)
-    retired = await store.retire(key_id, retire_at, replaced_by=successor.key_id)
-    if retired is None:  # deleted between the two calls; the successor stands on its own
-        raise ApiKeyError(f"API key {key_id} vanished during the rotation")
+    retired = await store.rotate(key_id, successor, retire_at)
+    if retired is None:  # another rotation won the race
+        raise ApiKeyError(f"API key {key_id} was rotated meanwhile; see `levibot keys list`")
     return plaintext, successor, retired
 
 

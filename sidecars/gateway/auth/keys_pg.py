@@ -78,6 +78,9 @@ class PostgresKeyStore:
         )
 
     async def add(self, record: ApiKey) -> None:
+        await self._insert(self._pool, record)
+
+    async def _insert(self, conn: Any, record: ApiKey) -> None:
         values: dict[str, Any] = {
             "key_id": record.key_id,
             "hash": record.hash,
@@ -89,7 +92,7 @@ class PostgresKeyStore:
         later = {"name": record.name, "expires_at": _dt(record.expires_at), "replaced_by": ""}
         values.update((c, later[c]) for c in self._later)
         marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-        await self._pool.execute(
+        await conn.execute(
             f"INSERT INTO {self._table} ({', '.join(values)}) VALUES ({marks})", *values.values()
         )
 
@@ -112,18 +115,31 @@ class PostgresKeyStore:
         )
         return bool(status.endswith(" 1"))
 
-    async def retire(self, key_id: str, at: float, replaced_by: str = "") -> ApiKey | None:
+    async def retire(self, key_id: str, at: float) -> ApiKey | None:
         self._needs("expires_at")
-        self._needs("replaced_by")
         row = await self._pool.fetchrow(
-            f"UPDATE {self._table} SET expires_at = $2,"
-            " replaced_by = coalesce(nullif($3, ''), replaced_by)"
-            f" WHERE key_id = $1 RETURNING {self._select}",
+            f"UPDATE {self._table} SET expires_at = $2 WHERE key_id = $1 RETURNING {self._select}",
             key_id,
             _dt(at),
-            replaced_by,
         )
         return None if row is None else self._record(row)
+
+    async def rotate(self, key_id: str, successor: ApiKey, at: float) -> ApiKey | None:
+        self._needs("expires_at")
+        self._needs("replaced_by")
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The row lock of this UPDATE serialises concurrent rotations of one key.
+            row = await conn.fetchrow(
+                f"UPDATE {self._table} SET expires_at = $2, replaced_by = $3"
+                f" WHERE key_id = $1 AND replaced_by = '' RETURNING {self._select}",
+                key_id,
+                _dt(at),
+                successor.key_id,
+            )
+            if row is None:
+                return None
+            await self._insert(conn, successor)
+        return self._record(row)
 
     async def close(self) -> None:
         await self._pool.close()
