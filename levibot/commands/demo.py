@@ -4,6 +4,10 @@ Replays the real Binance BTCUSDT 1h klines (fetched once from PyPI) through feed
 scoring → risk → order → store at a watchable speed, trains and activates a first model if the
 registry has none, serves the gateway (REST, websocket, Mini App) and the node's metrics on
 localhost, prints where to look, and runs until Ctrl-C.
+
+As a notebook server does, it prints a sign-in link with a one-time token that opens the Mini
+App as an admin in an ordinary browser on this machine (``sidecars.miniapp.demolink``); the
+gateway is given only the token's digest, and only when it listens on a loopback address.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ def register(sub: Any) -> None:
         help="replay speed as a multiple of real time (36000: ten 1h bars a second; 0: max)",
     )  # fmt: skip
     p.add_argument("--no-train", action="store_true", help="do not train a model if none exists")
+    p.add_argument(
+        "--no-status", action="store_true", help="no live status line on a terminal (logs only)"
+    )
     p.set_defaults(func=demo)
 
 
@@ -50,33 +57,66 @@ def demo(args: argparse.Namespace) -> int:
     """Fetch the data, make sure a model is active, print the addresses, run the node."""
     from levibot.data import ensure_btcusdt
 
-    settings = load_settings(config_path(args))
-    data_dir = Path(settings.storage.data_dir)
+    data_dir = Path(load_settings(config_path(args)).storage.data_dir)
     data = ensure_btcusdt(data_dir / "data", progress=True)
     model = ensure_model(data_dir, train=not args.no_train)
+    settings, token = demo_settings(config_path(args), data, args.speed)
+    print("\n".join(banner(settings, model, token)))
+    return run_node(settings, status=not args.no_status)
+
+
+def demo_settings(config: str | None, data: Path, speed: float) -> tuple[Any, str | None]:
+    """Return the demo's settings and its one-time sign-in token.
+
+    The token is None where the node runs no gateway or the gateway is not on a loopback
+    address: then the Mini App opens from Telegram only. The gateway gets the token's digest.
+    """
+    from sidecars.miniapp import demolink
+
     overrides: dict[str, dict[str, Any]] = {
         "node": {"replay": True},
         "feed": {"source": "replay"},
-        "feed.replay": {"path": str(data), "speed": args.speed},
+        "feed.replay": {"path": str(data), "speed": speed},
     }
-    settings = load_settings(config_path(args), overrides=_nest(overrides))
-    gateway = settings.actor_config("gateway") if "gateway" in _groups(settings) else None
+    settings = load_settings(config, overrides=_nest(overrides))
+    token = None
+    if "gateway" in _groups(settings) and demolink.is_loopback(
+        settings.actor_config("gateway").host
+    ):
+        token, digest = demolink.new_token()
+        overrides["gateway"] = {"demo_token_sha256": digest}
+        settings = load_settings(config, overrides=_nest(overrides))
+    return settings, token
+
+
+def banner(settings: Any, model: str | None, token: str | None) -> list[str]:
+    """Return the lines the demo prints: where to look, the sign-in link first."""
+    lines = ["", "levibot demo: replaying BTCUSDT 1h klines 2017-08 → 2024-01"]
+    lines.append(f"  model        {model or 'none (the onnx strategy stays idle)'}")
+    if "gateway" in _groups(settings):
+        gateway = settings.actor_config("gateway")
+        host = f"[{gateway.host}]" if ":" in gateway.host else gateway.host
+        base = f"http://{host}:{gateway.port}"
+        if token is not None:
+            lines.append(f"  Mini App     {base}/app#demo={token}")
+            lines.append(
+                "               (one-time sign-in link: opens it as admin in a browser here)"
+            )
+        else:
+            lines.append(
+                f"  Mini App     {base}/app  (from Telegram: [gateway] host is not loopback)"
+            )
+        lines.append(f"  REST API     {base}/openapi.json  (GET /portfolio/summary, /charts, ...)")
+        lines.append(f"  websocket    ws://{host}:{gateway.port}/ws")
     node = settings.node
-    print()
-    print("levibot demo: replaying BTCUSDT 1h klines 2017-08 → 2024-01")
-    print(f"  model        {model or 'none (the onnx strategy stays idle)'}")
-    if gateway is not None:
-        base = f"http://{gateway.host}:{gateway.port}"
-        print(f"  Mini App     {base}/app")
-        print(f"  REST API     {base}/openapi.json  (GET /portfolio/summary, /signals/recent, ...)")
-        print(f"  websocket    ws://{gateway.host}:{gateway.port}/ws")
     if node.http_port >= 0:
-        print(f"  node         http://{node.http_host}:{node.http_port}/health  /ready  /metrics")
-    print(f"  state        {data_dir.resolve()}")
-    print("  API key      levibot keys create --scopes read,trade,admin --name me")
-    print("Ctrl-C stops it cleanly.")
-    print()
-    return run_node(settings)
+        lines.append(
+            f"  node         http://{node.http_host}:{node.http_port}/health  /ready  /metrics"
+        )
+    lines.append(f"  state        {Path(settings.storage.data_dir).resolve()}")
+    lines.append("  API key      levibot keys create --scopes read,trade,admin --name me")
+    lines += ["Ctrl-C stops it cleanly.", ""]
+    return lines
 
 
 def _groups(settings: Any) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
 
@@ -48,6 +49,9 @@ def register(sub: Any) -> None:
     add_common(p)
     p.add_argument("--groups", help="comma-separated groups to run, e.g. ingest,scoring")
     p.add_argument("--partition", metavar="I/N", help="this replica's partition, e.g. 0/2")
+    p.add_argument(
+        "--no-status", action="store_true", help="no live status line on a terminal (logs only)"
+    )
     p.set_defaults(func=run)
 
 
@@ -60,12 +64,14 @@ def run(args: argparse.Namespace) -> int:
         index, _, count = args.partition.partition("/")
         overrides["node"].update(partition_index=int(index), partition_count=int(count))
     settings = load_settings(config_path(args), overrides=overrides)
-    return run_node(settings)
+    return run_node(settings, status=not args.no_status)
 
 
-def run_node(settings: Any) -> int:
+def run_node(settings: Any, *, status: bool = False) -> int:
     """Configure logging and run a ``Node`` for ``settings`` on uvloop; return its exit code.
 
+    With ``status`` and stderr a terminal, a live status line (``levibot.statusline``)
+    stays at the foot of the terminal while the logs scroll above it; otherwise the logs alone.
     A failure to start is raised as the ``LevibotError`` that says, in one line, what failed
     and where (its class carries the exit code); the traceback is logged at debug level only.
     """
@@ -75,19 +81,34 @@ def run_node(settings: Any) -> int:
     from levibot.runtime.failure import explain, format_traceback
     from levibot.runtime.node import Node
 
-    configure(settings.log.level, settings.log.format)
+    line = None
+    if status:
+        from levibot import statusline
+
+        line = statusline.StatusLine() if statusline.wanted() else None
 
     async def main() -> int:
         node = Node(settings)
-        code = await node.run()
+        if line is None:
+            code = await node.run()
+        else:
+            line.attach(node)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(line.run, node)
+                code = await node.run()
+                tg.cancel_scope.cancel()
+            line.refresh(node, stopped=True)
         if node.failure is not None:
             raise node.failure
         return code
 
-    try:
-        return anyio.run(main, backend_options={"use_uvloop": True})
-    except LevibotError:
-        raise
-    except Exception as exc:  # building the node failed: an actor's constructor, a plugin
-        get_logger().debug("node.build_failed.traceback", traceback=format_traceback(exc))
-        raise explain(exc, component="node", storage=settings.storage) from None
+    with line or contextlib.nullcontext():
+        # After the line starts: the logger then writes to the stderr it redirects (above it).
+        configure(settings.log.level, settings.log.format)
+        try:
+            return anyio.run(main, backend_options={"use_uvloop": True})
+        except LevibotError:
+            raise
+        except Exception as exc:  # building the node failed: an actor's constructor, a plugin
+            get_logger().debug("node.build_failed.traceback", traceback=format_traceback(exc))
+            raise explain(exc, component="node", storage=settings.storage) from None
