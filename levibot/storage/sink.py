@@ -57,6 +57,7 @@ class PgSink:
         self.spill = Journal(spill_dir, segment_bytes=cfg.spill_segment_bytes, fsync=cfg.fsync)
         self._spill_writer = JournalWriter(self.spill, flush_bytes=_FLUSH_BYTES)
         self._loading = anyio.Lock()
+        self._writing = anyio.Lock()
         self._queue: deque[Message] = deque()
         self._batches: deque[Batch] = deque()  # cut and not yet committed, in order
         self._spill_segment: Path | None = None  # the spill segment being caught up
@@ -171,6 +172,12 @@ class PgSink:
 
     async def write(self, *, force: bool) -> None:
         """Write full batches (every queued message with ``force``; then catch up the spill)."""
+        # One writer at a time on the one connection: a timed flush still finishing its
+        # (shielded) batch when the store stops must not meet the final write there.
+        async with self._writing:
+            await self._write(force)
+
+    async def _write(self, force: bool) -> None:
         if self._retry_at and self._clock.now_ns() < self._retry_at:
             return
         if not self._ready:
@@ -186,7 +193,11 @@ class PgSink:
             return
         while (batch := await self._next_batch(force)) is not None:
             try:
-                rows = await self.writer.write(batch)
+                # Shielded: a write cancelled mid-COPY (a timed flush cancelled at the drain)
+                # would leave the connection inside its transaction, and every later write,
+                # the one at stop included, would fail on it and spill.
+                with anyio.CancelScope(shield=True):
+                    rows = await self.writer.write(batch)
             except Exception as exc:
                 if is_transient(exc):
                     self._failed(exc)

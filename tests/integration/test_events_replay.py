@@ -21,15 +21,20 @@ import anyio
 import asyncpg
 import msgspec
 import pytest
+import structlog
 
 from levibot.actors.feed import FeedActor
+from levibot.actors.store import StoreConfig
+from levibot.clock import LiveClock
 from levibot.commands.events import PortfolioAt, portfolio_at, rebuild, risk_at
 from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
-from levibot.messages import Bar, Fill, OrderClosed, OrderDenied, OrderIntent
+from levibot.messages import Bar, Fill, OrderClosed, OrderDenied, OrderIntent, Signal, SignalSide
+from levibot.metrics import Metrics
 from levibot.registry import register
 from levibot.risk import RiskState
 from levibot.runtime.node import Node
 from levibot.settings import Settings, load_settings
+from levibot.storage.sink import PgSink
 from levibot.storage.testing import temp_database
 from levibot.testing import write_config
 
@@ -230,3 +235,22 @@ def test_events_replay_refuses_a_bad_instant_with_one_line() -> None:
     assert out.returncode != 0
     assert "--until 'yesterday-ish': not an instant" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_a_flush_cancelled_mid_write_leaves_the_log_whole(dsn: str, tmp_path: Path) -> None:
+    """The drain cancels the store's timed flush wherever it is; the stop still writes it all."""
+    cfg = StoreConfig(postgres_dsn=dsn, journal_dir=str(tmp_path / "journal"), batch_size=50)
+    sink = PgSink(cfg, clock=LiveClock(), log=structlog.get_logger(), metrics=Metrics())
+    await sink.connect()
+    sink.add(
+        [
+            Signal(ts_event=i, ts_init=i, symbol="BTCUSDT", strategy="s", side=SignalSide.LONG,
+                   probability=0.6, confidence=0.6, price=100.0)
+            for i in range(1, 3001)
+        ]
+    )  # fmt: skip
+    with anyio.move_on_after(0.005):  # in the middle of some batch's COPY
+        await sink.write(force=True)
+    await sink.stop()
+    assert not sink.spilling
+    assert await logged(dsn, Signal) == 3000
