@@ -80,7 +80,8 @@ def health(node: NodeProcess) -> dict[str, Any]:
 
 def serving(node: NodeProcess) -> str | None:
     """Return the model the node's scoring actor serves as active."""
-    return health(node)["actors"]["scoring"]["model_id"]
+    model_id = health(node)["actors"]["scoring"]["model_id"]
+    return None if model_id is None else str(model_id)
 
 
 def write_csv(path: Path, seed: int) -> Path:
@@ -301,7 +302,8 @@ def active_in_postgres(c: Cluster) -> str | None:
     async def read() -> str | None:
         conn = await asyncpg.connect(c.dsn)
         try:
-            return await conn.fetchval("SELECT model_id FROM ml_active ORDER BY seq DESC LIMIT 1")
+            top = await conn.fetchval("SELECT model_id FROM ml_active ORDER BY seq DESC LIMIT 1")
+            return None if top is None else str(top)
         finally:
             await conn.close()
 
