@@ -48,6 +48,7 @@ class ModelBridge:
         self._store: Any = None
         self._opening = asyncio.Lock()
         self._scorer: Any = None
+        self._trainer: Any = None  # a ChildTrainer, made on the first /retrain
 
     async def registry(self) -> Any:
         """Return the shared registry (a ``ModelStore``), opened on first use."""
@@ -66,7 +67,9 @@ class ModelBridge:
         return self._store
 
     async def close(self) -> None:
-        """Release the registry's connections (idempotent)."""
+        """End a training still running and release the registry's connections (idempotent)."""
+        if self._trainer is not None:
+            self._trainer.close()
         store, self._store = self._store, None
         if store is not None:
             await store.close()
@@ -212,14 +215,13 @@ class ModelBridge:
         gateway's loop never waits on LightGBM), on the real BTCUSDT klines or on the stored
         bars ``data`` selects, registering into this gateway's registry (PostgreSQL with a
         DSN: every process sees the new model)."""
-        where = {"root": str(self.root), "dsn": self.postgres_dsn, "schema": self.postgres_schema}
+        if self._trainer is None:
+            from levibot.ml.retrain import ChildTrainer
 
-        def train(options: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> Any:
-            from levibot.ml.retrain import in_process
-
-            return in_process(options, data, **where)
-
-        return train
+            self._trainer = ChildTrainer(
+                root=str(self.root), dsn=self.postgres_dsn, schema=self.postgres_schema
+            )
+        return self._trainer  # type: ignore[no-any-return]
 
     @staticmethod
     def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
