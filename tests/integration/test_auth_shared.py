@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class Gateway:
         self.data.mkdir(parents=True, exist_ok=True)
         config = root / "gateway.toml"
         config.write_text('[node]\ngroups = ["gateway"]\n')
-        self.node = NodeProcess(
+        self.node = node = NodeProcess(
             config,
             log=root / f"{name}.log",
             env={
@@ -68,7 +69,11 @@ class Gateway:
                 "LEVIBOT__GATEWAY__JWT_SECRET": SECRET,
             },
         )
-        self.node.wait_ready(60)
+        try:
+            node.wait_ready(60)
+        except BaseException:
+            self.close()
+            raise
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -79,7 +84,7 @@ class Gateway:
             headers={"Content-Type": "application/json", **(headers or {})},
         )  # fmt: skip
         try:
-            with urllib.request.urlopen(request, timeout=10) as r:
+            with urllib.request.urlopen(request, timeout=30) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
@@ -101,8 +106,14 @@ class Gateway:
         return self.call("POST", "/auth/refresh", {"refresh_token": refresh_token})
 
     def stop(self) -> None:
+        """Stop it as Kubernetes would (SIGTERM) and check that it drained cleanly."""
         self.node.signal(signal.SIGTERM)
-        assert self.node.wait(30) == 0, self.node.tail()
+        assert self.node.wait(60) == 0, self.node.tail()
+
+    def close(self) -> None:
+        """Kill it if it still runs; its log's tail goes to the output a failure shows."""
+        self.node.kill()
+        print(f"--- gateway {self.name} (:{self.port}) ---\n{self.node.tail()}")
 
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
@@ -138,22 +149,27 @@ def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
-@pytest.fixture(scope="module")
-def pair(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
-    root = tmp_path_factory.mktemp("replicas")
-    a = Gateway(root, "a", dsn)
+@contextmanager
+def gateways(root: Path, dsn: str, *names: str) -> Iterator[list[Gateway]]:
+    """Start one gateway per name; kill whatever still runs at the end."""
+    started: list[Gateway] = []
     try:
-        b = Gateway(root, "b", dsn)
-        try:
-            yield a, b
-        finally:
-            b.node.kill()
+        for name in names:
+            started.append(Gateway(root, name, dsn))
+        yield started
     finally:
-        a.node.kill()
+        for gateway in started:
+            gateway.close()
+
+
+@pytest.fixture(scope="module")
+def pair(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
+    with gateways(tmp_path_factory.mktemp("replicas"), dsn, "a", "b") as both:
+        yield both
 
 
 def test_a_token_revoked_on_one_gateway_is_refused_by_the_other(
-    pair: tuple[Gateway, Gateway], dsn: str, tmp_path: Path
+    pair: list[Gateway], dsn: str, tmp_path: Path
 ) -> None:
     a, b = pair
     _, plain = created(keys(tmp_path, dsn, "create", "--name", "alice", "--scopes", "read"))
@@ -172,7 +188,7 @@ def test_a_token_revoked_on_one_gateway_is_refused_by_the_other(
 
 
 def test_refresh_token_reuse_is_detected_across_gateways(
-    pair: tuple[Gateway, Gateway], dsn: str, tmp_path: Path
+    pair: list[Gateway], dsn: str, tmp_path: Path
 ) -> None:
     a, b = pair
     _, plain = created(keys(tmp_path, dsn, "create", "--name", "bob", "--scopes", "read"))
@@ -191,7 +207,7 @@ def test_refresh_token_reuse_is_detected_across_gateways(
 
 
 def test_an_expired_key_is_refused_by_every_gateway(
-    pair: tuple[Gateway, Gateway], dsn: str, tmp_path: Path
+    pair: list[Gateway], dsn: str, tmp_path: Path
 ) -> None:
     a, b = pair
     out = keys(tmp_path, dsn, "create", "--name", "temp", "--scopes", "read", "--expires-in", "6s")
@@ -213,7 +229,7 @@ def test_an_expired_key_is_refused_by_every_gateway(
 
 
 def test_rotation_accepts_both_keys_until_the_old_one_retires_then_only_the_new(
-    pair: tuple[Gateway, Gateway], dsn: str, tmp_path: Path
+    pair: list[Gateway], dsn: str, tmp_path: Path
 ) -> None:
     a, b = pair
     old_id, old = created(keys(tmp_path, dsn, "create", "--name", "svc", "--scopes", "trade"))
@@ -241,18 +257,15 @@ def test_a_restart_of_both_gateways_forgets_nothing(dsn: str, tmp_path: Path) ->
     key_id, plain = created(keys(tmp_path, dsn, "create", "--name", "carol", "--scopes", "read"))
     _, doomed = created(keys(tmp_path, dsn, "create", "--name", "dave", "--scopes", "read"))
     _, soon = created(keys(tmp_path, dsn, "rotate", key_id, "--overlap", "1h"))
-    a, b = Gateway(tmp_path, "a", dsn), Gateway(tmp_path, "b", dsn)
-    try:
+    with gateways(tmp_path, dsn, "a", "b") as (a, b):
         revoked, first = a.token(plain), a.token(plain)
         status, second = b.refresh(first["refresh_token"])
         assert status == 200
         assert b.call("POST", "/auth/revoke", {"token": revoked["refresh_token"]})[0] == 200
         keys(tmp_path, dsn, "revoke", created_id(doomed))
-    finally:
         for gateway in (a, b):
             gateway.stop()
-    a, b = Gateway(tmp_path, "a2", dsn), Gateway(tmp_path, "b2", dsn)  # fresh data dirs too
-    try:
+    with gateways(tmp_path, dsn, "a2", "b2") as (a, b):  # fresh data dirs too
         assert b.refused(bearer(revoked)) == "token_revoked"  # the revocation
         status, body = a.refresh(revoked["refresh_token"])
         assert (status, body["error"]["code"]) == (401, "token_revoked")
@@ -262,6 +275,3 @@ def test_a_restart_of_both_gateways_forgets_nothing(dsn: str, tmp_path: Path) ->
         status, body = a.refresh(first["refresh_token"])
         assert (status, body["error"]["code"]) == (401, "refresh_reused")
         assert b.refused(bearer(second)) == "token_revoked"
-    finally:
-        a.node.kill()
-        b.node.kill()
