@@ -115,6 +115,27 @@ class StorageConfig(Config, frozen=True, kw_only=True):
     redis_url: str = ""
 
 
+class TracingConfig(Config, frozen=True, kw_only=True):
+    """OpenTelemetry tracing (``levibot.tracing``): off by default, and then free.
+
+    ``exporter``: ``otlp`` (OTLP over HTTP/protobuf to ``endpoint``), ``console`` (stderr),
+    ``file`` (a JSON line per finished span, appended to ``path``) or ``memory`` (in process).
+    """
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "file", "memory"] = "otlp"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    path: str = ""
+    service_name: str = ""  # the resource's service.name; default: [node] name
+    sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0  # of new traces; parents decide
+
+    def __post_init__(self) -> None:
+        if self.exporter == "file" and not self.path:
+            raise ValueError('exporter = "file" needs a path')
+        if self.exporter == "otlp" and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {self.endpoint!r} is not an http:// or https:// URL")
+
+
 class Settings(Config, frozen=True, kw_only=True):
     """Everything a node is configured with."""
 
@@ -122,6 +143,7 @@ class Settings(Config, frozen=True, kw_only=True):
     nats: NatsConfig = NatsConfig()
     log: LogConfig = LogConfig()
     storage: StorageConfig = StorageConfig()
+    tracing: TracingConfig = TracingConfig()
     groups: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(DEFAULT_GROUPS))
     actors: dict[str, Any] = msgspec.field(default_factory=dict)  # validated actor sections
 
@@ -148,7 +170,7 @@ class Settings(Config, frozen=True, kw_only=True):
         return names
 
 
-_CORE = {"node", "nats", "log", "storage", "groups"}
+_CORE = {"node", "nats", "log", "storage", "tracing", "groups"}
 
 
 def storage_from_env(environ: Mapping[str, str] | None = None) -> StorageConfig:

@@ -27,7 +27,7 @@ import anyio
 import nats
 from nats.aio.msg import Msg
 
-from levibot.bus import _dlq, _spill
+from levibot.bus import _dlq, _spill, _trace
 from levibot.bus._dlq import DeadLetters
 from levibot.bus._egress import CoreEgress, DurableEgress, Encoding
 from levibot.bus._ingress import Deliver, Ingress
@@ -58,8 +58,10 @@ class NatsMirror(SettleMixin):
         log: Any,
         partition: Partition = Partition(),
         data_dir: str | Path = "var",
+        tracer: Any = None,
     ) -> None:
         self.config = config
+        self.tracer = tracer  # levibot.tracing.Tracer when [tracing] is on (``_trace``)
         self.node = node
         self.consumer_name = consumer_name
         self.codec = codec
@@ -108,6 +110,8 @@ class NatsMirror(SettleMixin):
         self.m_bad = self.ingress.m_bad  # the fuzz test reads it here
         self._subs = self.ingress.subs  # every subscription, the settle one included
         self._durable_subs = self.ingress.durable_subs
+        if tracer is not None:
+            _trace.wrap_encoding(self, tracer)
 
     # -- connection -----------------------------------------------------------------------
 
@@ -140,6 +144,8 @@ class NatsMirror(SettleMixin):
         await ensure_stream(self.js, self.config, self.codec.types)
         self.durable.js = self.dead_letters.js = self.ingress.js = self.js
         self.core.nc = self.ingress.nc = self.nc
+        if self.tracer is not None:
+            _trace.wrap_connection(self)
         await _dlq.ensure_stream(self.js, self.config)
         self.log.info("nats.connected", url=self.config.url, stream=self.config.stream)
         await self.resend_spill()
@@ -209,6 +215,8 @@ class NatsMirror(SettleMixin):
 
     async def start_ingress(self, types: Any, deliver: Deliver) -> None:
         """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
+        if self.tracer is not None:
+            deliver = _trace.wrap_deliver(deliver, self.tracer)
         self._local = deliver
         await self.ingress.start(types, deliver)
 

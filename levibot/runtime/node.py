@@ -42,6 +42,7 @@ from levibot.runtime.failure import address, explain, format_traceback, probe, r
 from levibot.runtime.http import NodeHttp
 from levibot.runtime.loop_lag import LoopLag
 from levibot.settings import Settings
+from levibot.tracing import configure as configure_tracing
 
 EXIT_OK = 0
 EXIT_CRASH = EXIT_SOFTWARE  # an actor crashed or exhausted its restart budget
@@ -87,6 +88,10 @@ class Node:
         self.node_id = f"{node.name}-{socket.gethostname()}-{os.getpid()}"
         self.clock: Clock = clock or (ReplayClock() if node.replay else LiveClock())
         self.metrics = Metrics()
+        # None unless [tracing] enabled: then nothing below is wrapped and tracing costs nothing.
+        self.tracer = configure_tracing(
+            settings.tracing, service=node.name, node=self.node_id, groups=self.groups
+        )
         self.log = get_logger(node=node.name)
         self.bus = LocalBus()
         self.partition = Partition(node.partition_index, node.partition_count)
@@ -124,7 +129,9 @@ class Node:
             config = self.settings.actor_config(name)
             ctx = ActorContext(
                 name=name,
-                publish=self.bus.publish,
+                publish=self.bus.publish
+                if self.tracer is None
+                else self.tracer.publisher(name, self.bus.publish),
                 clock=self.clock,
                 metrics=self.metrics,
                 log=self.log.bind(actor=name),
@@ -135,6 +142,8 @@ class Node:
                 config=config,
             )
             actor = cls(ctx, config)
+            if self.tracer is not None:
+                self.tracer.instrument(actor)
             mailbox = None
             if cls.consumes:
                 mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate and not cls.lossless)
@@ -163,6 +172,7 @@ class Node:
                 log=self.log.bind(component="nats"),
                 partition=self.partition,
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
+                tracer=self.tracer,
             )
             self.bus.egress = self.mirror.enqueue
 
@@ -251,6 +261,8 @@ class Node:
                 tg.cancel_scope.cancel()  # the signal watcher, tick loops
         await self.http.stop()
         self.log.info("node.stopped", exit_code=self.exit_code)
+        if self.tracer is not None:
+            self.tracer.shutdown()  # export the spans still pending
         return self.exit_code
 
     async def _spin(self, scope: anyio.CancelScope) -> None:

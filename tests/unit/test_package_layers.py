@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "levibot.registry": set(),
     "levibot.backoff": set(),
     "levibot.valuation": set(),
+    "levibot.tracing": set(),  # OpenTelemetry is imported only when tracing is on
     "levibot.clock": {"levibot.messages", "levibot.errors"},
     "levibot.settings": {
         "levibot.config",
@@ -39,6 +40,7 @@ ALLOWED: dict[str, set[str]] = {
         "levibot.settings",
         "levibot.clock",
         "levibot.backoff",
+        "levibot.tracing",
     },
 }
 NEVER_BELOW_ACTORS = {"levibot.actors", "levibot.commands", "levibot.cli"}

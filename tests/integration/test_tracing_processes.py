@@ -1,0 +1,147 @@
+"""One tick's trace across three processes: the real pipeline split into three ``levibot run``
+processes over the real NATS server, each with tracing on and writing its finished spans to a
+file; the spans' parent links join into one trace per tick that runs feed → feature → scoring →
+risk → order through all three processes.
+
+The split (ingest: feed, feature | decide: scoring, risk | execution: order) sends the tick's
+Bar and Features over core NATS (frames) and its OrderIntent over JetStream: both carry the
+context."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from levibot.data import ensure_btcusdt
+from levibot.features import SCHEMA
+from levibot.ml.registry import ModelRegistry
+from levibot.ml.testing import make_model
+from levibot.testing import NodeProcess, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BARS = 600
+GROUPS = ("ingest", "decide", "execution")
+
+
+def register_model(root: Path) -> None:
+    """An active model on two features: the onnx strategy scores the feature actor's output."""
+    used = ("rsi_14", "bb_pctb")
+    mid = f"tr-{uuid.uuid4().hex[:6]}"
+    make_model(
+        root / "incoming" / mid, model_id=mid, schema_hash=SCHEMA.hash,
+        schema_size=len(SCHEMA.names), columns=tuple(SCHEMA.index(n) for n in used),
+        names=used, sign=1.0, trees=5, rows=500,
+    )  # fmt: skip
+    registry = ModelRegistry(root)
+    registry.register(root / "incoming" / mid)
+    registry.activate(mid)
+
+
+def make_config(tmp: Path, ns: str) -> Path:
+    register_model(tmp / "data" / "models")
+    return write_config(
+        tmp / "split.toml",
+        {
+            "node": {"plugins": ["tests.pipeline"], "replay": True, "drain_timeout_s": 30.0},
+            "storage": {"data_dir": str(tmp / "data")},
+            "nats": {
+                "url": "nats://127.0.0.1:4222",
+                "namespace": ns,
+                "stream": ns.upper(),
+                "settle_nodes": 3,
+            },
+            "tracing": {"enabled": True, "exporter": "file", "path": str(tmp / "unset")},
+            "groups": {
+                "ingest": ["feed", "feature"],
+                "decide": ["scoring", "risk"],
+                "execution": ["order", "order_log"],
+            },
+            "feed": {},
+            "feed.replay": {"path": str(ensure_btcusdt()), "limit": BARS},
+            "scoring": {"strategies": ["onnx"]},
+            "risk": {
+                "preset": "normal",
+                "sizing": "all_in",
+                "persist": False,
+                "decide_after_portfolio": True,
+            },
+            "order": {"fill": "next_open", "persist": False},
+            "order_log": {"path": str(tmp / "orders")},
+        },
+    )
+
+
+def start(cfg: Path, tmp: Path, group: str, **env: str) -> NodeProcess:
+    # Each process writes its own span file (the environment overrides [tracing] path).
+    env = {"LEVIBOT__TRACING__PATH": str(tmp / f"{group}.spans"), **env}
+    return NodeProcess(cfg, "--groups", group, log=tmp / f"{group}.log", env=env)
+
+
+def spans(tmp: Path) -> list[dict[str, Any]]:
+    out = []
+    for group in GROUPS:
+        for line in (tmp / f"{group}.spans").read_text().splitlines():
+            record = json.loads(line)
+            record["group"] = group
+            out.append(record)
+    return out
+
+
+def test_one_tick_is_one_trace_across_three_processes(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, f"tr{uuid.uuid4().hex[:8]}")
+    downstream = [start(cfg, tmp_path, "execution"), start(cfg, tmp_path, "decide")]
+    try:
+        for node in downstream:
+            node.wait_ready()
+        ingest = start(cfg, tmp_path, "ingest", LEVIBOT__NODE__STOP_WHEN_SOURCES_DONE="true")
+        assert ingest.wait(300) == 0, ingest.tail()
+    finally:
+        for node in downstream:
+            node.signal(signal.SIGTERM)
+        for node in downstream:
+            assert node.wait(60) == 0, node.tail()
+    orders = (tmp_path / "orders").read_text().splitlines()
+    assert orders, "the strategy should trade on 600 real bars"
+
+    found = spans(tmp_path)
+    by_id = {s["span_id"]: s for s in found}
+    assert len(by_id) == len(found), "span ids are unique"
+    # Every parent link joins: the parent is a span some process exported, in the same trace.
+    orphans = [s for s in found if s["parent_id"] and s["parent_id"] not in by_id]
+    assert orphans == []
+    for s in found:
+        if s["parent_id"]:
+            assert by_id[s["parent_id"]]["trace_id"] == s["trace_id"]
+
+    # Each order the order actor handled: its chain of parents up to the root.
+    order_spans = [s for s in found if s["name"] == "order handle OrderIntent"]
+    assert order_spans
+    chains = []
+    for leaf in order_spans:
+        chain = [leaf]
+        while chain[-1]["parent_id"]:
+            chain.append(by_id[chain[-1]["parent_id"]])
+        chains.append(chain[::-1])  # root first
+    full = [
+        c
+        for c in chains
+        if [s["attributes"]["levibot.actor"] for s in c][:5]
+        == ["feed", "feature", "scoring", "risk", "order"]
+    ]
+    assert full, [[s["name"] for s in c] for c in chains][:5]
+    chain = full[0]
+    assert chain[0]["parent_id"] is None and chain[0]["kind"] == "PRODUCER"
+    assert chain[0]["name"].startswith("feed publish")
+    assert [s["group"] for s in chain[:5]] == ["ingest", "ingest", "decide", "decide", "execution"]
+    # Three processes, each its own service instance, one trace id.
+    assert len({s["resource"]["service.instance.id"] for s in chain}) == 3
+    assert len({s["trace_id"] for s in chain}) == 1
+    # Every tick traced: one root per published bar at least, each with its own trace.
+    roots = [s for s in found if s["parent_id"] is None and s["name"].startswith("feed publish")]
+    assert len({s["trace_id"] for s in roots}) == len(roots) >= BARS
