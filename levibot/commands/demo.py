@@ -35,31 +35,49 @@ def register(sub: Any) -> None:
     p.set_defaults(func=demo)
 
 
-def ensure_model(data_dir: Path, *, train: bool = True) -> str | None:
-    """Return the active model id, training and activating a first one if there is none."""
+def ensure_model(data_dir: Path, *, train: bool = True, dsn: str = "") -> str | None:
+    """Return the active model id, training and activating a first one if there is none.
+
+    The registry is the one the node's scoring serves from: PostgreSQL when ``dsn`` (``[storage]
+    postgres_dsn``) is set, else ``<data_dir>/models``.
+    """
+    import asyncio
+
+    from levibot.ml.registries import open_registry, publish
     from levibot.ml.registry import ModelRegistry
 
-    registry = ModelRegistry(data_dir / "models")
-    active = registry.active()
-    if active is not None:
-        return str(active.model_id)
-    if not train:
-        return None
+    root = data_dir / "models"
+
+    async def in_registry(model_dir: Path | None = None) -> str | None:
+        store = await open_registry(root, dsn=dsn)
+        try:
+            if model_dir is not None:
+                # The demo shows the machinery on a first model, whatever the gate says of it.
+                await publish(store, model_dir, activate=True, force=True)
+            active = await store.active()
+            return None if active is None else str(active.model_id)
+        finally:
+            await store.close()
+
+    active = asyncio.run(in_registry())
+    if active is not None or not train:
+        return active
     from levibot.ml.train import train_model
 
     print("No model registered yet: training one on the real BTCUSDT 1h data (about a minute).")
-    # The demo shows the machinery on a first model, whatever the promotion gate says of it.
-    card = train_model(registry=registry, activate=True, force=True, progress=True)
-    return str(card.model_id)
+    local = ModelRegistry(root)  # the registry itself, or the PostgreSQL registry's cache
+    card = train_model(registry=local, progress=True)
+    return asyncio.run(in_registry(local.path(card.model_id)))
 
 
 def demo(args: argparse.Namespace) -> int:
     """Fetch the data, make sure a model is active, print the addresses, run the node."""
     from levibot.data import ensure_btcusdt
 
-    data_dir = Path(load_settings(config_path(args)).storage.data_dir)
+    storage = load_settings(config_path(args)).storage
+    data_dir = Path(storage.data_dir)
     data = ensure_btcusdt(data_dir / "data", progress=True)
-    model = ensure_model(data_dir, train=not args.no_train)
+    model = ensure_model(data_dir, train=not args.no_train, dsn=storage.postgres_dsn)
     settings, token = demo_settings(config_path(args), data, args.speed)
     print("\n".join(banner(settings, model, token)))
     return run_node(settings, status=not args.no_status)

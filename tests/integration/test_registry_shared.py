@@ -163,3 +163,27 @@ async def test_folder_and_postgres_behave_alike_behind_open_registry(
             await store.get("ghost")
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["folder", "postgres"])
+def test_the_demo_looks_for_its_model_where_scoring_will_serve_from(
+    kind: str, tmp_path: Path
+) -> None:
+    from levibot.commands.demo import ensure_model
+    from levibot.storage.testing import database
+
+    with database() as url:
+        dsn = url if kind == "postgres" else ""
+        assert ensure_model(tmp_path, train=False, dsn=dsn) is None
+
+        async def activate_elsewhere() -> None:
+            # Registered by another process: for PostgreSQL its cache is not the demo's.
+            root = tmp_path / ("models" if kind == "folder" else "trainer")
+            store = await open_registry(root, dsn=dsn, schema_hash=HASH)
+            try:
+                await publish(store, build(tmp_path, "m1"), activate=True, force=True)
+            finally:
+                await store.close()
+
+        asyncio.run(activate_elsewhere())
+        assert ensure_model(tmp_path, train=False, dsn=dsn) == "m1"
