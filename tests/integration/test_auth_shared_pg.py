@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import asyncpg
+import jwt
 import pytest
 
 from levibot.storage.migrate import migrate
@@ -109,6 +110,11 @@ async def test_revocation_by_either_token_and_a_restart_forget_nothing(
     assert await b.revoke(by_refresh.refresh_token)
     assert await b.revoke(by_access.access_token)
     assert not await b.revoke("rt_unknown") and not await b.revoke("not.a.jwt")
+    now = int(clock())
+    claims = {"sub": "tg:42", "scopes": ["read"], "exp": now + 60, "iss": "levibot-miniapp"}
+    session = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert not await b.revoke(session)  # the Mini App family is every session's: never revoked
+    assert (await a.verify(session)).sub == "tg:42"
     restarted = await PostgresLedger.connect(dsn, TokenService(SECRET, now=clock))
     try:
         for pair in (by_refresh, by_access):

@@ -144,6 +144,25 @@ async def test_revoke_route_signs_a_family_out_by_either_token(tmp_path: Path) -
         assert actions.count("token.revoke") == 2
 
 
+async def test_revoking_one_mini_app_session_cannot_sign_out_all_of_them(tmp_path: Path) -> None:
+    import jwt
+
+    from tests.unit.test_gateway_support import SECRET
+
+    now = int(time.time())
+    claims = {"sub": "tg:42", "scopes": ["read"], "iat": now, "exp": now + 60,
+              "iss": "levibot-miniapp"}  # fmt: skip
+    session = jwt.encode(claims, SECRET, algorithm="HS256")
+    async with running_gateway(tmp_path) as g:
+        async with g.session.post(g.url + "/auth/revoke", json={"token": session}) as r:
+            assert (r.status, await r.json()) == (200, {"revoked": False})
+        other = jwt.encode({**claims, "sub": "tg:43"}, SECRET, algorithm="HS256")
+        for token in (session, other):  # every Mini App session shares one family name
+            headers = {"Authorization": f"Bearer {token}"}
+            async with g.session.get(g.url + "/risk", headers=headers) as r:
+                assert r.status == 200
+
+
 def keys(tmp_path: Path, *args: str) -> list[str]:
     return ["keys", "--config", str(tmp_path / "empty.toml"), "--data-dir", str(tmp_path), *args]
 
