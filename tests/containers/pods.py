@@ -120,12 +120,14 @@ class BusServer:
     machine (a free port, a temporary directory). Each user's password is random, given to
     the server as the Secret gives it (environment) and to the pods through ``secrets``."""
 
-    def __init__(self, objects: dict[str, dict[str, Any]], tmp: Path) -> None:
+    def __init__(
+        self, objects: dict[str, dict[str, Any]], tmp: Path, host: str = "127.0.0.1"
+    ) -> None:
         self.port, self.http_port = free_port(), free_port()
         self.passwords = {user: secrets.token_hex(12) for user in NATS_USERS}
         text = objects["ConfigMap/nats-config"]["data"]["nats.conf"]
         moved = {
-            "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{self.port}",
+            "listen: 0.0.0.0:4222": f"listen: {host}:{self.port}",
             "http: 0.0.0.0:8222": f"http: 127.0.0.1:{self.http_port}",
             "store_dir: /data": f'store_dir: "{tmp / "js"}"',
         }
@@ -171,9 +173,9 @@ class BusServer:
 class RedisServer:
     """A redis-server on a free port that requires a password, as the manifests' Redis does."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, host: str = "127.0.0.1") -> None:
         self.port, self.password = free_port(), secrets.token_hex(12)
-        self.tmp = tmp
+        self.tmp, self.host = tmp, host
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
@@ -182,7 +184,7 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server not installed (scripts/setup-test-env.sh installs it)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
+            [binary, "--port", str(self.port), "--bind", self.host, "--requirepass",
              self.password, "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
