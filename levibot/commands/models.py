@@ -24,7 +24,11 @@ from levibot.ml.card import ModelCard
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``models`` sub-command."""
     p = sub.add_parser("models", help="list, show, activate or roll back models")
-    p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        help="registry folder, or with a DSN its local cache (default <data_dir>/models)",
+    )
     p.add_argument(
         "--dsn", default="", help="PostgreSQL DSN (default [storage] postgres_dsn): its registry"
     )

@@ -50,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--activate", action="store_true", help="make the new model active if it passes the gate"
     )
     p.add_argument("--force", action="store_true", help="with --activate: despite the gate")
-    p.add_argument("--registry", type=Path, help="registry folder (default <data_dir>/models)")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        help="registry folder, or with a DSN its local cache (default <data_dir>/models)",
+    )
     p.add_argument(
         "--dsn",
         default="",
