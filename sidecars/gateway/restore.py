@@ -4,7 +4,8 @@ With a PostgreSQL DSN, the newest events of the store's log (``levibot.storage.e
 through ``ReadModels.apply``, the code that builds the views from the bus, oldest first: the
 order states (``GET /orders/{id}``), the portfolio and its equity history (the Mini App's
 chart), the fills, recent signals and alerts, and the risk controls last commanded. Each family
-is read up to what its view keeps, so a long log costs no more than a short one.
+is read up to what its view keeps, so a long log costs no more than a short one. The chart's
+candles come from the ``bars`` table (the newest ones of each symbol, timeframe and venue).
 
 Messages the bus delivers again after this (JetStream redelivers what a stopped gateway missed)
 change nothing: ``ReadModels.apply`` takes each fill and alert once and never moves an order's
@@ -22,8 +23,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from levibot.marketdata.history import HistoryError, PgBarHistory
 from levibot.messages import (
     Alert,
+    Bar,
     Fill,
     Message,
     OrderAccepted,
@@ -56,6 +59,7 @@ class Restored(msgspec.Struct, kw_only=True):
     last_seq: int = 0
     orders: int = 0
     equity_points: int = 0
+    bars: int = 0
 
 
 def plan(models: ReadModels) -> list[tuple[tuple[type[Message], ...], int]]:
@@ -96,24 +100,62 @@ async def restore(models: ReadModels, dsn: str, log: Any, *, timeout_s: float = 
 
     counts = EventPage()
     events: list[StoredEvent] = []
+    keys: list[tuple[str, str, str]] = []
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout_s, command_timeout=timeout_s)
         try:
             for types, limit in plan(models):
                 events += await tail_events(conn, types, limit, counts)
+            keys = [(k["symbol"], k["timeframe"], k["venue"]) for k in await conn.fetch(_BAR_KEYS)]
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Not fatal: the views fill from the bus as before. The DSN may hold a password.
         log.warning("gateway.restore_failed", error=type(exc).__name__, detail=str(exc))
         return Restored()
+    bars = await _recent_bars(dsn, keys, models.charts.max_bars, log)
+    for bar in sorted(bars, key=lambda b: (b.start, b.venue)):
+        models.apply(bar)
     apply_events(models, events)
     done = Restored(
         events=len(events), bad_rows=counts.bad, last_seq=counts.last_seq,
-        orders=len(models.orders), equity_points=len(models.charts.equity),
+        orders=len(models.orders), equity_points=len(models.charts.equity), bars=len(bars),
     )  # fmt: skip
     log.info("gateway.restored", **msgspec.to_builtins(done))
     return done
+
+
+#: Every (symbol, timeframe, venue) the ``bars`` table holds, one index probe each (a skip scan
+#: of its primary key: no pass over the bars themselves).
+_BAR_KEYS = """
+WITH RECURSIVE k AS (
+    (SELECT symbol, timeframe, venue FROM bars ORDER BY symbol, timeframe, venue LIMIT 1)
+    UNION ALL
+    SELECT n.symbol, n.timeframe, n.venue FROM k CROSS JOIN LATERAL (
+        SELECT symbol, timeframe, venue FROM bars
+        WHERE (symbol, timeframe, venue) > (k.symbol, k.timeframe, k.venue)
+        ORDER BY symbol, timeframe, venue LIMIT 1
+    ) n
+)
+SELECT symbol, timeframe, venue FROM k
+"""
+
+
+async def _recent_bars(
+    dsn: str, keys: list[tuple[str, str, str]], count: int, log: Any
+) -> list[Bar]:
+    """Return the newest ``count`` stored bars of each (symbol, timeframe, venue) in ``keys``."""
+    history = PgBarHistory(dsn)
+    bars: list[Bar] = []
+    try:
+        for symbol, timeframe, venue in keys:
+            bars += await history.recent(symbol, venue, timeframe, 2**63 - 1, count)
+    except HistoryError as exc:  # the candles only: the rest is restored
+        log.warning("gateway.restore_bars_failed", error=str(exc))
+        return []
+    finally:
+        await history.close()
+    return bars
 
 
 class OrderLookup:

@@ -19,6 +19,7 @@ import structlog
 from levibot.messages import (
     Alert,
     AlertLevel,
+    Bar,
     Fill,
     Message,
     OrderAccepted,
@@ -192,3 +193,23 @@ async def test_an_order_the_views_do_not_hold_is_looked_up_in_postgres(dsn: str)
         await down.get("ema-BTCUSDT-1")
     assert (err.value.status, err.value.code) == (503, "store_unavailable")
     await down.close()
+
+
+async def test_the_charts_candles_come_back_from_the_bars_table(dsn: str) -> None:
+    def bar(symbol: str, tf: str, i: int, step: int) -> Bar:
+        start = T + i * step
+        return Bar(ts_event=start + step, ts_init=start + step, ts_ingress=start + step,
+                   symbol=symbol, venue="BINANCE",
+                   timeframe=tf, start=start, open=1.0 + i, high=2.0 + i, low=0.5 + i,
+                   close=1.5 + i, volume=10.0)  # fmt: skip
+
+    hourly = [bar("BTCUSDT", "1h", i, 3600 * S) for i in range(520)]
+    minutes = [bar("ETHUSDT", "1m", i, 60 * S) for i in range(7)]
+    await store(dsn, [*hourly, *minutes])
+    models = ReadModels()
+    done = await restore(models, dsn, structlog.get_logger())
+    keep = models.charts.max_bars
+    assert done.bars == keep + 7
+    assert list(models.charts.bars[("BTCUSDT", "1h")]) == hourly[-keep:]
+    assert list(models.charts.bars[("ETHUSDT", "1m")]) == minutes
+    assert models.bars["BTCUSDT"] == hourly[-1]

@@ -70,11 +70,13 @@ def configs(tmp: Path, dsn: str, ns: str) -> tuple[Path, Path]:
                      "stop_when_sources_done": True},
             "storage": {"data_dir": str(tmp / "engine"), "postgres_dsn": dsn},
             "feed": {"source": "replay"},
-            "feed.replay": {"path": str(bars), "symbol": "BTCUSDT"},
+            # 10 ms a bar: each is traded on before the next comes, as live.
+            "feed.replay": {"path": str(bars), "symbol": "BTCUSDT", "speed": 360_000.0},
             "scoring": {"strategies": ["ema_cross"]},
             "scoring.ema_cross": {"fast": 9, "slow": 21},
-            "risk": {"preset": "normal", "min_confidence": 0.0, "atr_exits": True,
-                     "policy": "aggressive", "cooldown_loss_s": 86_400.0, "persist": False},
+            # No limit on time (this live-clocked run replays 400 hours in seconds); ATR exits.
+            "risk": {"preset": "off", "notional": 3_000.0, "atr_exits": True,
+                     "policy": "aggressive", "persist": False},
             "order": {"fill": "next_open", "snapshot_every_bars": 1, "persist": False},
             "store": {"journal": False, "flush_interval_s": 0.05},
         },
@@ -125,7 +127,7 @@ def point(p: Any) -> tuple[int, float]:
 
 
 async def views(client: Client, order_ids: list[str]) -> dict[str, Any]:
-    """What the gateway shows: every order's state, the portfolio and the equity history."""
+    """What the gateway shows: every order's state, the portfolio, the equity and candles."""
     orders = {}
     for coid in order_ids:
         status, body = await client.get(f"/orders/{coid}")
@@ -135,7 +137,8 @@ async def views(client: Client, order_ids: list[str]) -> dict[str, Any]:
     return {
         "orders": orders,
         "portfolio": portfolio,
-        "equity": [tuple(p) for p in charts["equity"]],
+        "equity": [point(p) for p in charts["equity"]],
+        "candles": [(b["start"], b["close"]) for b in charts["bars"]],
     }
 
 
@@ -183,13 +186,18 @@ async def test_a_restarted_gateway_shows_the_orders_portfolio_and_equity_history
     after = await restarted(gateway_cfg, tmp_path / "gateway2.log", port, key, order_ids)
     # Every order the first gateway showed, the same; none missing.
     assert after["orders"] == before["orders"]
-    assert "filled" in {o["status"] for o in after["orders"].values()}
+    assert sum(1 for o in after["orders"].values() if o["filled_quantity"] > 0) >= 5
+    assert any(o["reason"] in ("stop_loss", "take_profit") for o in after["orders"].values())
     assert after["portfolio"] == before["portfolio"]
     # The equity history: all the first one had (the bus may conflate snapshots, the log does
     # not) and the same last point.
     assert set(before["equity"]) <= set(after["equity"])
     assert after["equity"][-1] == before["equity"][-1]
+    assert after["equity"][-1][1] == after["portfolio"]["snapshot"]["equity"]
+    assert len({equity for _, equity in after["equity"]}) > 10  # a curve, not a line
     assert len(after["equity"]) >= min(BARS, 5000)  # a point per bar at least
+    # The candles the chart drew (the newest 300 bars), from the bars table.
+    assert after["candles"] == before["candles"] and len(after["candles"]) == 300
     # A gateway whose views hold two orders answers for the others from PostgreSQL, the same.
     small = tmp_path / "small.toml"
     small.write_text(gateway_cfg.read_text().replace("[gateway]\n", "[gateway]\nmax_orders = 2\n"))
