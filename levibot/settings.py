@@ -128,6 +128,9 @@ class TracingConfig(Config, frozen=True, kw_only=True):
     path: str = ""
     service_name: str = ""  # the resource's service.name; default: [node] name
     sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0  # of new traces; parents decide
+    # Finished spans waiting for the exporter's thread (otlp, console, file); past it the newest
+    # are dropped (OpenTelemetry logs "Queue full"), never the messages.
+    max_queue: PositiveInt = 2048
 
     def __post_init__(self) -> None:
         if self.exporter == "file" and not self.path:
