@@ -19,7 +19,7 @@ system, or clock-dependent risk limits of a live, not replayed, run). Without ma
 log, the risk state's ``last_price`` / ``last_price_ns`` follow signals and fills only.
 
 Prints one JSON object: ``until_ns``, ``events``, ``last_seq``, ``bad_rows``, ``portfolio``,
-``risk`` and ``diverged``.
+``risk``, ``diverged`` (a count) and ``divergences`` (the first 50).
 """
 
 from __future__ import annotations

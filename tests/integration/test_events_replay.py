@@ -38,7 +38,7 @@ from levibot.storage.sink import PgSink
 from levibot.storage.testing import temp_database
 from levibot.testing import write_config
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
 BARS = 600
 

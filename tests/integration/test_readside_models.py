@@ -40,7 +40,7 @@ from sidecars.gateway.errors import ApiError
 from sidecars.gateway.readmodels import ReadModels
 from sidecars.gateway.restore import OrderLookup, restore
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 T = 1_700_000_000_000_000_000
 S = 1_000_000_000
 

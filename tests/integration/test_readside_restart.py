@@ -27,7 +27,7 @@ from levibot.testing import NodeProcess, free_port, write_config
 from sidecars.gateway.auth import new_key
 from sidecars.gateway.auth.keys_pg import PostgresKeyStore
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
 BARS = 400
 SECRET = "readside-secret-0123456789abcdef0123456789"
