@@ -58,9 +58,11 @@ def wrap_encoding(mirror: Any, tracer: Tracer) -> None:
     durable_encode = mirror.durable.encode
 
     def traced_core(batch: list[Message]) -> list[tuple[str, bytes, int]]:
-        groups: dict[str, list[Message]] = {}  # one frame per subject root, as ``core`` does
+        # One group per subject: a frame goes out on one subject, so a group of one subject is
+        # always one frame whatever else ``core`` groups by, and its headers align with it.
+        groups: dict[str, list[Message]] = {}
         for msg in batch:
-            groups.setdefault(type(msg).subject_root, []).append(msg)
+            groups.setdefault(msg.subject(), []).append(msg)
         out = []
         for group in groups.values():
             for subject, data, count in core_encode(group):

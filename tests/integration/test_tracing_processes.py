@@ -21,7 +21,7 @@ from levibot.data import ensure_btcusdt
 from levibot.features import SCHEMA
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.testing import make_model
-from levibot.testing import NodeProcess, write_config
+from levibot.testing import NodeProcess, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -145,3 +145,54 @@ def test_one_tick_is_one_trace_across_three_processes(tmp_path: Path) -> None:
     # Every tick traced: one root per published bar at least, each with its own trace.
     roots = [s for s in found if s["parent_id"] is None and s["name"].startswith("feed publish")]
     assert len({s["trace_id"] for s in roots}) == len(roots) >= BARS
+
+
+def test_frames_of_many_ticks_keep_each_tick_in_its_own_trace(tmp_path: Path) -> None:
+    """Live and unpaced, core egress packs many numbers into each frame: each still arrives
+    under its own publisher's context (``levibot-traceparents``), three processes deep."""
+    count = 3000
+    ns = f"tf{uuid.uuid4().hex[:8]}"
+    cfg = write_config(
+        tmp_path / "chain.toml",
+        {
+            "node": {"plugins": ["tests.pipeline"], "drain_timeout_s": 10.0},
+            "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+            "tracing": {"enabled": True, "exporter": "file", "path": "", "max_queue": 65536},
+            "groups": {"ingest": ["counter"], "decide": ["square"], "execution": ["sink"]},
+            "counter": {"count": count},
+            "sink": {"path": str(tmp_path / "sink.out")},
+        },
+    )
+    downstream = [start(cfg, tmp_path, "execution"), start(cfg, tmp_path, "decide")]
+    try:
+        for node in downstream:
+            node.wait_ready()
+        source = start(cfg, tmp_path, "ingest", LEVIBOT__NODE__STOP_WHEN_SOURCES_DONE="true")
+        assert source.wait(120) == 0, source.tail()
+        wait_until(lambda: len((tmp_path / "sink.out").read_text().splitlines()) >= count * 0.9)
+    finally:
+        for node in downstream:
+            node.signal(signal.SIGTERM)
+        for node in downstream:
+            assert node.wait(60) == 0, node.tail()
+
+    found = spans(tmp_path)
+    by_id = {s["span_id"]: s for s in found}
+    sinks = [s for s in found if s["name"] == "sink handle Squared"]
+    assert len(sinks) >= count * 0.9  # core NATS is at most once; nothing is lost here
+    traces = set()
+    orphans = [s for s in found if s["parent_id"] and s["parent_id"] not in by_id]
+    assert orphans == []
+    for leaf in sinks:
+        square = by_id[leaf["parent_id"]]
+        assert square["parent_id"], square  # its context came through the frame
+        root = by_id[square["parent_id"]]
+        assert (square["name"], square["group"]) == ("square handle Num", "decide")
+        assert (root["name"], root["group"], root["parent_id"]) == (
+            "counter publish Num", "ingest", None,
+        )  # fmt: skip
+        assert leaf["trace_id"] == square["trace_id"] == root["trace_id"]
+        # The same number all the way: the context was not shifted to a neighbour in the frame.
+        assert leaf["attributes"]["levibot.symbol"] == root["attributes"]["levibot.symbol"]
+        traces.add(leaf["trace_id"])
+    assert len(traces) == len(sinks)  # one trace per number, none merged
