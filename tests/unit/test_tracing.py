@@ -4,8 +4,11 @@ exporter; the W3C header and the frame headers round-trip; bad ones start a new 
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -215,3 +218,68 @@ async def test_deliver_binds_the_incoming_context_and_a_bad_header_starts_a_new_
     assert got == [good, bad, plain]  # every message delivered, whatever its header
     assert tracer.traceparent(good) == value
     assert tracer.traceparent(bad) is None and tracer.traceparent(plain) is None
+
+
+# -- OTLP -------------------------------------------------------------------------------------
+
+
+class _Collector(http.server.ThreadingHTTPServer):
+    """A stand-in OpenTelemetry collector: takes OTLP/HTTP protobuf trace exports."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CollectorHandler)
+        self.requests: list[tuple[str, Any]] = []
+
+
+class _CollectorHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = pb.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        assert isinstance(self.server, _Collector)
+        self.server.requests.append((self.path, request))
+        reply = pb.ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_the_otlp_exporter_sends_every_span_to_the_configured_endpoint() -> None:
+    collector = _Collector()
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+        node = Node(settings(enabled=True, exporter="otlp", endpoint=endpoint))
+        assert await node.run(handle_signals=False) == EXIT_OK  # the stop flushes the exporter
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert collector.requests and {path for path, _ in collector.requests} == {"/v1/traces"}
+    spans, services = [], set()
+    for _, request in collector.requests:
+        for rs in request.resource_spans:
+            attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
+            services.add((attrs["service.name"], attrs["service.instance.id"]))
+            for ss in rs.scope_spans:
+                spans.extend(ss.spans)
+    assert services == {("levibot", node.node_id)}
+    assert len(spans) == 3 * COUNT
+    by_id = {s.span_id: s for s in spans}
+    for leaf in (s for s in spans if s.name == "sink handle Squared"):
+        square = by_id[leaf.parent_span_id]
+        root = by_id[square.parent_span_id]
+        assert (square.name, root.name, root.parent_span_id) == (
+            "square handle Num", "counter publish Num", b"",
+        )  # fmt: skip
+        assert leaf.trace_id == square.trace_id == root.trace_id
