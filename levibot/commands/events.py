@@ -1,8 +1,9 @@
 """``levibot events replay --until TIME``: the portfolio and the risk state at a past instant.
 
 Time travel over the store's event log (the ``events`` table, ``levibot.storage.events``):
-the events created (``ts_init``) by ``TIME`` are read in ``seq`` order and folded through the
-real code, nothing recomputed by a formula of its own:
+the events created (``ts_init``) by ``TIME`` are read, put in the order they were created (the
+store may hear them in another across processes: see ``in_causal_order``) and folded through
+the real code, nothing recomputed by a formula of its own:
 
 * the portfolio: a ``Portfolio`` (``levibot.execution``) with ``[order]``'s cash, fee and
   quantity step applies every ``Fill`` (with its ``OrderIntent``, for the exits it carries) and
@@ -25,10 +26,12 @@ Prints one JSON object: ``until_ns``, ``events``, ``last_seq``, ``bad_rows``, ``
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import os
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,7 +170,7 @@ async def rebuild(conn: Any, settings: Any, until_ns: int) -> Rebuilt:
     diverged = _Divergences()
     counts = EventPage()
     events = 0
-    async for ev in read_events(conn, until_ns=until_ns, counts=counts):
+    async for ev in in_causal_order(read_events(conn, until_ns=until_ns, counts=counts)):
         msg = ev.message
         events += 1
         clock.observe(msg.ts_event)
@@ -206,6 +209,61 @@ async def rebuild(conn: Any, settings: Any, until_ns: int) -> Rebuilt:
         portfolio=portfolio_at(portfolio), risk=risk_at(risk.engine.state),
         diverged=diverged.count, divergences=diverged.items,
     )  # fmt: skip
+
+
+async def in_causal_order(
+    events: AsyncIterator[Any], window_ns: int = 10 * 10**9
+) -> AsyncIterator[Any]:
+    """Yield the log's events in the order they were created, as the actors beside each
+    producer saw them, rather than the order the store heard them.
+
+    Across processes the store hears fills over JetStream and snapshots, bars and signals over
+    core NATS, so an event can reach the log behind others created after it. The events are
+    put back in ``ts_init`` order (the producer's instant; ties keep the log's order) within
+    ``window_ns`` of creation time; then a portfolio snapshot goes after the order actor's
+    messages of its own instant, which that actor published ahead of it. A single process's log
+    is already in this order (replay stamps with event time, which only grows) and stays so.
+    """
+    async for ev in _snapshots_last(_by_creation(events, window_ns)):
+        yield ev
+
+
+async def _by_creation(events: AsyncIterator[Any], window_ns: int) -> AsyncIterator[Any]:
+    heap: list[tuple[int, int, Any]] = []
+    newest = -(2**63)
+    async for ev in events:
+        created = ev.message.ts_init
+        heapq.heappush(heap, (created, ev.seq, ev))
+        newest = max(newest, created)
+        while heap and heap[0][0] < newest - window_ns:
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+async def _snapshots_last(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    from levibot.messages import Fill, OrderAccepted, OrderClosed, PortfolioSnapshot
+
+    held: Any = None
+    async for ev in events:
+        msg = ev.message
+        if held is not None:
+            snap = held.message
+            if (
+                isinstance(msg, Fill | OrderAccepted | OrderClosed)
+                and msg.ts_init == snap.ts_init
+                and msg.ts_event <= snap.ts_event
+            ):
+                yield ev  # published before the snapshot that already counts it
+                continue
+            yield held
+            held = None
+        if isinstance(msg, PortfolioSnapshot):
+            held = ev
+        else:
+            yield ev
+    if held is not None:
+        yield held
 
 
 def _check_decision(decided: dict[str, Any], logged: Any, seq: int, out: _Divergences) -> None:
