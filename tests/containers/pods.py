@@ -36,6 +36,8 @@ from tests.unit.deploy_checks import DEPLOY, ROOT, image_env
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "containers" / "containers.conf")}
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
 UID = 10001
+# The settings holding a container's ports (each container gets its own: --network host).
+PORT_SETTINGS = ("LEVIBOT__NODE__HTTP_PORT", "LEVIBOT__GATEWAY__PORT")
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
@@ -261,7 +263,8 @@ def run_args(objects: dict[str, dict[str, Any]], workload: str, data: Path) -> l
 
 
 class Container:
-    """One levibot container: ``start``, ``wait_ready``, ``stop`` (SIGTERM), ``kill``, ``logs``."""
+    """One levibot container: ``start``, ``wait_ready`` (both: ``start_ready``), ``stop``
+    (SIGTERM), ``kill``, ``logs``."""
 
     def __init__(
         self, name: str, image: str, env: dict[str, str], args: list[str], *, port: int
@@ -292,6 +295,23 @@ class Container:
                 raise AssertionError(f"{self.name} exited before ready:\n{self.logs()}")
             time.sleep(0.2)
         raise AssertionError(f"{self.name} not ready in {timeout} s:\n{self.logs()}")
+
+    def start_ready(self, timeout: float = 180.0) -> float:
+        """``start`` and ``wait_ready``. A port chosen for the container can be taken before it
+        binds it (any process's outgoing connection may get it, on this shared machine): then
+        new free ports are chosen and the container started again, at most three times."""
+        for _ in range(3):
+            self.start()
+            try:
+                return self.wait_ready(timeout)
+            except AssertionError as exc:
+                if "address already in use" not in str(exc):
+                    raise
+            for key in PORT_SETTINGS:
+                if key in self.env:
+                    self.env[key] = str(free_port())
+            self.port = int(self.env["LEVIBOT__NODE__HTTP_PORT"])
+        raise AssertionError(f"{self.name}: its ports were taken three times")
 
     def wait_exit(self, timeout: float) -> int:
         """Wait until the container exits; return its exit code."""

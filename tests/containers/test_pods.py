@@ -119,7 +119,6 @@ class PodSet:
             **self.nats.secrets(),
         }
         self.containers: dict[str, Container] = {}
-        self.gateway_port = 0
 
     def start_servers(self) -> None:
         self.nats.start()
@@ -132,8 +131,7 @@ class PodSet:
         env["LEVIBOT__NATS__URL"] = self.nats.url
         port = node_ports(env)
         if "LEVIBOT__GATEWAY__PORT" in env:
-            self.gateway_port = free_port()
-            env["LEVIBOT__GATEWAY__PORT"] = str(self.gateway_port)
+            env["LEVIBOT__GATEWAY__PORT"] = str(free_port())
         env.update(extra)
         args = run_args(self.objects, workload, self.tmp / name)
         container = Container(f"lbt-{self.id}-{name}", self.image, env, args, port=port)
@@ -148,8 +146,7 @@ class PodSet:
         Return each one's seconds from start to /ready."""
         ready = {}
         for name in sorted(names, key=lambda n: n != "store"):
-            self.containers[name].start()
-            ready[name] = round(self.containers[name].wait_ready(180), 1)
+            ready[name] = round(self.containers[name].start_ready(180), 1)
         return ready
 
     def remove(self) -> None:
@@ -251,7 +248,7 @@ def test_every_group_turns_ready_as_non_root_on_a_read_only_root(pods: PodSet) -
     print(f"\ntime to /ready (s): {json.dumps(ready)}")
 
     # (a) the gateway's REST, OpenAPI, websocket and Mini App, from its container.
-    port = pods.gateway_port
+    port = int(pods.containers["gateway"].env["LEVIBOT__GATEWAY__PORT"])
     assert get(port, "/health", 30) == 200
     assert get(port, "/openapi.json", 30) == 200  # built on first request: seconds here
     assert get(port, "/app", 30) == 200
@@ -420,9 +417,11 @@ def test_kill_9_of_each_group_in_turn_then_restart_loses_and_repeats_nothing(
         victim = pods.containers[group]
         victim.kill()  # podman kill -s KILL: no drain, nothing flushed that was not durable
         assert victim.wait_exit(30) != 0
-        victim.start()  # the same name, configuration and volumes: what the StatefulSet does
-        if group != "ingest":  # a restarted ingest may finish its replay before a poll
-            victim.wait_ready(180)
+        # The same name, configuration and volumes: what the StatefulSet does.
+        if group == "ingest":  # a restarted ingest may finish its replay before a poll
+            victim.start()
+        else:
+            victim.start_ready(180)
     assert ingest.wait_exit(300) == 0, ingest.logs()
     for name in downstream:
         container = pods.containers[name]
@@ -556,8 +555,7 @@ def test_rolling_restart_under_live_load_loses_no_durable_message(pods: PodSet, 
         pods.make(name, workload, index, LIVE)
     ready = pods.start_in_order([n for n in pods.containers if n != "ingest"])
     ingest = pods.containers["ingest"]
-    ingest.start()
-    ready["ingest"] = round(ingest.wait_ready(180), 1)
+    ready["ingest"] = round(ingest.start_ready(180), 1)
     load = CommandLoad(pods.nats)
     load.start()
 
@@ -579,8 +577,7 @@ def test_rolling_restart_under_live_load_loses_no_durable_message(pods: PodSet, 
             emitted += ticks()
         assert container.stop(grace=30) == 0, (name, container.logs())  # SIGTERM, drain, exit 0
         stopped = time.monotonic()
-        container.start()  # a new container, the same configuration and volumes
-        container.wait_ready(180)
+        container.start_ready(180)  # a new container, the same configuration and volumes
         # Market data published while this group was away is lost to it (core NATS keeps
         # nothing; the nodes count only gaps they could see): the ingest's counts over the
         # window are that loss. (While ingest itself is away nothing is produced.)
