@@ -40,6 +40,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from levibot.clock import LiveClock
 from levibot.messages import Features, Signal, SignalSide
+from levibot.testenv import REDIS_URL
 from levibot.testing import RecordingContext
 from sidecars.gateway.actor import GatewayActor, GatewayConfig
 from sidecars.gateway.auth import FileKeyStore, new_key
@@ -186,7 +187,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis", default=REDIS_URL)
     args = parser.parse_args()
     t0 = time.perf_counter()
     report = anyio.run(run, args, backend_options={"use_uvloop": True})

@@ -21,8 +21,10 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from levibot.testenv import PG_DSN
+
 PG_BIN = Path(os.environ.get("LEVIBOT_PG_BIN", "/usr/lib/postgresql/15/bin"))
-SHARED_DSN = os.environ.get("LEVIBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+SHARED_DSN = PG_DSN  # the shared server (levibot.testenv)
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from levibot.messages import CORE_TYPES, Codec, Fill, OrderIntent, PortfolioSnap
 from levibot.ml.dataset import Bars
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.train import TrainConfig, train_model
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +54,7 @@ def config(tmp: Path, name: str, models: Path) -> tuple[Path, str]:
         {
             "node": {"replay": True, "drain_timeout_s": 30.0},
             "storage": {"data_dir": str(tmp / name)},
-            "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper(),
+            "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper(),
                      "settle_nodes": 3, "durable_all": True, "ack_wait_s": 5.0},
             "feed": {},
             "feed.replay": {"path": str(ensure_btcusdt()), "limit": BARS},
@@ -109,7 +110,7 @@ def run(tmp: Path, models: Path, tag: str, kills: dict[str, int]) -> str:
 
 async def stream_messages(ns: str, subject: str) -> list[Any]:
     codec = Codec(CORE_TYPES)
-    nc = await nats.connect("nats://127.0.0.1:4222")
+    nc = await nats.connect(NATS_URL)
     js = nc.jetstream()
     info = await js.stream_info(ns.upper())
     sub = await js.pull_subscribe(f"{ns}.{subject}", stream=ns.upper())

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from levibot.data import ensure_btcusdt
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,7 +63,7 @@ def run_split(tmp: Path, scoring_partitions: int) -> list[str]:
     nodes_total = 2 + scoring_partitions
     cfg = make_config(
         tmp, name,
-        {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper(),
+        {"url": NATS_URL, "namespace": ns, "stream": ns.upper(),
          "settle_nodes": nodes_total},
     )  # fmt: skip
     downstream = [NodeProcess(cfg, "--groups", "execution", log=tmp / f"{name}-exec.log")]

@@ -14,10 +14,11 @@ import pytest
 
 from levibot.marketdata.bars import BarAggregator
 from levibot.messages import Tick
+from levibot.testenv import PG_DSN
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
+DSN = PG_DSN
 S = 1_000_000_000
 T0 = 1_700_000_000 * S + 123_456_000  # not on a bucket boundary
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, http_ok
 from tests.unit.deploy_checks import DEPLOY, ROOT, container_environ, image_env, render
 
 pytestmark = pytest.mark.integration
 
-SHARED_NATS = "nats://127.0.0.1:4222"
+SHARED_NATS = NATS_URL
 
 
 def test_execution_pod_environment_starts_a_node_that_turns_ready_and_drains(

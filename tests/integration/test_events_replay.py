@@ -36,6 +36,7 @@ from levibot.runtime.node import Node
 from levibot.settings import Settings, load_settings
 from levibot.storage.sink import PgSink
 from levibot.storage.testing import temp_database
+from levibot.testenv import PG_DSN
 from levibot.testing import write_config
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
@@ -229,7 +230,7 @@ async def test_the_events_replay_command_prints_the_state_at_an_iso_instant(
 def test_events_replay_refuses_a_bad_instant_with_one_line() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "levibot", "events", "replay", "--until", "yesterday-ish",
-         "--dsn", "postgresql://postgres@127.0.0.1:5432/test"],
+         "--dsn", PG_DSN],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode != 0

@@ -29,6 +29,7 @@ from levibot.risk import RiskState
 from levibot.settings import load_settings
 from levibot.storage.migrate import migrate
 from levibot.storage.testing import temp_database
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, write_config
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
@@ -63,7 +64,7 @@ def sections(tmp: Path, dsn: str) -> dict[str, dict[str, Any]]:
     write_klines_csv(tmp / "BTCUSDT-1h.csv", part)
     ns = f"tt{uuid.uuid4().hex[:8]}"
     return {
-        "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+        "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},
         "log": {"level": "info", "format": "json"},
         "storage": {"data_dir": str(tmp / "var"), "postgres_dsn": dsn},
         "feed": {"source": "replay"},

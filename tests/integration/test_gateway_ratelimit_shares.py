@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from levibot.testenv import REDIS_URL
 from sidecars.gateway.auth import RedisRateLimiter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = REDIS_URL
 
 
 class Clock:

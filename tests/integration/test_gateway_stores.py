@@ -11,14 +11,15 @@ import asyncpg
 import pytest
 
 from levibot.messages import Features
+from levibot.testenv import PG_DSN, REDIS_URL
 from sidecars.gateway.auth import ApiKeyError, new_key
 from sidecars.gateway.auth.keys_pg import PostgresKeyStore
 from tests.unit.test_gateway_support import running_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-REDIS = "redis://127.0.0.1:6379/0"
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = REDIS_URL
+DSN = PG_DSN
 
 
 @pytest.fixture

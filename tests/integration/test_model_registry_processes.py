@@ -28,11 +28,12 @@ from typing import Any
 
 import pytest
 
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, free_port, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SHARED_NATS = "nats://127.0.0.1:4222"
+SHARED_NATS = NATS_URL
 PEPPER = "registry-test-pepper"
 H = 3_600_000_000_000
 

@@ -14,6 +14,7 @@ from levibot.ml.registry import ModelRegistry
 from levibot.ml.testing import make_model
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
+from levibot.testenv import NATS_URL
 from levibot.testing import eventually, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -41,7 +42,7 @@ async def test_cli_activation_reaches_the_running_scoring_actor(tmp_path: Path) 
     ns = f"act{uuid.uuid4().hex[:8]}"
     sections = {
         "node": {"groups": ["scoring"], "http_port": -1},
-        "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+        "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},
         "storage": {"data_dir": str(tmp_path)},
         "scoring": {"strategies": ["onnx"], "max_model_age_s": 0.0},
     }

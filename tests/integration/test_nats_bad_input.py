@@ -11,6 +11,7 @@ import pytest
 
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
+from levibot.testenv import NATS_URL
 from levibot.testing import eventually
 from tests.pipeline import Num
 
@@ -25,14 +26,14 @@ async def test_malformed_and_unknown_messages_are_counted_and_skipped() -> None:
         overrides={
             "node": {"plugins": ["tests.pipeline"], "groups": ["work"], "http_port": -1},
             "groups": {"work": ["square", "sink"]},
-            "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+            "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},
         },
     )
     node = Node(settings)
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: node.run(handle_signals=False))
         await eventually(lambda: node.ready)
-        nc = await nats.connect("nats://127.0.0.1:4222")
+        nc = await nats.connect(NATS_URL)
         js = nc.jetstream()
         good = Num(ts_event=1, ts_init=1, symbol="AAA", value=7)
         await nc.publish(f"{ns}.lbtest.num.AAA", b"\xc1garbage")

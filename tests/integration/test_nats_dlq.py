@@ -24,12 +24,13 @@ from levibot.cli import main as cli
 from levibot.messages import Alert, Codec
 from levibot.runtime.node import EXIT_CRASH, EXIT_OK, Node
 from levibot.settings import load_settings
+from levibot.testenv import NATS_URL
 from levibot.testing import eventually, write_config
 from tests.pipeline import Squared
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-URL = "nats://127.0.0.1:4222"
+URL = NATS_URL
 MAX_DELIVER = 3
 
 

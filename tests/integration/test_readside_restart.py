@@ -23,6 +23,7 @@ import pytest
 from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.storage.migrate import migrate
 from levibot.storage.testing import temp_database
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, free_port, write_config
 from sidecars.gateway.auth import new_key
 from sidecars.gateway.auth.keys_pg import PostgresKeyStore
@@ -58,7 +59,7 @@ def real_bars(path: Path) -> Path:
 
 def configs(tmp: Path, dsn: str, ns: str) -> tuple[Path, Path]:
     shared: dict[str, dict[str, Any]] = {
-        "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+        "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},
         "log": {"level": "info", "format": "json"},
     }
     bars = real_bars(tmp / "BTCUSDT-1h.csv")

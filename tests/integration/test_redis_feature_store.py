@@ -12,13 +12,14 @@ from levibot.messages import Features
 from levibot.storage.counters import Counters
 from levibot.storage.feature_store import FeatureStore
 from levibot.storage.testing import unique_name
+from levibot.testenv import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[tuple[Any, str]]:
-    client = aioredis.from_url("redis://127.0.0.1:6379/0")
+    client = aioredis.from_url(REDIS_URL)
     prefix = unique_name("lbtest")
     try:
         yield client, prefix
@@ -74,7 +75,7 @@ async def test_counters_count_per_window_and_share_between_clients(
     client, prefix = redis
     now = [1000.0]
     a = Counters(client, prefix, now=lambda: now[0])
-    b = Counters(aioredis.from_url("redis://127.0.0.1:6379/0"), prefix, now=lambda: now[0])
+    b = Counters(aioredis.from_url(REDIS_URL), prefix, now=lambda: now[0])
     try:
         assert await a.incr("orders:key1", window_s=60) == 1
         assert await b.incr("orders:key1", window_s=60) == 2  # another process, same count

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +13,10 @@ from levibot.ml.card import ModelError
 from levibot.ml.registry_pg import PgModelRegistry
 from levibot.ml.scorer import Scorer
 from levibot.ml.testing import make_model, synthetic_rows
+from levibot.testenv import PG_DSN
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-DSN = os.environ.get("LEVIBOT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = PG_DSN
 HASH = "feedfacecafebeef"
 
 

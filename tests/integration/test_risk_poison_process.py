@@ -23,12 +23,13 @@ import pytest
 from levibot.bus import _dlq
 from levibot.messages import CORE_TYPES, Bar, Codec, Fill, Message, OrderIntent, SubmitOrder
 from levibot.settings import load_settings
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, http_ok, write_config
 from tests.dlq_actors import POISON
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-URL = "nats://127.0.0.1:4222"
+URL = NATS_URL
 CODEC = Codec(CORE_TYPES)
 
 

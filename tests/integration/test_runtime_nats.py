@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from levibot.testenv import NATS_URL
 from levibot.testing import NatsServer, NodeProcess, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SHARED_NATS = "nats://127.0.0.1:4222"
+SHARED_NATS = NATS_URL
 
 
 def config(tmp_path: Path, nats_url: str, count: int, *, jobs: bool, name: str) -> Path:

@@ -18,6 +18,7 @@ from levibot.storage.feature_store import FeatureStore
 from levibot.storage.journal import Journal
 from levibot.storage.postgres import DAY_NS, partition_bounds
 from levibot.storage.testing import database, tick_until, unique_name
+from levibot.testenv import REDIS_URL
 from levibot.testing import RecordingContext
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ async def test_store_writes_batches_by_size_and_time_to_every_backend(
     cfg = StoreConfig(
         journal_dir=str(tmp_path / "j"),
         postgres_dsn=dsn,
-        redis_url="redis://127.0.0.1:6379/0",
+        redis_url=REDIS_URL,
         redis_prefix=prefix,
         batch_size=200,
         flush_interval_s=0.01,
@@ -114,7 +115,7 @@ async def test_store_writes_batches_by_size_and_time_to_every_backend(
         assert (ticks, fills) == (1000, 250)
         # Features are not stored in PostgreSQL by default, but the latest per symbol is in Redis.
         assert await fetchval(dsn, "SELECT count(*) FROM features") == 0
-        client = aioredis.from_url("redis://127.0.0.1:6379/0")
+        client = aioredis.from_url(REDIS_URL)
         try:
             docs = await FeatureStore(client, prefix).get_many(["SIZEUSDT0", "SIZEUSDT1"])
             assert docs["SIZEUSDT0"]["features"] == {"f0": 999.0}

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from levibot.testenv import REDIS_URL
 from levibot.testing import eventually
 from sidecars.telegram.subscriptions import NotifyKind, RedisStore, Subscriptions
 from tests.fakes.botapi import FakeBotAPI
@@ -26,8 +27,6 @@ from tests.integration.telegram_helpers import (
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture

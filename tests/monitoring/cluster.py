@@ -21,10 +21,10 @@ from levibot.data import ensure_btcusdt
 from levibot.features import SCHEMA
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.testing import make_model
+from levibot.testenv import NATS_URL, REDIS_URL
 from levibot.testing import NodeProcess, free_port, write_config
 
 GROUPS = ("ingest", "scoring", "execution", "edge", "exchange")
-NATS_URL = "nats://127.0.0.1:4222"
 
 
 def models(root: Path) -> tuple[str, str]:
@@ -71,7 +71,7 @@ class Cluster:
                 "poison_risk": {"preset": "normal", "persist": False},
                 "order": {"fill": "close", "persist": False},
                 "gateway": {"port": self.gateway_port, "jwt_secret": "monitoring-test-secret",
-                            "redis_url": "redis://127.0.0.1:6379/0", "redis_prefix": self.ns},
+                            "redis_url": REDIS_URL, "redis_prefix": self.ns},
             },
         )  # fmt: skip
         # No NATS: the exchange's feed stands alone; its websocket's port refuses connections.

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "levibot.registry": set(),
     "levibot.backoff": set(),
     "levibot.valuation": set(),
+    "levibot.testenv": set(),
     "levibot.tracing": set(),  # OpenTelemetry is imported only when tracing is on
     "levibot.clock": {"levibot.messages", "levibot.errors"},
     "levibot.settings": {
