@@ -24,8 +24,10 @@ MODEL_FILES = (CARD_FILE, MODEL_TXT, MODEL_ONNX, MODEL_GEMM)
 
 
 def default_registry_dir() -> Path:
-    """Return ``<data_dir>/models``: ``$LEVIBOT__STORAGE__DATA_DIR`` or ``var``."""
-    return Path(os.environ.get("LEVIBOT__STORAGE__DATA_DIR", "") or "var") / "models"
+    """Return ``<[storage] data_dir>/models``, ``[storage]`` as the environment sets it."""
+    from levibot.settings import storage_from_env
+
+    return Path(storage_from_env().data_dir) / "models"
 
 
 def running_schema_hash() -> str:
