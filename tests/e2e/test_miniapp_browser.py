@@ -120,7 +120,8 @@ BARS = [_bar(i) for i in range(N_BARS + 1)]  # the last one, T0's, also comes li
 
 def _at(i: int, side: Any) -> Signal | Fill:
     """A signal (SignalSide) or fill (Side) at bar ``i``'s close, as the engine emits them."""
-    ts, price = BARS[i].ts_event, BARS[i].close
+    bar = BARS[i] if i < len(BARS) else _bar(i)
+    ts, price = bar.ts_event, bar.close
     if isinstance(side, SignalSide):
         return Signal(
             ts_event=ts, ts_init=ts, symbol="BTCUSDT", strategy="lgbm", side=side,
@@ -140,6 +141,8 @@ CHART_FILLS = [_at(9, Side.BUY), _at(21, Side.SELL), _at(34, Side.BUY)]
 #: Marks on the price chart: the non-flat signals and the fills, with the live BTCUSDT signal and
 #: FILL, both at T0: the close of the bar before the last (an event at a close marks that bar).
 MARKS = 3 + 3 + 1 + 1
+#: What the bus brings while the page first loads /charts: a signal and a fill in the last bar.
+LATE = (_at(N_BARS, SignalSide.SHORT), _at(N_BARS, Side.SELL))
 DENIED = OrderDenied(
     ts_event=T0, ts_init=T0, symbol="ETHUSDT", client_order_id="c2", strategy="ema_cross",
     code="MAX_EXPOSURE", reason="total exposure above limit",
@@ -177,12 +180,21 @@ class GatewayStandIn:
             self.history.fill(fill)
         for i, equity in enumerate([100_000.0, *EQUITY]):
             self.history.portfolio(_portfolio(i, equity))
+        self.signals = [*CHART_SIGNALS, *SIGNALS]
+        self.loading = anyio.Event()
+        self.answered = anyio.Event()
+        self.late_sent = False
 
     async def charts(self, request: web.Request) -> web.Response:
         if self.claims(request) is None:
             return web.json_response({"error": {"code": "unauthorized"}}, status=401)
-        signals = [*CHART_SIGNALS, *SIGNALS]
-        view = self.history.view(request.query.get("symbol") or None, signals, limit=300)
+        view = self.history.view(request.query.get("symbol") or None, self.signals, limit=300)
+        if not self.loading.is_set():
+            # The first load answers slowly, and the bus moves on meanwhile: what /ws sends
+            # during the load is not in this answer, and the page must not lose it.
+            self.loading.set()
+            await anyio.sleep(0.5)
+            self.answered.set()
         return web.Response(body=msgspec.json.encode(view), content_type="application/json")
 
     def claims(self, request: web.Request) -> dict[str, Any] | None:
@@ -218,10 +230,24 @@ class GatewayStandIn:
             sol = _signal("SOLUSDT", SignalSide.LONG, 101.75)
             await ws.send_str(frame("event", channel="signals", data=sol))
             await ws.send_str(frame("event", channel="fills", data=FILL))
-            await ws.send_str(frame("event", channel="bars", data=BARS[-1]))
             await ws.send_str(frame("event", channel="orders", data=DENIED))
             for i, equity in enumerate(EQUITY, start=1):
                 await ws.send_str(frame("event", channel="portfolio", data=_portfolio(i, equity)))
+            if not self.late_sent:
+                self.late_sent = True
+                with anyio.fail_after(5):
+                    await self.loading.wait()
+                late_signal, late_fill = LATE
+                await ws.send_str(frame("event", channel="signals", data=late_signal))
+                await ws.send_str(frame("event", channel="fills", data=late_fill))
+                self.signals.append(late_signal)  # type: ignore[arg-type]  # held from now on
+                self.history.fill(late_fill)  # type: ignore[arg-type]
+                # A bar while the page has no chart yet makes it load again (and that load
+                # would bring LATE): this one comes only once the first load is done.
+                with anyio.fail_after(5):
+                    await self.answered.wait()
+                await anyio.sleep(0.3)
+            await ws.send_str(frame("event", channel="bars", data=BARS[-1]))  # the last again
         return ws
 
     async def risk(self, request: web.Request) -> web.Response:
@@ -310,10 +336,12 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
 
     await page.wait_for_selector("body[data-auth=admin]")
     assert await page.text_content("#user") == "Ada @ada"
-    # The snapshot (oldest first) plus one live event, shown newest first.
-    await expect(page.locator("#signals li")).to_have_count(3)
+    # The snapshot (oldest first) plus the live events, shown newest first.
+    await expect(page.locator("#signals li")).to_have_count(4)  # with LATE's
     signals = await page.locator("#signals li").all_text_contents()
-    assert [s.split(" · ")[0] for s in signals] == ["SOLUSDT LONG", "ETHUSDT SHORT", "BTCUSDT LONG"]
+    assert [s.split(" · ")[0] for s in signals] == [
+        "BTCUSDT SHORT", "SOLUSDT LONG", "ETHUSDT SHORT", "BTCUSDT LONG",
+    ]  # fmt: skip
     assert await page.text_content("#positions tbody td") == "BTCUSDT"
     await expect(page.locator("#equity")).to_have_text("106,400.00")
     # The equity curve: its history from /charts, and the live snapshots (the same instants).
@@ -323,8 +351,9 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     # The price chart: the history's candles (the live bar corrects the last), the marks.
     price = page.locator("#price-chart")
     await expect(price).to_have_attribute("data-symbol", "BTCUSDT")
+    # ... and what came over /ws while /charts loaded (LATE) is neither lost nor doubled.
     await expect(price).to_have_attribute("data-bars", str(len(BARS)))
-    await expect(price).to_have_attribute("data-markers", str(MARKS))
+    await expect(price).to_have_attribute("data-markers", str(MARKS + 2))
     await expect(page.locator("#chart-timeframe")).to_have_text("1h")
     assert await page.locator("#price-chart canvas").count() > 0  # drawn by the library
     assert await page.locator("#equity-chart canvas").count() > 0
@@ -332,11 +361,12 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     green, red = count_colours(shot, (34, 197, 94)), count_colours(shot, (239, 68, 68))
     assert green > 300 and red > 300, (green, red)  # up and down candles really drawn
     assert await page.locator("#chart-symbol option").all_text_contents() == ["BTCUSDT", "ETHUSDT"]
-    await expect(page.locator("#feed li")).to_have_count(3)
+    await expect(page.locator("#feed li")).to_have_count(4)
     feed = await page.locator("#feed li").all_text_contents()
-    assert feed[0].startswith("DENIED ETHUSDT [MAX_EXPOSURE]")
-    assert feed[1] == "FILL BTCUSDT BUY 1.0345 @ 41,500.00"
-    assert "gap in BTCUSDT bars" in feed[2]
+    assert feed[0] == f"FILL BTCUSDT SELL 0.2500 @ {BARS[-1].close:,.2f}"
+    assert feed[1].startswith("DENIED ETHUSDT [MAX_EXPOSURE]")
+    assert feed[2] == "FILL BTCUSDT BUY 1.0345 @ 41,500.00"
+    assert "gap in BTCUSDT bars" in feed[3]
     await expect(page.locator("#risk dd").last).to_have_text("MAX_EXPOSURE ×1")
     assert gateway.subscriptions[0]["op"] == "subscribe"
     assert {"signals", "portfolio"} <= set(gateway.subscriptions[0]["channels"])
@@ -352,7 +382,7 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     await expect(price).to_have_attribute("data-bars", "1")
     await expect(price).to_have_attribute("data-markers", "0")
     await page.select_option("#chart-symbol", "BTCUSDT")
-    await expect(price).to_have_attribute("data-markers", str(MARKS))
+    await expect(price).to_have_attribute("data-markers", str(MARKS + 2))
 
     await page.click("#ks-on")
     await eventually(lambda: [r for r in gateway.requests if r[1] == "/killswitch"])
@@ -378,7 +408,7 @@ async def test_admin_sees_live_data_and_the_kill_switch_sends_an_authorised_requ
     )
     await trader.goto(f"{base}/app")
     await trader.wait_for_selector("body[data-auth=user]")
-    await expect(trader.locator("#signals li")).to_have_count(3)
+    await expect(trader.locator("#signals li")).to_have_count(3)  # LATE was for the first
     assert not await trader.is_visible("#admin")
     await expect(trader.locator("#price-chart")).to_have_attribute("data-bars", str(len(BARS)))
     await trader.screenshot(path=str(ARTIFACTS / "miniapp_trader_phone.png"), full_page=True)

@@ -124,7 +124,9 @@
   const LWC = window.LightweightCharts || null;
   // Bars, signals and fills of the symbol on the price chart; times are ns since the epoch.
   const chart = { price: null, candles: null, volume: null, markers: null, equity: null, area: null,
-    symbol: null, timeframe: null, bars: [], signals: [], fills: [] };
+    symbol: null, timeframe: null, bars: [], signals: [], fills: [],
+    pending: null,  // live events that came while /charts loaded: applied after it
+    want: null };  // [symbol] to load once the load under way is done
 
   const sec = (ns) => Math.floor(Number(ns) / 1e9);  // the charts' time unit: UTC seconds
 
@@ -256,6 +258,23 @@
   }
 
   async function loadCharts(symbol) {
+    chart.want = [symbol];
+    if (chart.pending) return;  // a load is under way: it loads this one next
+    chart.pending = [];
+    try {
+      while (chart.want) {
+        const [next] = chart.want;
+        chart.want = null;
+        await fetchCharts(next);
+      }
+    } finally {
+      const pending = chart.pending;
+      chart.pending = null;
+      for (const [channel, d] of pending) chartEvent(channel, d);  // duplicates are merged
+    }
+  }
+
+  async function fetchCharts(symbol) {
     const query = new URLSearchParams({ limit: "300" });
     if (symbol) query.set("symbol", symbol);
     let view;
@@ -284,6 +303,15 @@
       renderEquity();
       if (chart.equity) chart.equity.timeScale().fitContent();
     }
+  }
+
+  // A live event for the charts; held back while /charts loads (it may or may not hold it).
+  function chartEvent(channel, d) {
+    if (chart.pending) { chart.pending.push([channel, d]); return; }
+    if (channel === "bars") applyBar(d);
+    else if (channel === "signals") markEvent(chart.signals, d);
+    else if (channel === "fills") markEvent(chart.fills, d);
+    else if (channel === "portfolio") applyEquity(d);
   }
 
   function applyBar(b) {
@@ -393,11 +421,15 @@
 
   function applyPortfolio(p) {
     if (!p || p.equity === undefined) return;
+    renderPortfolio(p);
+    chartEvent("portfolio", p);
+  }
+
+  function applyEquity(p) {
     if (addEquityPoint(p.ts_event, p.equity) && chart.area) {
       const pts = equitySeries();
       if (pts.length) chart.area.update(pts[pts.length - 1]);
     }
-    renderPortfolio(p);
     const node = $("equity-chart");
     node.dataset.points = String(state.equity.length);
     const ys = state.equity.map((q) => q[1]);
@@ -430,12 +462,12 @@
 
   function applyEvent(channel, d) {
     if (!d || typeof d !== "object") return;
-    if (channel === "signals") { addSignal(d); renderSignals(); markEvent(chart.signals, d); }
-    else if (channel === "bars") applyBar(d);
+    if (channel === "signals") { addSignal(d); renderSignals(); chartEvent("signals", d); }
+    else if (channel === "bars") chartEvent("bars", d);
     else if (channel === "portfolio") applyPortfolio(d);
     else if (channel === "risk") renderRisk(d);
     else {
-      if (channel === "fills") markEvent(chart.fills, d);
+      if (channel === "fills") chartEvent("fills", d);
       addFeed(...feedText(channel, d));
     }
   }
