@@ -1,7 +1,9 @@
 """A node's egress to NATS: core (market data) and durable (JetStream), each its own task.
 
 Core egress publishes at most once: a full queue drops market data (counted), a failed publish
-is counted and dropped, and nothing waits for the server.
+is counted and dropped, and nothing waits for the server. What is queued when the loop turns
+goes out in frames (``_frame``), one per run of messages on one subject: one encode, one PUB,
+no headers.
 
 Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
 
@@ -33,6 +35,7 @@ from nats.aio.msg import Msg
 from levibot.backoff import Backoff
 from levibot.bus import _spill
 from levibot.bus._delivery import error_text
+from levibot.bus._frame import FrameEncoder
 from levibot.bus._sequence import Sequencer
 from levibot.bus._spill import Item
 from levibot.bus._subjects import ORIGIN
@@ -54,6 +57,7 @@ class Encoding:
         self.m_errors = errors
         self.core_headers = {ORIGIN: node}
         self.sequencer = Sequencer(self.core_headers)  # core messages numbered per subject
+        self._frames = FrameEncoder()
 
     def payload(self, msg: Message) -> bytes | None:
         """Return the bytes of ``msg``; None (logged, counted) when it cannot be encoded."""
@@ -64,13 +68,37 @@ class Encoding:
             self.log.error("nats.encode_failed", type=type(msg).__name__, error=repr(exc))
             return None
 
-    def core(self, msg: Message) -> Item | None:
-        """Return the core publish of ``msg``, numbered on its subject (None if unencodable)."""
-        data = self.payload(msg)
-        if data is None:
-            return None
-        subject = self.ns + msg.subject()
-        return subject, data, self.sequencer.headers(subject)
+    def core(self, msgs: list[Message]) -> list[tuple[str, bytes, int]]:
+        """Return the core publishes of ``msgs``: one frame per run of messages on the same
+        subject, in order (a receiver sees the order they were published in, across subjects
+        too), each with its message count; the unencodable are left out, logged."""
+        runs: list[tuple[str, list[Message]]] = []
+        ns = self.ns
+        last = ""
+        for msg in msgs:
+            subject = ns + msg.subject()
+            if subject == last:
+                runs[-1][1].append(msg)
+            else:
+                runs.append((subject, [msg]))
+                last = subject
+        out = []
+        for subject, group in runs:
+            try:
+                data = self._encode_frame(subject, group)
+            except Exception:  # a message that cannot be encoded: find it, send the others
+                group = [m for m in group if self.payload(m) is not None]
+                if not group:
+                    continue
+                data = self._encode_frame(subject, group)
+            out.append((subject, data, len(group)))
+        return out
+
+    def _encode_frame(self, subject: str, msgs: list[Message]) -> bytes:
+        seq = self.sequencer
+        data = self._frames.encode(self.node, seq.incarnation, seq.peek(subject), msgs)
+        seq.take(subject, len(msgs))  # only once encoded: a failed frame leaves no false gap
+        return data
 
     def durable(self, msg: Message) -> Item | None:
         """Return the JetStream publish of ``msg`` (None, logged, if it cannot be encoded)."""
@@ -86,13 +114,14 @@ class Encoding:
 
 
 class CoreEgress:
-    """The core-NATS half of a node's egress. ``encode`` turns a message into a publish."""
+    """The core-NATS half of a node's egress. ``encode`` turns a batch into frames (``_frame``):
+    (subject, payload, message count) each."""
 
     def __init__(
         self,
         config: NatsConfig,
         *,
-        encode: Callable[[Message], Item | None],
+        encode: Callable[[list[Message]], list[tuple[str, bytes, int]]],
         published: Any,
         errors: Any,
         dropped: Any,
@@ -145,15 +174,13 @@ class CoreEgress:
             n = min(batch_size, len(self.queue))
             batch = [self.queue.popleft() for _ in range(n)]
             self.busy = True
-            for item in map(self.encode, batch):
-                if item is None:
-                    continue
+            for subject, data, count in self.encode(batch):
                 try:
-                    await self.nc.publish(item[0], item[1], headers=item[2])
-                    self.m_published.inc()
+                    await self.nc.publish(subject, data)
+                    self.m_published.inc(count)
                 except Exception as exc:  # at most once: counted and dropped
                     self.m_errors.inc()
-                    self.m_dropped.inc()
+                    self.m_dropped.inc(count)
                     self.log.debug("nats.publish_failed", error=repr(exc))
             self.busy = False
 

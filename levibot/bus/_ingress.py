@@ -1,11 +1,12 @@
 """A node's ingress from NATS: core subscriptions, durable push consumers and the ack ledger.
 
-Core messages are decoded and delivered at once (at most once; gaps in the senders' sequence
-numbers are counted). A durable message is delivered with a ``JsDelivery``: it is acked only
-after every local handler succeeded and everything they published was confirmed (``on_ok``),
-and a failure goes to the dead-letter path (``on_fail``). The ledger remembers the durable
-messages handled lately, so a redelivery (an ack lost to a broker crash) is acked and skipped
-instead of being handled twice, and one still being handled is not handled again.
+Core messages come in frames (``_frame``; single messages are taken too), decoded and
+delivered at once (at most once; gaps in the senders' sequence numbers are counted). A durable
+message is delivered with a ``JsDelivery``: it is acked only after every local handler
+succeeded and everything they published was confirmed (``on_ok``), and a failure goes to the
+dead-letter path (``on_fail``). The ledger remembers the durable messages handled lately, so a
+redelivery (an ack lost to a broker crash) is acked and skipped instead of being handled twice,
+and one still being handled is not handled again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from levibot.bus._dlq import SPARE_DELIVERIES, JsDelivery, delivery_key
+from levibot.bus._frame import FrameDecoder, is_frame
 from levibot.bus._sequence import SEQ, GapCounter
 from levibot.bus._subjects import ORIGIN, consumer_name, namespace, patterns
 from levibot.errors import DecodeError
@@ -61,6 +63,7 @@ class Ingress:
         self.durable_subs: list[Any] = []
         self._ns = namespace(config)
         self._gaps = GapCounter()
+        self._frames = FrameDecoder(codec)
         # Ids of durable messages handled lately: a redelivery (an ack lost to a broker crash)
         # is acked and skipped instead of being handled twice. Bounded, oldest forgotten.
         self._handled_ids: dict[str, None] = {}
@@ -125,13 +128,51 @@ class Ingress:
             return None
         return msg
 
+    def decode_frame(
+        self, data: bytes, subject: str, wanted: tuple[type[Message], ...]
+    ) -> list[Message]:
+        """Return the messages of frame ``data`` this node takes (bad ones counted, logged).
+
+        Gaps before the frame in its sender's numbering are counted when it holds a message
+        for this node (the others' losses are theirs to count).
+        """
+        try:
+            origin, incarnation, first, decoded = self._frames.decode(data)
+        except DecodeError as exc:
+            self.m_bad.inc()
+            self.log.warning("nats.bad_message", subject=subject, error=str(exc))
+            return []
+        gap = self._gaps.observe_run(incarnation, first, len(decoded), subject)
+        if origin == self.node:
+            return []  # our own (no_echo makes this rare): never echo
+        owns = self.partition.owns if self.partition.count > 1 else None
+        out = []
+        for msg in decoded:
+            if isinstance(msg, DecodeError):
+                self.m_bad.inc()
+                self.log.warning("nats.bad_message", subject=subject, error=str(msg))
+            elif isinstance(msg, wanted) and (
+                owns is None or (symbol := getattr(msg, "symbol", None)) is None or owns(symbol)
+            ):
+                out.append(msg)
+        if gap and out:
+            self.m_gaps.inc(gap)
+        return out
+
     # -- core -----------------------------------------------------------------------------
 
     def _core_cb(
         self, wanted: tuple[type[Message], ...], deliver: Deliver
     ) -> Callable[[Msg], Awaitable[None]]:
         async def cb(raw: Msg) -> None:
-            headers = raw.headers
+            if is_frame(raw.data):
+                msgs = self.decode_frame(raw.data, raw.subject, wanted)
+                if msgs:
+                    self.m_received.inc(len(msgs))
+                    for msg in msgs:
+                        await deliver(msg, None)
+                return
+            headers = raw.headers  # a single message (another client, an alert)
             gap = self._gaps.observe(headers.get(SEQ) if headers else None, raw.subject)
             msg = self.decode(raw, wanted)
             if msg is not None:

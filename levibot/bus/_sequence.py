@@ -2,8 +2,9 @@
 
 Core NATS delivers at most once: a subscriber cut off for a moment, or one the server drops as
 a slow consumer, misses messages without anyone knowing. Each sender numbers its core messages
-per subject (``Lb-Seq: <incarnation>.<n>``, the incarnation a random id of the process, so a
-restarted sender starts a new series rather than looking like a rewind). A receiver remembers
+per subject (in its frames, ``_frame``; ``Lb-Seq: <incarnation>.<n>`` on a single message),
+the incarnation a random id of the process, so a restarted sender starts a new series rather
+than looking like a rewind. A receiver remembers
 the last number per incarnation and subject, and a jump of ``k`` is ``k - 1`` messages lost on
 the way: counted in ``levibot_nats_ingress_gaps_total``. What a receiver could not have seen
 (published while it was not running at all, or by a sender killed with a full queue) is not
@@ -25,11 +26,20 @@ class Sequencer:
         self._base = origin_headers
         self._next: dict[str, int] = {}
 
+    def peek(self, subject: str) -> int:
+        """Return the next number on ``subject`` without taking it."""
+        return self._next.get(subject, 0) + 1
+
+    def take(self, subject: str, count: int = 1) -> int:
+        """Reserve the next ``count`` numbers on ``subject`` (a frame's messages); return the
+        first."""
+        first = self._next.get(subject, 0) + 1
+        self._next[subject] = first + count - 1
+        return first
+
     def headers(self, subject: str) -> dict[str, str]:
         """Return the headers of the next message on ``subject``."""
-        n = self._next.get(subject, 0) + 1
-        self._next[subject] = n
-        return {**self._base, SEQ: f"{self.incarnation}.{n}"}
+        return {**self._base, SEQ: f"{self.incarnation}.{self.take(subject)}"}
 
 
 class GapCounter:
@@ -48,9 +58,15 @@ class GapCounter:
             n = int(n_text)
         except ValueError:
             return 0  # not ours, or garbage: not a gap
+        return self.observe_run(incarnation, n, 1, subject)
+
+    def observe_run(self, incarnation: str, first: int, count: int, subject: str) -> int:
+        """Record numbers ``first`` .. ``first + count - 1`` of a sender's ``subject`` (a
+        frame); return how many were missing before ``first``."""
         key = (incarnation, subject)
         last = self._last.get(key)
         if last is None and len(self._last) >= self._max:
             self._last.pop(next(iter(self._last)))  # forget the oldest series
-        self._last[key] = n if last is None or n > last else last
-        return n - last - 1 if last is not None and n > last + 1 else 0
+        end = first + count - 1
+        self._last[key] = end if last is None or end > last else last
+        return first - last - 1 if last is not None and first > last + 1 else 0

@@ -18,6 +18,7 @@ import pytest
 from nats.js import api
 
 from levibot.bus import _spill
+from levibot.bus._frame import FrameDecoder
 from levibot.messages import Alert, Codec, Tick
 from levibot.runtime.node import EXIT_OK, Node
 from levibot.settings import load_settings
@@ -91,9 +92,11 @@ async def scenario(nc: Any, js: Any, settings: Any, ns: str) -> None:
     ticks: list[bytes] = []
     alerts: list[Alert] = []
     codec = Codec([Alert])
+    frames = FrameDecoder(Codec([Tick]))
 
     async def on_tick(raw: Any) -> None:
-        ticks.append(raw.data)
+        # Core NATS carries frames: one NATS message holds each run of ticks queued together.
+        ticks.extend([raw.data] * len(frames.decode(raw.data)[3]))
 
     async def on_alert(raw: Any) -> None:
         alerts.append(codec.decode(raw.data))  # type: ignore[arg-type]
