@@ -38,6 +38,8 @@ class ActorRunner:
         self.log = log
         self.on_fatal = on_fatal
         self.busy = False
+        # Called when this actor turns idle with an empty mailbox (the node's settle watch).
+        self.on_idle: Callable[[], None] | None = None
         self.started = False
         self.looping = False  # a receive or source loop was started
         self.finished = anyio.Event()
@@ -138,9 +140,13 @@ class ActorRunner:
                 for d in dones:
                     if d is not None:
                         d()
+                if not mailbox.size and self.on_idle is not None:
+                    self.on_idle()
         finally:
             self.busy = False
             self.finished.set()
+            if self.on_idle is not None:
+                self.on_idle()
 
     async def _handle_batch(self, batch: list[tuple[Message, Any]], dones: list[Done]) -> bool:
         msgs = [m for m, _ in batch]

@@ -116,7 +116,11 @@ class Node:
         self._sources_left = 0
         self._started_at = time.time()
         self.idle_passes = 0  # loop passes of the spinning idle task (``[node] idle = "spin"``)
+        self._settle_waiters: list[anyio.Event] = []
         self._build()
+        self._inbox_runners = [r for r in self.runners if r.mailbox is not None]
+        for runner in self._inbox_runners:
+            runner.on_idle = self._maybe_settled
 
     # -- construction ---------------------------------------------------------------------
 
@@ -183,16 +187,29 @@ class Node:
         if self.mirror is not None and nodes > 1:
             await self.mirror.settle_cluster(nodes, self._settle_local)
 
+    def _idle(self) -> bool:
+        """True when no local mailbox holds a message and no actor is handling one."""
+        return all(
+            r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
+            for r in self._inbox_runners
+        )
+
     async def _settle_local(self) -> None:
-        """Wait until no local mailbox holds a message and no actor is handling one."""
-        runners = [r for r in self.runners if r.mailbox is not None]
-        while True:
-            if all(
-                r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
-                for r in runners
-            ):
-                return
-            await anyio.lowlevel.checkpoint()
+        """Wait until no local mailbox holds a message and no actor is handling one.
+
+        Woken by the runners (``on_idle``: an actor done with its last message) rather than by
+        polling every loop pass: a replay settles after every event, so this is its hot path.
+        """
+        while not self._idle():
+            settled = anyio.Event()
+            self._settle_waiters.append(settled)
+            await settled.wait()
+
+    def _maybe_settled(self) -> None:
+        if self._settle_waiters and self._idle():
+            waiters, self._settle_waiters = self._settle_waiters, []
+            for event in waiters:
+                event.set()
 
     def remote_types(self) -> set[type[Message]]:
         """Return the types to take from NATS.
