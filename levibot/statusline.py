@@ -1,9 +1,16 @@
 """The live status line of ``levibot run`` and ``levibot demo`` on a terminal, drawn with rich.
 
 One line at the foot of the terminal, redrawn four times a second: message rates, latency, the
-equity and the last signal. Log lines scroll above it (rich's ``Live`` takes over stdout and
-stderr while it runs, and the logger is configured after it starts, so that it writes there too).
+equity and the last signal. Log lines scroll above it: while it runs, stdout and stderr go
+through ``FootedTerminal``, which writes each complete line above the status line and draws the
+line again below it (the logger is configured after the line starts, so it writes there too).
 Off when stderr is not a terminal: the logs are then exactly what they always were.
+
+rich renders the line (styles, the terminal's colours and width, cut with an ellipsis so that it
+never wraps); the redraw is three escape sequences of our own rather than rich's ``Live``, whose
+stdout/stderr redirection costs about half a millisecond per log line (it decodes each line's
+ANSI codes and re-renders the live area): a replay that logs a few hundred lines a second ran
+1.5 times slower with it (bench/bench_statusline.py).
 
 What it shows comes from the node itself: the metrics registry (handled counters, latency and
 handle-time histograms, the equity gauge) and a tap on the local bus that keeps the latest signal
@@ -12,6 +19,7 @@ and portfolio snapshot without ever blocking a publisher.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -21,7 +29,6 @@ from typing import IO, Any
 
 import anyio
 from rich.console import Console
-from rich.live import Live
 from rich.text import Text
 
 from levibot.bus import Mailbox
@@ -29,6 +36,8 @@ from levibot.messages import Fill, Message, PortfolioSnapshot, Signal, SignalSid
 from levibot.metrics import Histogram, Metrics
 
 REFRESH_S = 0.25
+CLEAR_LINE = "\r\x1b[2K"  # to the start of the line, erase it
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def wanted(stream: IO[str] | None = None) -> bool:
@@ -226,26 +235,84 @@ def render(s: Status) -> Text:
     return line
 
 
+class FootedTerminal(io.TextIOBase):
+    """A text stream for stdout and stderr that keeps ``footer`` on the terminal's last line.
+
+    Complete lines written to it go above the footer (it is erased, the lines written, the
+    footer drawn again); a partial line waits for its end.
+    """
+
+    def __init__(self, terminal: IO[str]) -> None:
+        super().__init__()
+        self.terminal = terminal
+        self.footer = ""
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        """Write ``text``; its complete lines go above the footer."""
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            self.terminal.write(CLEAR_LINE + "\n".join(lines) + "\n" + self.footer)
+            self.terminal.flush()
+        return len(text)
+
+    def draw(self, footer: str) -> None:
+        """Replace the footer (one line, no newline)."""
+        self.footer = footer
+        self.terminal.write(CLEAR_LINE + footer)
+        self.terminal.flush()
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.terminal.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.terminal, "encoding", "utf-8")
+
+
 class StatusLine:
-    """The line on ``console``: start it before configuring the logs, run it beside the node."""
+    """The line on ``console``'s terminal: start it before configuring the logs (they then
+    write above it), run it beside the node."""
 
     def __init__(self, console: Console | None = None, refresh_s: float = REFRESH_S) -> None:
         self.console = console or Console(file=sys.stderr)
         self.refresh_s = refresh_s
         self.tap = Tap()
-        self.live = Live(
-            Text("○ starting", style="yellow"), console=self.console, auto_refresh=False,
-            redirect_stdout=True, redirect_stderr=True, transient=False,
-        )  # fmt: skip
+        self.footed = FootedTerminal(self.console.file)
         self.sampler: Sampler | None = None
         self._was_ready = False
+        self._saved: tuple[Any, Any] | None = None
 
     def __enter__(self) -> StatusLine:
-        self.live.start()
+        self._saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.footed
+        self.console.file.write(HIDE_CURSOR)
+        self.footed.draw(self._ansi(Text("○ starting", style="yellow")))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.stop()
+        if self._saved is not None:
+            sys.stdout, sys.stderr = self._saved
+            self._saved = None
+        partial = self.footed._partial
+        self.console.file.write(CLEAR_LINE + partial + ("\n" if partial else ""))
+        self.console.file.write(self.footed.footer + "\n" + SHOW_CURSOR)  # the last reading stays
+        self.console.file.flush()
+
+    def _ansi(self, line: Text) -> str:
+        """``line`` as the terminal shows it, cut to its width."""
+        with self.console.capture() as captured:
+            self.console.print(line, end="", soft_wrap=False, crop=True, overflow="ellipsis")
+        return captured.get()
 
     def attach(self, node: Any) -> None:
         """Tap ``node``'s bus and read its metrics."""
@@ -254,7 +321,7 @@ class StatusLine:
 
     def show(self, status: Status) -> None:
         """Redraw the line with ``status``."""
-        self.live.update(render(status), refresh=True)
+        self.footed.draw(self._ansi(render(status)))
 
     def refresh(self, node: Any, *, stopped: bool = False) -> None:
         """Read ``node`` and redraw; ``stopped``: its run is over (the last reading)."""

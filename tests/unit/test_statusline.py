@@ -169,3 +169,21 @@ def test_the_live_line_stays_below_what_is_printed_meanwhile() -> None:
     out = buffer.getvalue()
     assert "a log line" in out and "signals 41" in out
     assert out.rindex("signals 41") > out.index("a log line")  # the line is redrawn below
+
+
+def test_lines_written_meanwhile_go_above_the_footer_and_partial_lines_wait() -> None:
+    from levibot.statusline import CLEAR_LINE, FootedTerminal
+
+    terminal = io.StringIO()
+    footed = FootedTerminal(terminal)
+    footed.draw("STATUS 1")
+    footed.write("half a ")
+    assert terminal.getvalue() == CLEAR_LINE + "STATUS 1"  # nothing until the line ends
+    footed.write("line\nsecond line\nthird")
+    footed.draw("STATUS 2")
+    assert terminal.getvalue() == (
+        CLEAR_LINE + "STATUS 1"
+        + CLEAR_LINE + "half a line\nsecond line\n" + "STATUS 1"
+        + CLEAR_LINE + "STATUS 2"
+    )  # fmt: skip
+    assert footed.isatty() and footed.writable()
