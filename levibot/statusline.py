@@ -294,7 +294,9 @@ class StatusLine:
 
     def __enter__(self) -> StatusLine:
         self._saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = self.footed
+        sys.stderr = self.footed
+        if wanted(sys.stdout):  # the same terminal; a redirected stdout stays where it goes
+            sys.stdout = self.footed
         self.console.file.write(HIDE_CURSOR)
         self.footed.draw(self._ansi(Text("○ starting", style="yellow")))
         return self

@@ -169,6 +169,17 @@ def test_the_live_line_stays_below_what_is_printed_meanwhile() -> None:
     out = buffer.getvalue()
     assert "a log line" in out and "signals 41" in out
     assert out.rindex("signals 41") > out.index("a log line")  # the line is redrawn below
+    assert out.endswith("\n\x1b[?25h")  # the last reading stays, the cursor comes back
+    assert sys.stderr is not line.footed  # restored
+
+
+def test_a_redirected_stdout_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=200)
+    with StatusLine(console) as line:
+        assert sys.stderr is line.footed
+        assert sys.stdout is not line.footed  # pytest's capture: not a terminal
+        print("to the pipe")
+    assert capsys.readouterr().out == "to the pipe\n"
 
 
 def test_lines_written_meanwhile_go_above_the_footer_and_partial_lines_wait() -> None:
