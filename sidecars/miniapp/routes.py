@@ -10,6 +10,7 @@ token of the printed link for an admin session (``sidecars.miniapp.demolink``).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def setup_routes(
         """Serve the Telegram Mini App page."""
         return web.Response(text=page, content_type="text/html", headers=_HTML_HEADERS)
 
-    def asset(folder: Path) -> Any:
+    def asset(folder: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def get_asset(request: web.Request) -> web.StreamResponse:
             """Serve a script or style sheet of the Mini App."""
             name = request.match_info["filename"]
@@ -125,7 +126,7 @@ def setup_routes(
         admin = init.user_id in admin_user_ids
         name = str(init.user.get("first_name", ""))
         token = issue_session_token(init.user_id, admin=admin, secret=session_secret, name=name)
-        user = {
+        user: dict[str, Any] = {
             k: init.user[k]
             for k in ("id", "first_name", "last_name", "username", "language_code")
             if k in init.user
