@@ -161,8 +161,179 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ec, bc, rate = cpu_common(eng["steps"], bare["steps"])
             cpu_cmp[config] = {"engine_us_per_bar": ec, "bare_us_per_bar": bc,
                            "ratio": ec / bc if bc else float("nan"), "rate": rate}  # fmt: skip
-    return {"results": results, "cpu": cpu_cmp, "errors": errors, "raw_e2e_ns": raw,
-            "model_id": model_id, "threshold": threshold}  # fmt: skip
+    doc: dict[str, Any] = {
+        "results": results, "cpu": cpu_cmp, "errors": errors, "raw_e2e_ns": raw,
+        "model_id": model_id, "threshold": threshold,
+    }  # fmt: skip
+    if args.hop_count and args.configs != ["inproc"]:
+        doc["hop"] = hop_section(args)
+    if args.idle_rate:
+        doc["idle"] = idle_section(args, sections, bound_us, pause_ns)
+    if args.partitions:
+        doc["partitions"] = partition_section(args, sections, bound_us, pause_ns)
+    doc["ratios"] = ratios(doc)
+    return doc
+
+
+def partition_section(
+    args: argparse.Namespace, sections: dict[str, Any], bound_us: float, pause_ns: int
+) -> dict[str, Any]:
+    """The split with scoring as 1, 2, 4 … replicas (``--partitions``): sustained rate and CPU
+    per bar (every process) at each rate of the ladder."""
+    out: dict[str, Any] = {}
+    for n in args.partitions:
+        t0 = time.monotonic()
+        records, steps, drops, cpu, _ = run_procs(sections, args.nats, scoring_partitions=n)
+        ladder = summarize(records, steps, drops, cpu, bound_us=bound_us, pause_ns=pause_ns)
+        out[str(n)] = {
+            "sustained_per_s": sustained(ladder),
+            "cpu_us_per_bar": {str(st["rate"]): st["cpu_us_per_bar"] for st in ladder},
+            "e2e_p50_us": {str(st["rate"]): st["e2e"]["p50_us"] for st in ladder},
+        }
+        print(f"  scoring ×{n}: {time.monotonic() - t0:.1f}s sustained="
+              f"{out[str(n)]['sustained_per_s']:,.0f}/s cpu/bar="
+              f"{out[str(n)]['cpu_us_per_bar']}", flush=True)  # fmt: skip
+    return out
+
+
+def hop_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one cross-process hop: raw nats-py and levibot (``bench.bench_bus``'s one-hop
+    split), interleaved, paced for latency and unpaced for throughput."""
+    from bench.bench_bus import _procs
+    from bench.raw_nats_hop import WARMUP, hop
+
+    out: dict[str, Any] = {}
+    for mode, count, rate in (("latency", args.hop_count, args.hop_rate),
+                              ("throughput", args.hop_count * 4, 0.0)):  # fmt: skip
+        for system in ("raw", "levibot"):
+            t0 = time.monotonic()
+            if system == "raw":
+                r = hop(args.nats, count, rate, WARMUP)
+            else:
+                r = _procs(1, count, rate, WARMUP, args.nats)
+            out[f"{system}/{mode}"] = r
+            print(f"  hop {system}/{mode}: {time.monotonic() - t0:.1f}s  "
+                  + "  ".join(f"{k}={v:,.1f}" for k, v in r.items()), flush=True)  # fmt: skip
+    return out
+
+
+def idle_section(
+    args: argparse.Namespace, sections: dict[str, Any], bound_us: float, pause_ns: int
+) -> dict[str, Any]:
+    """Tick-to-order latency with ``[node] idle`` sleep and spin: one process, one symbol, at a
+    low paced rate (``--idle-rate``), interleaved ``--idle-repeats`` times (median)."""
+    low = {**sections, "pbars": {**sections["pbars"], "symbols": 1, "rates": (args.idle_rate,),
+                                  "step_s": args.idle_step_s}}  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {"sleep": [], "spin": []}
+    for _ in range(args.idle_repeats):
+        for idle in ("sleep", "spin"):
+            records, steps, drops, cpu, error = run_inproc(low, "", idle=idle)
+            if error or not steps:
+                raise RuntimeError(f"idle={idle}: {error or 'no step'}")
+            step = summarize(records, steps, drops, cpu, bound_us=bound_us, pause_ns=pause_ns)[0]
+            runs[idle].append(step)
+            e = step["e2e"]
+            print(f"  idle {idle}: e2e p50={e['p50_us']:.0f}µs p99={e['p99_us']:.0f}µs "
+                  f"cpu={step['cpu_us_per_bar']:.0f}µs/bar", flush=True)  # fmt: skip
+    out: dict[str, Any] = {"rate": args.idle_rate, "symbols": 1}
+    for idle, steps in runs.items():
+        out[idle] = {
+            "e2e": {k: statistics.median(s["e2e"][k] for s in steps) for k in steps[0]["e2e"]},
+            "stages": {stage: {k: statistics.median(s["stages"][stage][k] for s in steps)
+                               for k in steps[0]["stages"][stage]} for stage in STAGES},
+            "cpu_us_per_bar": statistics.median(s["cpu_us_per_bar"] for s in steps),
+        }  # fmt: skip
+    return out
+
+
+def _at_common_rate(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """Return (a, b) CPU µs per bar at the highest rate both passed at (else the lowest rate
+    both ran), and that rate."""
+    pairs = list(zip(a, b, strict=False))
+    both = [(x, y) for x, y in pairs if x["ok"] and y["ok"]] or pairs[:1]
+    if not both:
+        return float("nan"), float("nan"), 0.0
+    x, y = both[-1]
+    return x["cpu_us_per_bar"], y["cpu_us_per_bar"], x["rate"]
+
+
+def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every ratio issue 12 names, each from this run: name, value, goal, met, basis."""
+    res = doc["results"]
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float, op: str, goal: float, basis: str) -> None:
+        met = value <= goal if op == "<=" else value >= goal
+        out.append({"name": name, "value": value, "goal": f"{op} {goal:g}",
+                    "met": bool(met) if value == value else False, "basis": basis})  # fmt: skip
+
+    single, mirror, split = (res.get(f"{c}/engine", {}) for c in ("inproc", "mirror", "procs"))
+    hop = doc.get("hop", {})
+    if "steps" in single and "steps" in split:
+        sc, cc, rate = _at_common_rate(split["steps"], single["steps"])
+        add("split CPU/bar ÷ single", sc / cc, "<=", 1.5,
+            f"{sc:.0f} ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s")  # fmt: skip
+        ss, cs = split["sustained_per_s"], single["sustained_per_s"]
+        add("split sustained ÷ single", ss / cs if cs else float("nan"), ">=", 1.0,
+            f"{ss:,.0f} ÷ {cs:,.0f} bars/s")  # fmt: skip
+        sp, cp = split["latency"]["e2e"]["p50_us"], single["latency"]["e2e"]["p50_us"]
+        if "raw/latency" in hop:
+            rp = hop["raw/latency"]["p50_us"]
+            add("split e2e p50 ÷ (single p50 + 2 raw hops)", sp / (cp + 2 * rp), "<=", 1.0,
+                f"{sp:.0f} ÷ ({cp:.0f} + 2×{rp:.0f}) µs")  # fmt: skip
+        s99, c99 = split["latency"]["e2e"]["p99_us"], single["latency"]["e2e"]["p99_us"]
+        add("split e2e p99 ÷ single", s99 / c99, "<=", 3.0, f"{s99:.0f} ÷ {c99:.0f} µs")
+    if "steps" in single and "steps" in mirror:
+        mc, cc, rate = _at_common_rate(mirror["steps"], single["steps"])
+        add("mirror CPU/bar ÷ mirror off", mc / cc, "<=", 1.2,
+            f"{mc:.0f} ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s")  # fmt: skip
+    if "raw/latency" in hop and "levibot/latency" in hop:
+        lp, rp = hop["levibot/latency"]["p50_us"], hop["raw/latency"]["p50_us"]
+        add("hop p50 ÷ raw nats-py", lp / rp, "<=", 1.2, f"{lp:.0f} ÷ {rp:.0f} µs")
+        lt, rt = hop["levibot/throughput"]["msgs_per_s"], hop["raw/throughput"]["msgs_per_s"]
+        add("hop msgs/s ÷ raw nats-py", lt / rt, ">=", 0.8, f"{lt:,.0f} ÷ {rt:,.0f} msg/s")
+    idle = doc.get("idle")
+    if idle:
+        sp, zp = idle["spin"]["e2e"]["p50_us"], idle["sleep"]["e2e"]["p50_us"]
+        add("idle=spin e2e p50 µs (1 symbol)", sp, "<=", 100.0,
+            f"at {idle['rate']:,.0f} bars/s; sleep: {zp:.0f} µs")  # fmt: skip
+        s99, z99 = idle["spin"]["e2e"]["p99_us"], idle["sleep"]["e2e"]["p99_us"]
+        add("idle=spin e2e p99 ÷ sleep", s99 / z99, "<=", 1.0, f"{s99:.0f} ÷ {z99:.0f} µs")
+    return out
+
+
+def ratio_table(doc: dict[str, Any]) -> str:
+    """Return the markdown table of the issue's ratios, each measured in this run."""
+    rows = ["| ratio (this run) | value | goal | met | from |", "|---|---:|---|---|---|"]
+    for r in doc["ratios"]:
+        rows.append(f"| {r['name']} | {r['value']:.2f} | {r['goal']} | "
+                    f"{'yes' if r['met'] else 'no'} | {r['basis']} |")  # fmt: skip
+    hop = doc.get("hop")
+    if hop:
+        rows += ["", "| one hop | p50 µs | p99 µs | msgs/s |", "|---|---:|---:|---:|"]
+        for system in ("raw", "levibot"):
+            lat, thr = hop[f"{system}/latency"], hop[f"{system}/throughput"]
+            rows.append(f"| {system} | {lat['p50_us']:.0f} | {lat['p99_us']:.0f} | "
+                        f"{thr['msgs_per_s']:,.0f} |")  # fmt: skip
+    parts = doc.get("partitions")
+    if parts:
+        rates = list(next(iter(parts.values()))["cpu_us_per_bar"])
+        rows += ["", "| scoring replicas | sustained bars/s | "
+                 + " | ".join(f"CPU µs/bar at {float(r):,.0f}" for r in rates) + " |",
+                 "|---|---:|" + "---:|" * len(rates)]  # fmt: skip
+        for n, p in parts.items():
+            cells = " | ".join(f"{p['cpu_us_per_bar'][r]:.0f}" for r in rates)
+            rows.append(f"| {n} | {p['sustained_per_s']:,.0f} | {cells} |")
+    idle = doc.get("idle")
+    if idle:
+        rows += ["", f"idle strategy, 1 symbol at {idle['rate']:,.0f} bars/s (µs)",
+                 "| idle | e2e p50 | e2e p99 | p99.9 | CPU µs/bar |",
+                 "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name in ("sleep", "spin"):
+            e = idle[name]["e2e"]
+            rows.append(f"| {name} | {e['p50_us']:.0f} | {e['p99_us']:.0f} | "
+                        f"{e['p999_us']:.0f} | {idle[name]['cpu_us_per_bar']:.0f} |")  # fmt: skip
+    return "\n".join(rows)
 
 
 def cpu_common(
@@ -246,11 +417,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nats", default=os.environ.get("LEVIBOT_BENCH_NATS", "nats://127.0.0.1:4222"))
     p.add_argument("--trees", type=int, default=200, help="trees of the bench model (cached)")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--quick", action="store_true", help="two short steps (< 40 s in all)")
+    p.add_argument(
+        "--hop-count",
+        type=int,
+        default=3000,
+        help="messages of the one-hop latency run (4× unpaced); 0: no hop section",
+    )
+    p.add_argument("--hop-rate", type=float, default=2000.0, help="msg/s of the hop latency run")
+    p.add_argument(
+        "--idle-rate",
+        type=float,
+        default=100.0,
+        help="bars/s of the idle sleep/spin comparison (1 symbol); 0: none",
+    )
+    p.add_argument("--idle-step-s", type=float, default=5.0)
+    p.add_argument("--idle-repeats", type=int, default=1)
+    p.add_argument("--partitions", type=int, nargs="*", default=[],
+                   help="also run the split with scoring as N replicas (1 2 4)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="two short steps (about 2 min in all)")
     args = p.parse_args(argv)
     if args.quick:
         args.rates, args.step_s, args.pause_s = [1_000.0, 2_000.0], 1.0, 0.5
         args.symbols, args.warmup_bars, args.settle_s = 8, 210, 0.5
+        args.hop_count, args.idle_step_s = 1000, 3.0
     return args
 
 
@@ -277,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "pipeline.json").write_text(json.dumps(doc, indent=2))
     print()
     print(table(doc, args.configs))
+    print()
+    print(ratio_table(doc))
     try:
         from bench.pipeline_plots import plot
 

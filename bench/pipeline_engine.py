@@ -59,13 +59,15 @@ def limit_s(sections: dict[str, Any]) -> float:
     return float(warmup + p["settle_s"] + len(p["rates"]) * (p["step_s"] + p["pause_s"]) + 60)
 
 
-async def _inproc(sections: dict[str, Any], nats: str, limit_s: float) -> Result:
+async def _inproc(
+    sections: dict[str, Any], nats: str, limit_s: float, node_extra: dict[str, Any]
+) -> Result:
     settings = load_settings(
         None,
         environ={},
         overrides={
             "node": {"plugins": ["bench.pipeline_actors"], "groups": list(GROUPS),
-                     "http_port": -1, "stop_when_sources_done": True},
+                     "http_port": -1, "stop_when_sources_done": True, **node_extra},
             "groups": GROUPS,
             "nats": _nats(nats),
             "log": {"level": "warning"},
@@ -90,7 +92,8 @@ async def _inproc(sections: dict[str, Any], nats: str, limit_s: float) -> Result
         await anyio.sleep(limit_s)
         # Capture before cancelling: cancellation clears the runners' busy flags.
         busy = [r.name for r in node.runners if r.busy]
-        egress = len(getattr(node.mirror, "_queue", ())) if node.mirror else None
+        mirror = node.mirror
+        egress = len(mirror.core.queue) + len(mirror.durable.queue) if mirror else None
         stuck.append(
             f"the node did not finish within {limit_s:.0f} s: mailboxes (depth, dropped) "
             f"{node.bus.stats()}, actors busy in handle {busy}, NATS egress queue {egress}"
@@ -109,10 +112,11 @@ async def _inproc(sections: dict[str, Any], nats: str, limit_s: float) -> Result
     return records, steps, drops, cpu, stuck[0] if stuck else None
 
 
-def run_inproc(sections: dict[str, Any], nats: str = "") -> Result:
-    """Run every group in this process (with the NATS mirror when ``nats`` is set)."""
+def run_inproc(sections: dict[str, Any], nats: str = "", **node: Any) -> Result:
+    """Run every group in this process (with the NATS mirror when ``nats`` is set); ``node``:
+    more ``[node]`` settings (``idle="spin"``)."""
     return anyio.run(
-        _inproc, sections, nats, limit_s(sections), backend_options={"use_uvloop": True}
+        _inproc, sections, nats, limit_s(sections), node, backend_options={"use_uvloop": True}
     )
 
 
@@ -139,10 +143,12 @@ def _cpu_s(pid: int, last: float) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_procs(sections: dict[str, Any], nats: str) -> Result:
-    """Run ingest | scoring | execution as three ``levibot run --groups`` processes."""
+def run_procs(sections: dict[str, Any], nats: str, scoring_partitions: int = 1) -> Result:
+    """Run ingest | scoring | execution as three ``levibot run --groups`` processes; scoring as
+    ``scoring_partitions`` replicas that split the symbols (``[node] partition_*``)."""
     tmp = Path(tempfile.mkdtemp(prefix="lbpipe"))
     outs = {stage: tmp / f"{stage}.npy" for stage in RECORDERS}
+    parts = [tmp / f"scoring-p{i}.npy" for i in range(scoring_partitions)]
     steps_path = tmp / "steps.json"
     cfg_sections: dict[str, Any] = {
         "node": {"plugins": ["bench.pipeline_actors"], "drain_timeout_s": 10.0},
@@ -173,8 +179,16 @@ def run_procs(sections: dict[str, Any], nats: str) -> Result:
 
     scraper = threading.Thread(target=scrape, daemon=True)
     try:
-        for group in ("execution", "scoring"):
-            nodes[group] = NodeProcess(cfg, "--groups", group, log=tmp / f"{group}.log")
+        nodes["execution"] = NodeProcess(cfg, "--groups", "execution", log=tmp / "execution.log")
+        for i in range(scoring_partitions):
+            env = {}
+            if scoring_partitions > 1:  # each replica records its own symbols' signals
+                recorder = RECORDERS["scoring"].name.upper()
+                env = {"LEVIBOT__NODE__PARTITION_INDEX": str(i),
+                       "LEVIBOT__NODE__PARTITION_COUNT": str(scoring_partitions),
+                       f"LEVIBOT__{recorder}__OUT": str(parts[i])}  # fmt: skip
+            name = "scoring" if scoring_partitions == 1 else f"scoring-p{i}"
+            nodes[name] = NodeProcess(cfg, "--groups", "scoring", log=tmp / f"{name}.log", env=env)
         for node in nodes.values():
             node.wait_ready(60)
         nodes["ingest"] = NodeProcess(
@@ -189,14 +203,19 @@ def run_procs(sections: dict[str, Any], nats: str) -> Result:
         if code != 0:
             raise RuntimeError(f"ingest node exited {code}: {nodes['ingest'].tail()}")
         # The source paused after its last step, so downstream has handled what it sent.
-        for group in ("scoring", "execution"):
+        for group in [n for n in nodes if n.startswith("scoring")] + ["execution"]:
             nodes[group].signal(signal.SIGTERM)
             if nodes[group].wait(60) != 0:
                 raise RuntimeError(f"{group} node failed: {nodes[group].tail()}")
+        if scoring_partitions > 1:
+            outs["scoring"] = parts[0]  # merged below
+            wait_until(lambda: all(p.exists() for p in parts), 10, "recorder files")
         wait_until(lambda: all(p.exists() for p in outs.values()), 10, "recorder files")
     finally:
         stop.set()
         for node in nodes.values():
             node.kill()
     records = {stage: np.load(path) if path.exists() else _empty() for stage, path in outs.items()}
+    if scoring_partitions > 1:
+        records["scoring"] = np.concatenate([np.load(p) for p in parts if p.exists()])
     return records, json.loads(steps_path.read_text()), drops, cpu, None

@@ -3,7 +3,9 @@
 It runs the benchmark as a child process, ``python -m bench.bench_pipeline``, from the source
 checkout that holds this package (``bench/`` next to ``levibot/``): ``levibot`` never imports
 ``bench``, and an installed package without a checkout says so rather than guessing. Results:
-``bench/results/pipeline.json``, PNG plots beside it, and a table on the terminal.
+``bench/results/pipeline.json``, PNG plots beside it, and tables on the terminal: per
+configuration (single process, NATS mirror, split into processes) against a bare pipeline, then
+the ratios between them, the raw-NATS hop and the idle strategies, all from the same run.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def register(sub: Any) -> None:
     p.add_argument("--rates", type=float, nargs="+", default=None, help="bars/s, one step each")
     p.add_argument("--nats", default=None, help="NATS URL for the mirror and split runs")
     p.add_argument("--trees", type=int, default=None, help="trees of the bench model (200)")
+    p.add_argument("--hop-count", type=int, default=None,
+                   help="messages of the raw-NATS vs levibot one-hop run (0: none)")  # fmt: skip
+    p.add_argument("--idle-rate", type=float, default=None,
+                   help="bars/s of the [node] idle sleep/spin comparison (0: none)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -67,6 +73,10 @@ def command(args: argparse.Namespace) -> list[str]:
         cmd += ["--nats", args.nats]
     if args.trees is not None:
         cmd += ["--trees", str(args.trees)]
+    if getattr(args, "hop_count", None) is not None:
+        cmd += ["--hop-count", str(args.hop_count)]
+    if getattr(args, "idle_rate", None) is not None:
+        cmd += ["--idle-rate", str(args.idle_rate)]
     return cmd
 
 

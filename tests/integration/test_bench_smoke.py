@@ -53,6 +53,15 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
         first = result["steps"][0]
         assert first["bars"] > 0 and first["stages"]["scoring"]["n"] > 0, key
         assert first["e2e"]["n"] > 0, key
+    # The ratios, from this same run: split vs single, the raw-NATS hop, idle modes.
+    names = {r["name"] for r in doc["ratios"]}
+    assert {"split CPU/bar ÷ single", "split sustained ÷ single", "split e2e p99 ÷ single",
+            "split e2e p50 ÷ (single p50 + 2 raw hops)", "hop p50 ÷ raw nats-py",
+            "hop msgs/s ÷ raw nats-py", "idle=spin e2e p50 µs (1 symbol)"} <= names  # fmt: skip
+    assert "| ratio (this run) |" in proc.stdout
+    assert set(doc["hop"]) == {f"{s}/{m}" for s in ("raw", "levibot")
+                               for m in ("latency", "throughput")}  # fmt: skip
+    assert doc["idle"]["spin"]["e2e"]["n"] > 0 and doc["idle"]["sleep"]["e2e"]["n"] > 0
     for png in ("pipeline_cdf.png", "pipeline_throughput.png"):
         assert (out / png).stat().st_size > 0
 
