@@ -168,10 +168,15 @@ def run_procs(sections: dict[str, Any], nats: str, scoring_partitions: int = 1) 
     last_cpu: dict[int, float] = {}
 
     def scrape() -> None:
+        passes = 0
         while not stop.is_set():
-            values = [_dropped(n.port) for n in list(nodes.values())]
             now = time.time_ns()
-            drops.append((now, float(np.nansum(values))))
+            # /metrics costs the measured processes CPU (an HTTP request, a render): every
+            # 0.3 s is enough to see a step's drops; CPU (from /proc, free) every 0.1 s.
+            if passes % 3 == 0:
+                values = [_dropped(n.port) for n in list(nodes.values())]
+                drops.append((now, float(np.nansum(values))))
+            passes += 1
             for n in list(nodes.values()):
                 last_cpu[n.proc.pid] = _cpu_s(n.proc.pid, last_cpu.get(n.proc.pid, 0.0))
             cpu.append((now, sum(last_cpu.values())))

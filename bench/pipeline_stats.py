@@ -39,8 +39,9 @@ def in_window(rows: np.ndarray, start: int, end: int) -> np.ndarray:
     return rows[sel]
 
 
-def delta(series: list[tuple[int, float]], start: int, end: int) -> float:
-    """Return how much a cumulative series sampled as ``(t_ns, value)`` rose in a window."""
+def delta(series: list[tuple[int, float]], start: int, end: int, *, through: bool = False) -> float:
+    """Return how much a cumulative series sampled as ``(t_ns, value)`` rose in a window;
+    ``through``: up to the first sample at or after ``end`` (sparse samples miss nothing)."""
     if not series:
         return 0.0
 
@@ -48,7 +49,11 @@ def delta(series: list[tuple[int, float]], start: int, end: int) -> float:
         before = [v for ts, v in series if ts <= t]
         return before[-1] if before else series[0][1]
 
-    return at(end) - at(start)
+    def after(t: int) -> float:  # the first sample at or after ``t``: nothing of the window missed
+        later = [v for ts, v in series if ts >= t]
+        return later[0] if later else series[-1][1]
+
+    return (after(end) if through else at(end)) - at(start)
 
 
 def summarize(
@@ -87,7 +92,7 @@ def summarize(
             stages[stage] = percentiles(rows[:, 1]) | extra
         bars = int(step["bars"])
         lost = bars - stages["scoring"]["n"]
-        dropped = delta(drops or [], start, end + pause_ns)
+        dropped = delta(drops or [], start, end + pause_ns, through=True)
         cpu_s = delta(cpu or [], start, end + pause_ns)
         e2e = stages[E2E]
         achieved = bars / secs

@@ -2,8 +2,8 @@
 
 Core egress publishes at most once: a full queue drops market data (counted), a failed publish
 is counted and dropped, and nothing waits for the server. What is queued when the loop turns
-goes out in frames (``_frame``), one per run of messages on one subject: one encode, one PUB,
-no headers.
+goes out in frames (``_frame``), one per run of messages under one subject root: one encode,
+one PUB, no headers.
 
 Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
 
@@ -69,19 +69,24 @@ class Encoding:
             return None
 
     def core(self, msgs: list[Message]) -> list[tuple[str, bytes, int]]:
-        """Return the core publishes of ``msgs``: one frame per run of messages on the same
-        subject, in order (a receiver sees the order they were published in, across subjects
-        too), each with its message count; the unencodable are left out, logged."""
+        """Return the core publishes of ``msgs``: one frame per run of messages under the same
+        subject root (``lb.md.tick.>``), on the subject of its first message, in order (a
+        receiver sees the order they were published in), each with its message count; the
+        unencodable are left out, logged. A message on a bare root subject (``lb.portfolio``)
+        is a run of its own subject: a ``root.>`` subscription does not see that subject."""
         runs: list[tuple[str, list[Message]]] = []
         ns = self.ns
-        last = ""
+        last: Any = None
         for msg in msgs:
             subject = ns + msg.subject()
-            if subject == last:
+            root = type(msg).subject_root
+            # Runs are keyed by root for subjects under it, else by the subject itself.
+            key = root if len(subject) > len(ns) + len(root) else subject
+            if key == last:
                 runs[-1][1].append(msg)
             else:
                 runs.append((subject, [msg]))
-                last = subject
+                last = key
         out = []
         for subject, group in runs:
             try:

@@ -3,11 +3,13 @@
 A frame is one msgpack array ``[origin, incarnation, first, [message, ...]]``: the node that
 sent it, the sender's incarnation and the sequence number of its first message (``_sequence``:
 the messages are numbered ``first``, ``first + 1``, …), then the messages as the codec encodes
-them (tagged maps). Egress sends each run of messages on one subject it has queued when the
-loop turns as one frame on that subject, so NATS, nats-py and the receiver pay their
-per-message costs (a PUB, a parse, a task wake-up) once per frame, nobody pays for a header
-block, and a frame is encoded and decoded in one call each. Subjects and order stay what they
-were (``lb.md.tick.<symbol>``; runs, not groups, so interleaved subjects keep their order).
+them (tagged maps). Egress sends each run of messages under one subject root it has queued when
+the loop turns (``lb.md.tick.AAA``, ``lb.md.tick.BBB``, …) as one frame, on the subject of the
+run's first message, so NATS, nats-py and the receiver pay their per-message costs (a PUB, a
+parse, a task wake-up) once per frame, nobody pays for a header block, and a frame is encoded
+and decoded in one call each. Runs, not groups: the order of publication is kept across
+subjects. Nodes subscribe to roots (``lb.md.tick.>``), so they see every message; a client
+subscribed to one symbol's subject sees the frames that start with that symbol.
 
 A receiver tells a frame (a 4-array: first byte ``0x94``) from a single message (a map: what a
 JetStream message, an alert published on core NATS, or another client sends), and takes both.
