@@ -32,6 +32,7 @@ from levibot.execution.binance import (
     venue_order_id,
 )
 from levibot.messages import OrderIntent, Side
+from levibot.testing import free_port
 from tests.fakes.binance_spot import BinanceSpot, rules, serving
 
 pytestmark = pytest.mark.anyio
@@ -321,3 +322,19 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+async def test_keep_alives_go_on_after_the_venue_cannot_be_reached() -> None:
+    # Nothing listens on the port: each keep-alive fails with a connection error, as in a
+    # network blip. The loop must keep trying, or the listen key would expire meanwhile.
+    dead = f"http://127.0.0.1:{free_port()}"
+    venue = venue_of(dead, "ws://127.0.0.1:1", keepalive_s=0.01, timeout_s=1.0)
+    task = asyncio.create_task(venue._keepalive("key"))
+    try:
+        await asyncio.sleep(0.3)
+        assert not task.done(), task.exception()
+        assert venue.keepalives == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await venue.close()

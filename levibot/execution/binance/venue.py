@@ -377,3 +377,6 @@ class BinanceVenue:
                 self.keepalives += 1
             except BinanceError as exc:
                 self.log.warning("binance.keepalive_failed", error=exc.msg)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # A network blip must not end the keep-alives: the key would expire meanwhile.
+                self.log.warning("binance.keepalive_failed", error=type(exc).__name__)
