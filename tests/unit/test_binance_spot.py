@@ -338,3 +338,15 @@ async def test_keep_alives_go_on_after_the_venue_cannot_be_reached() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await venue.close()
+
+
+def test_only_a_cancels_report_is_named_by_the_cancelled_orders_id() -> None:
+    venue = venue_of("http://127.0.0.1:1", "ws://127.0.0.1:1")
+    trade = {"e": "executionReport", "x": "TRADE", "X": "PARTIALLY_FILLED", "c": "mine",
+             "C": "other", "S": "BUY", "s": "BTCUSDT", "t": 7, "l": "0.1", "L": "100",
+             "T": 1}  # fmt: skip
+    (t,) = venue.report_events(trade)
+    assert isinstance(t, Traded) and t.venue_id == "mine"
+    cancel = {"e": "executionReport", "x": "CANCELED", "X": "CANCELED", "c": "req", "C": "mine"}
+    (ended,) = venue.report_events(cancel)
+    assert isinstance(ended, Ended) and ended.venue_id == "mine"

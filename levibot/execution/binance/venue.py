@@ -232,7 +232,6 @@ class BinanceVenue:
     async def trades(self, symbol: str, venue_id: str, order_id: int) -> list[Traded]:
         """Return every trade of one order (to catch up on those a drop made us miss)."""
         rows = await self.client.my_trades(symbol, order_id)
-        side = Side.BUY
         out = []
         for t in rows:
             side = Side.BUY if t.get("isBuyer") else Side.SELL
@@ -283,7 +282,7 @@ class BinanceVenue:
         """Return the events of a user-stream ``executionReport``."""
         x, status = e.get("x"), e.get("X", "")
         # A cancel's report carries the cancelled order's id in C, the request's in c.
-        vid = e.get("C") or e.get("c", "") if x == "CANCELED" else e.get("c", "")
+        vid = (e.get("C") or e.get("c", "")) if x == "CANCELED" else e.get("c", "")
         side = Side.BUY if e.get("S") == "BUY" else Side.SELL
         if x == "NEW":
             return [Placed(vid, int(e.get("i", 0)), status)]
