@@ -350,3 +350,28 @@ def test_only_a_cancels_report_is_named_by_the_cancelled_orders_id() -> None:
     cancel = {"e": "executionReport", "x": "CANCELED", "X": "CANCELED", "c": "req", "C": "mine"}
     (ended,) = venue.report_events(cancel)
     assert isinstance(ended, Ended) and ended.venue_id == "mine"
+
+
+async def test_a_refused_stream_is_logged_without_its_listen_key(
+    spot: tuple[BinanceSpot, str, str],
+) -> None:
+    s, rest, _ = spot
+    # The REST server has no websocket at this path: the handshake fails with a 404 whose
+    # message names the URL, listen key included.
+    venue = venue_of(rest, f"{rest.replace('http', 'ws')}/nowhere", reconnect_max_s=0.05)
+    await venue.start()
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(venue.run_stream(nothing, nothing))
+        try:
+            await _until(lambda: any(e["event"] == "binance.stream_error" for e in logs))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await venue.close()
+    errors = [e["error"] for e in logs if e["event"] == "binance.stream_error"]
+    assert s.listen_keys and all("<listenKey>" in text for text in errors), errors
+    assert not any(key in text for key in s.listen_keys for text in errors)

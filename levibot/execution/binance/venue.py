@@ -327,6 +327,7 @@ class BinanceVenue:
         session = aiohttp.ClientSession()
         try:
             while True:
+                key = ""
                 try:
                     key = await self.client.new_listen_key()
                     url = f"{self.cfg.ws_url.rstrip('/')}/{key}"
@@ -342,7 +343,10 @@ class BinanceVenue:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.log.warning("binance.stream_error", error=str(exc)[:200])
+                    # A handshake error names the URL, whose last part is the listen key: a
+                    # bearer of the account's order stream for an hour, so it is left out.
+                    text = str(exc).replace(key, "<listenKey>") if key else str(exc)
+                    self.log.warning("binance.stream_error", error=text[:200])
                 wait = backoff.next()
                 self.log.warning("binance.stream_dropped", reconnect_in_s=round(wait, 2))
                 await asyncio.sleep(wait)
