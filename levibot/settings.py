@@ -258,20 +258,17 @@ def _share(actors: dict[str, Any]) -> None:
 _SHARED_SERVICES = ("postgres_dsn", "redis_url")
 
 
-def with_storage(
-    config: Any, storage: StorageConfig | None, *, services: bool = True, **paths: str
-) -> Any:
+def with_storage(config: Any, storage: StorageConfig | None, **paths: str) -> Any:
     """Return an actor's ``config`` with its empty storage fields taken from ``[storage]``.
 
     ``postgres_dsn`` and ``redis_url``, when the actor has them and leaves them empty, come from
-    the shared section (unless ``services`` is False: the scoring actor chooses its registry
-    explicitly); each of ``paths`` (a field name → a sub-directory of ``data_dir``, "" for
-    ``data_dir`` itself) likewise. Outside a node (``storage`` None) the defaults apply, so there
-    is one place that says where state lives.
+    the shared section; each of ``paths`` (a field name → a sub-directory of ``data_dir``, ""
+    for ``data_dir`` itself) likewise. Outside a node (``storage`` None) the defaults apply, so
+    there is one place that says where state lives.
     """
     storage = storage if storage is not None else StorageConfig()
     updates: dict[str, Any] = {}
-    for name in _SHARED_SERVICES if services else ():
+    for name in _SHARED_SERVICES:
         if hasattr(config, name) and not getattr(config, name) and getattr(storage, name):
             updates[name] = getattr(storage, name)
     for name, sub in paths.items():
