@@ -3,7 +3,8 @@
 ``TempPostgres`` runs its own server (``initdb`` + ``pg_ctl``) in a temp directory on a free
 port, so a test may stop and restart it without touching the shared server. PostgreSQL refuses
 to run as root: as root the binaries run as the ``postgres`` OS user via ``runuser``.
-``temp_database`` creates a uniquely named database on a server and drops it afterwards.
+``temp_database`` creates a uniquely named database on a server (migrated, if asked) and drops
+it afterwards.
 """
 
 from __future__ import annotations
@@ -160,10 +161,23 @@ def database(admin_dsn: str = SHARED_DSN) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def temp_database(admin_dsn: str = SHARED_DSN) -> AsyncIterator[str]:
-    """Create a uniquely named database, yield its DSN, drop it afterwards."""
+async def temp_database(
+    admin_dsn: str = SHARED_DSN, *, migrated: bool = False
+) -> AsyncIterator[str]:
+    """Create a uniquely named database (with every migration applied when ``migrated``),
+    yield its DSN, drop it afterwards."""
     dsn = await create_database(admin_dsn)
     try:
+        if migrated:
+            import asyncpg
+
+            from levibot.storage.migrate import migrate
+
+            conn = await asyncpg.connect(dsn)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
         yield dsn
     finally:
         await drop_database(dsn, admin_dsn)

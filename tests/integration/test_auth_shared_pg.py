@@ -11,7 +11,6 @@ import asyncpg
 import jwt
 import pytest
 
-from levibot.storage.migrate import migrate
 from levibot.storage.testing import temp_database
 from sidecars.gateway.auth import ApiKeyError, AuthError, TokenService, new_key, rotate_key
 from sidecars.gateway.auth.keys_pg import PostgresKeyStore
@@ -31,12 +30,7 @@ class Clock:
 
 @pytest.fixture
 async def dsn() -> AsyncIterator[str]:
-    async with temp_database() as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with temp_database(migrated=True) as url:
         yield url
 
 

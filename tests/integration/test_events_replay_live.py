@@ -27,7 +27,6 @@ from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.execution import Portfolio, PortfolioState
 from levibot.risk import RiskState
 from levibot.settings import load_settings
-from levibot.storage.migrate import migrate
 from levibot.storage.testing import temp_database
 from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, write_config
@@ -44,12 +43,7 @@ CLOCKED = (
 
 @pytest.fixture
 async def dsn() -> AsyncIterator[str]:
-    async with temp_database() as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with temp_database(migrated=True) as url:
         yield url
 
 

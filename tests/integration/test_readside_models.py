@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 import structlog
@@ -33,7 +32,6 @@ from levibot.messages import (
     SignalSide,
     SubmitOrder,
 )
-from levibot.storage.migrate import migrate
 from levibot.storage.postgres import Batch, PgWriter
 from levibot.storage.testing import temp_database
 from sidecars.gateway.errors import ApiError
@@ -75,12 +73,7 @@ def lifecycle() -> list[Message]:
 
 @pytest.fixture
 async def dsn() -> AsyncIterator[str]:
-    async with temp_database() as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with temp_database(migrated=True) as url:
         yield url
 
 

@@ -21,7 +21,6 @@ import asyncpg
 import pytest
 
 from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
-from levibot.storage.migrate import migrate
 from levibot.storage.testing import temp_database
 from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, free_port, write_config
@@ -36,12 +35,7 @@ SECRET = "readside-secret-0123456789abcdef0123456789"
 
 @pytest.fixture
 async def dsn() -> AsyncIterator[str]:
-    async with temp_database() as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with temp_database(migrated=True) as url:
         yield url
 
 
