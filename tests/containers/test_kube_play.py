@@ -43,6 +43,7 @@ from tests.containers.pods import (
     require_podman,
     workloads,
 )
+from tests.unit.deploy_checks import DEPLOY, render
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration, pytest.mark.slow]
 
@@ -263,3 +264,11 @@ def test_podman_kube_play_runs_the_rendered_pods(
             podman("volume", "rm", "-f", volume, check=False)
         podman("secret", "rm", "levibot-secrets", check=False)
         forward.close()
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/dev", "overlays/gpu"])
+def test_the_offline_renderer_agrees_with_kustomize(overlay: str) -> None:
+    """tests/unit/deploy_checks.render (what the schema checks see, no kustomize needed)
+    produces exactly the documents kustomize does."""
+    ours = {f"{d['kind']}/{d['metadata']['name']}": d for d in render(DEPLOY / overlay)}
+    assert ours == workloads(overlay)
