@@ -2,15 +2,20 @@
 
 Each container is configured only by ``LEVIBOT__…`` environment variables, taken from the
 rendered ``deploy/`` manifests (ConfigMap, the pod's env, its secrets) and run with the pod's
-security context and volumes (see ``pods.run_args``); the test overrides only where this
-machine's NATS (JetStream), PostgreSQL and Redis are, the namespace and the ports.
+security context and volumes (see ``pods.run_args``). Each test runs its own NATS with the
+manifests' ``nats.conf`` (a user per group, subject permissions; ``pods.BusServer``) and a Redis
+with a password, every credential random and handed over as the Secret's keys; the test
+overrides only the NATS URL, the ports (host network) and, live, ingest's feed.
 
 (a) every group's container turns /ready; the gateway's REST, websocket and Mini App answer
 from its container. (e) they run as the non-root user on a read-only root filesystem with only
 the manifests' volumes writable. (b) a replay of real bars through the containers publishes
 byte-identical orders and fills to the single binary's (tests/e2e/test_split_invariant.py).
 (c) ``podman kill -s KILL`` of execution, scoring and ingest in turn mid-replay, each then
-restarted: still the single binary's orders and fills, none twice.
+restarted: still the single binary's orders and fills, none twice. Least privilege: from
+inside the pods, the gateway is refused order intents and fills, scoring commands. (d) a
+rolling restart of every group under live load (SIGTERM, drain, a new container): no durable
+message lost or twice; the market data each group missed while away is counted.
 """
 
 from __future__ import annotations
