@@ -32,12 +32,12 @@ import asyncpg
 import structlog
 
 from levibot.commands.events import rebuild
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.logging import configure
 from levibot.runtime.node import Node
 from levibot.settings import Settings, load_settings
 from levibot.storage.events import read_events
 from levibot.storage.testing import temp_database
+from levibot.testing import write_real_bars
 from sidecars.gateway.readmodels import ReadModels
 from sidecars.gateway.restore import OrderLookup, plan, restore
 
@@ -75,15 +75,7 @@ async def main(bars: int, rounds: int) -> dict[str, Any]:
     configure("warning", "console")
     log = structlog.get_logger()
     tmp = Path(tempfile.mkdtemp())
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 30_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + bars], open=k.open[lo : lo + bars],
-        high=k.high[lo : lo + bars], low=k.low[lo : lo + bars], close=k.close[lo : lo + bars],
-        volume=k.volume[lo : lo + bars],
-    )  # fmt: skip
-    csv = tmp / "BTCUSDT-1h.csv"
-    write_klines_csv(csv, part)
+    csv = write_real_bars(tmp / "BTCUSDT-1h.csv", bars, start=30_000)
     rows: dict[str, Any] = {}
     async with temp_database() as dsn:
         cfg = settings(csv, dsn, tmp)

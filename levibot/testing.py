@@ -72,6 +72,25 @@ async def eventually(
         await anyio.sleep(interval)
 
 
+# -- data ------------------------------------------------------------------------------
+
+
+def write_real_bars(path: Path, count: int, start: int = 33_000) -> Path:
+    """Write ``count`` real BTCUSDT 1h bars, from bar ``start`` of the bundled history, as a
+    kline CSV at ``path`` and return it. The default start is mid-2021: a volatile stretch
+    (stops, take-profits and losses)."""
+    from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
+
+    k = load_klines(ensure_btcusdt(None, False))
+    end = start + count
+    part = Klines(
+        symbol=k.symbol, ts=k.ts[start:end], open=k.open[start:end], high=k.high[start:end],
+        low=k.low[start:end], close=k.close[start:end], volume=k.volume[start:end],
+    )  # fmt: skip
+    write_klines_csv(path, part)
+    return path
+
+
 # -- processes ---------------------------------------------------------------------------
 
 

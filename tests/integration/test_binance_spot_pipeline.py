@@ -18,11 +18,11 @@ import pytest
 
 from levibot.backtest import BacktestSpec, run_backtest, run_node
 from levibot.backtest.runner import backtest_settings
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.execution.binance import BinanceConfig
 from levibot.messages import Bar, Fill, OrderClosed, OrderIntent, PortfolioSnapshot
 from levibot.registry import register
 from levibot.runtime import Actor
+from levibot.testing import write_real_bars
 from tests.fakes.binance_spot import BinanceSpot, rules, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -48,16 +48,7 @@ register(SpotMarket.name, f"{__name__}:SpotMarket")
 
 @pytest.fixture(scope="module")
 def csv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 33_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + BARS], open=k.open[lo : lo + BARS],
-        high=k.high[lo : lo + BARS], low=k.low[lo : lo + BARS], close=k.close[lo : lo + BARS],
-        volume=k.volume[lo : lo + BARS],
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv"
-    write_klines_csv(path, part)
-    return path
+    return write_real_bars(tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv", BARS)
 
 
 def row(f: Fill) -> tuple[object, ...]:

@@ -27,7 +27,6 @@ from levibot.actors.feed import FeedActor
 from levibot.actors.store import StoreConfig
 from levibot.clock import LiveClock
 from levibot.commands.events import PortfolioAt, portfolio_at, rebuild, risk_at
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.messages import Bar, Fill, OrderClosed, OrderDenied, OrderIntent, Signal, SignalSide
 from levibot.metrics import Metrics
 from levibot.registry import register
@@ -37,7 +36,7 @@ from levibot.settings import Settings, load_settings
 from levibot.storage.sink import PgSink
 from levibot.storage.testing import temp_database
 from levibot.testenv import PG_DSN
-from levibot.testing import write_config
+from levibot.testing import write_config, write_real_bars
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
@@ -85,16 +84,7 @@ register("probe_feed", f"{__name__}:ProbeFeed")
 @pytest.fixture(scope="module")
 def csv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A slice of the real data from mid-2021 (volatile: stops, take-profits and losses)."""
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 33_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + BARS], open=k.open[lo : lo + BARS],
-        high=k.high[lo : lo + BARS], low=k.low[lo : lo + BARS], close=k.close[lo : lo + BARS],
-        volume=k.volume[lo : lo + BARS],
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv"
-    write_klines_csv(path, part)
-    return path
+    return write_real_bars(tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv", BARS)
 
 
 @pytest.fixture

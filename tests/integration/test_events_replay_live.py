@@ -23,13 +23,12 @@ import msgspec
 import pytest
 
 from levibot.commands.events import portfolio_at, rebuild, risk_at
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.execution import Portfolio, PortfolioState
 from levibot.risk import RiskState
 from levibot.settings import load_settings
 from levibot.storage.testing import temp_database
 from levibot.testenv import NATS_URL
-from levibot.testing import NodeProcess, write_config
+from levibot.testing import NodeProcess, write_config, write_real_bars
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
@@ -48,14 +47,7 @@ async def dsn() -> AsyncIterator[str]:
 
 
 def sections(tmp: Path, dsn: str) -> dict[str, dict[str, Any]]:
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 33_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + BARS], open=k.open[lo : lo + BARS],
-        high=k.high[lo : lo + BARS], low=k.low[lo : lo + BARS], close=k.close[lo : lo + BARS],
-        volume=k.volume[lo : lo + BARS],
-    )  # fmt: skip
-    write_klines_csv(tmp / "BTCUSDT-1h.csv", part)
+    write_real_bars(tmp / "BTCUSDT-1h.csv", BARS)
     ns = f"tt{uuid.uuid4().hex[:8]}"
     return {
         "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},

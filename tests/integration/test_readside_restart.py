@@ -20,10 +20,9 @@ import anyio
 import asyncpg
 import pytest
 
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.storage.testing import temp_database
 from levibot.testenv import NATS_URL
-from levibot.testing import NodeProcess, free_port, write_config
+from levibot.testing import NodeProcess, free_port, write_config, write_real_bars
 from sidecars.gateway.auth import new_key
 from sidecars.gateway.auth.keys_pg import PostgresKeyStore
 
@@ -40,15 +39,7 @@ async def dsn() -> AsyncIterator[str]:
 
 
 def real_bars(path: Path) -> Path:
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 33_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + BARS], open=k.open[lo : lo + BARS],
-        high=k.high[lo : lo + BARS], low=k.low[lo : lo + BARS], close=k.close[lo : lo + BARS],
-        volume=k.volume[lo : lo + BARS],
-    )  # fmt: skip
-    write_klines_csv(path, part)
-    return path
+    return write_real_bars(path, BARS)
 
 
 def configs(tmp: Path, dsn: str, ns: str) -> tuple[Path, Path]:

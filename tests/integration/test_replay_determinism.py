@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from levibot.backtest import BacktestSpec, replay_settings, run_backtest, run_node
-from levibot.data import Klines, ensure_btcusdt, load_klines, write_klines_csv
 from levibot.messages import (
     Bar,
     Features,
@@ -24,6 +23,7 @@ from levibot.messages import (
 )
 from levibot.settings import load_settings
 from levibot.storage.journal import Journal
+from levibot.testing import write_real_bars
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -34,16 +34,7 @@ BARS = 4000
 @pytest.fixture(scope="module")
 def csv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A slice of the real data: 4000 bars from mid-2021 (a volatile stretch)."""
-    k = load_klines(ensure_btcusdt(None, False))
-    lo = 33_000
-    part = Klines(
-        symbol=k.symbol, ts=k.ts[lo : lo + BARS], open=k.open[lo : lo + BARS],
-        high=k.high[lo : lo + BARS], low=k.low[lo : lo + BARS], close=k.close[lo : lo + BARS],
-        volume=k.volume[lo : lo + BARS],
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv"
-    write_klines_csv(path, part)
-    return path
+    return write_real_bars(tmp_path_factory.mktemp("data") / "BTCUSDT-1h.csv", BARS)
 
 
 @pytest.mark.parametrize(
