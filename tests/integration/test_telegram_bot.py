@@ -185,7 +185,7 @@ async def test_cancel_sends_cancel_order_for_admins_and_rejects_bad_ids(tmp_path
     ctx = RecordingContext("telegram", clock=LiveClock())
     async with FakeBotAPI(TOKEN) as api, running_bot(config(api, tmp_path), ctx):
         assert "admins only" in await command(api, ALICE, "/cancel abc123")
-        for bad in ("/cancel", "/cancel a b c", "/cancel <script>", "/cancel " + "x" * 65):
+        for bad in ("/cancel", "/cancel a b c", "/cancel <script>", "/cancel " + "x" * 129):
             assert "Usage: /cancel" in await command(api, ADMIN, bad)
         assert "Name one symbol" in await command(api, ADMIN, "/cancel abc123 ALL")
         assert ctx.of_type(CancelOrder) == []
@@ -196,6 +196,15 @@ async def test_cancel_sends_cancel_order_for_admins_and_rejects_bad_ids(tmp_path
         (cmd,) = ctx.of_type(CancelOrder)
         assert (cmd.client_order_id, cmd.symbol) == ("abc123", "BTCUSDT")
         assert cmd.issued_by == f"telegram:{ADMIN}"
+
+        # An exit of a long-named strategy's entry, and an order adopted from the venue: ids the
+        # gateway's cancel route takes too.
+        exit_id = "mean_reversion_bollinger_v2-BTCUSDT-1700000000000000000:take_profit"
+        for coid in (exit_id, "web/7f3a-2"):
+            assert f"Cancel of order {coid} requested" in await command(
+                api, ADMIN, f"/cancel {coid}"
+            )
+        assert [c.client_order_id for c in ctx.of_type(CancelOrder)[1:]] == [exit_id, "web/7f3a-2"]
 
 
 async def test_polling_survives_flood_control_and_odd_updates(tmp_path: Path) -> None:

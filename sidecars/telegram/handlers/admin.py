@@ -35,8 +35,10 @@ from sidecars.telegram.subscriptions import ALL_SYMBOLS, InvalidSymbolError, nor
 #: The commands only admins may run.
 ADMIN_COMMANDS = ("killswitch", "trading", "cancel", "activate", "rollback")
 
-#: What a client order id may look like (ours are hex; a venue's may add - _ . :).
-_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: What a client order id may look like, as ``POST /orders/{client_order_id}/cancel`` takes it:
+#: ours are ``<strategy>-<SYMBOL>-<ns>`` or ``manual-<hex>``, an exit's adds ``:<rule>``, and an
+#: order adopted from the venue keeps the venue's id (Binance allows ``/`` too).
+_ORDER_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 #: What a model id may look like (``lgbm-h4-20261206T084400-1a2b3c``).
 _MODEL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
