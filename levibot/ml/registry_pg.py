@@ -126,7 +126,11 @@ class PgModelRegistry:
 
     async def get(self, model_id: str) -> ModelCard:
         """Return the card of ``model_id``."""
-        row = await self._db.fetchrow(
+        return await self._card(self._db, model_id)
+
+    async def _card(self, db: Any, model_id: str) -> ModelCard:
+        """Return the card of ``model_id`` read through ``db`` (the pool or one connection)."""
+        row = await db.fetchrow(
             f"SELECT card::text AS card FROM {self.schema}.ml_models WHERE model_id = $1", model_id
         )
         if row is None:
@@ -169,7 +173,9 @@ class PgModelRegistry:
             )
             if len(rows) < 2:
                 raise ModelError("nothing to roll back to: no previously active model")
-            previous = await self.get(rows[1]["model_id"])
+            # Read on this connection: a second one from the pool (two at most) could be held
+            # by another rollback of this process waiting for the lock, and neither would move.
+            previous = await self._card(conn, rows[1]["model_id"])
             check_schema(previous, self.schema_hash)
             await conn.execute(f"DELETE FROM {s}.ml_active WHERE seq = $1", rows[0]["seq"])
         return previous

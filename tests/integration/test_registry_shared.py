@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import asyncpg
 import msgspec
 import pytest
@@ -125,6 +126,20 @@ async def test_concurrent_activations_from_many_processes_leave_one_stack(
     finally:
         for reg in regs:
             await reg.close()
+
+
+async def test_concurrent_rollbacks_in_one_process_each_take_one_step_back(
+    dsn: str, tmp_path: Path
+) -> None:
+    async with PgModelRegistry(dsn, tmp_path / "cache", schema_hash=HASH) as reg:
+        for i, mid in enumerate(("a", "b", "c")):
+            await reg.register(build(tmp_path, mid, created=i))
+            await reg.activate(mid)
+        # Two admins roll back at once through one process (its pool holds two connections).
+        with anyio.fail_after(20):
+            back = await asyncio.gather(reg.rollback(), reg.rollback())
+        assert sorted(c.model_id for c in back) == ["a", "b"]
+        assert (await reg.active()).model_id == "a"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("kind", ["folder", "postgres"])
