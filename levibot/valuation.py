@@ -17,9 +17,28 @@ A leaf module: plain floats in, plain floats out, no project imports.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
-#: A position as the valuation sees it: (signed quantity, mark price).
-Position = tuple[float, float]
+
+class Position(Protocol):
+    """A position as the valuation sees it: a signed quantity and its mark price.
+
+    The portfolio's holdings, the risk engine's book and snapshot positions all have these
+    two attributes, so they are valued as they are, without copies on the hot path.
+    """
+
+    @property
+    def quantity(self) -> float: ...
+
+    @property
+    def last_price(self) -> float: ...
+
+
+class Marked(NamedTuple):
+    """A position marked at another price than its own last one (a bar close, an entry)."""
+
+    quantity: float
+    last_price: float
 
 
 def mark(last_price: float, avg_price: float) -> float:
@@ -29,17 +48,17 @@ def mark(last_price: float, avg_price: float) -> float:
 
 def equity(cash: float, positions: Iterable[Position]) -> float:
     """Return cash plus every position at its mark."""
-    return cash + sum(q * p for q, p in positions)
+    return cash + sum(p.quantity * p.last_price for p in positions)
 
 
 def gross_exposure(positions: Iterable[Position]) -> float:
     """Return Σ |quantity · mark|: what is at risk, longs and shorts alike."""
-    return sum(abs(q * p) for q, p in positions)
+    return sum(abs(p.quantity * p.last_price) for p in positions)
 
 
 def net_exposure(positions: Iterable[Position]) -> float:
     """Return Σ quantity · mark: longs minus shorts."""
-    return sum(q * p for q, p in positions)
+    return sum(p.quantity * p.last_price for p in positions)
 
 
 def drawdown(peak: float, equity_now: float) -> float:

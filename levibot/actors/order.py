@@ -36,7 +36,7 @@ import msgspec
 from msgspec import Meta
 
 from levibot.actors.order_desk import LiveDesk
-from levibot.actors.order_outputs import NOTHING_TO_SELL, OrderOutputs
+from levibot.actors.order_outputs import EXIT_REASONS, NOTHING_TO_SELL, OrderOutputs
 from levibot.config import Config
 from levibot.execution import (
     ExchangeAdapter,
@@ -227,28 +227,36 @@ class OrderActor(Actor[OrderConfig]):
         self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
     ) -> None:
         """Take an intent, or move the market: fill pending orders, run exits, mark."""
-        clock = self.ctx.clock
+        if self.desk is None:  # paper: nothing else runs beside handle, no turns to take
+            await self._dispatch(msg)
+            return
         async with self._lock:
-            # Replay stamps with the message's own event time: repeatable whatever the clock saw.
-            self._now = msg.ts_event if clock.is_replay else clock.now_ns()
-            match msg:
-                case OrderIntent():
-                    await self._on_intent(msg)
-                case Tick():
-                    await self._on_market(msg, msg.price, msg.ts_event, "tick")
-                case Bar():
-                    await self._on_market(msg, msg.close, msg.ts_event, "bar")
-                case Quote():
-                    mid = (msg.bid + msg.ask) / 2.0
-                    self.portfolio.mark(msg.symbol, mid)
-                case CancelOrder():
-                    await self._on_cancel(msg)
-                case RiskStatus():
-                    if msg.kill_switch and not self._kill:
-                        await self._cancel_all("kill switch")
-                    self._kill = msg.kill_switch
-                case _:
-                    self.ctx.log.warning("order.unexpected", type=type(msg).__name__)
+            await self._dispatch(msg)
+
+    async def _dispatch(
+        self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
+    ) -> None:
+        clock = self.ctx.clock
+        # Replay stamps with the message's own event time: repeatable whatever the clock saw.
+        self._now = msg.ts_event if clock.is_replay else clock.now_ns()
+        match msg:
+            case OrderIntent():
+                await self._on_intent(msg)
+            case Tick():
+                await self._on_market(msg, msg.price, msg.ts_event, "tick")
+            case Bar():
+                await self._on_market(msg, msg.close, msg.ts_event, "bar")
+            case Quote():
+                mid = (msg.bid + msg.ask) / 2.0
+                self.portfolio.mark(msg.symbol, mid)
+            case CancelOrder():
+                await self._on_cancel(msg)
+            case RiskStatus():
+                if msg.kill_switch and not self._kill:
+                    await self._cancel_all("kill switch")
+                self._kill = msg.kill_switch
+            case _:
+                self.ctx.log.warning("order.unexpected", type=type(msg).__name__)
 
     async def _on_intent(self, intent: OrderIntent) -> None:
         p = self.portfolio
@@ -358,8 +366,9 @@ class OrderActor(Actor[OrderConfig]):
             any_filled = True
             fill_id = f"{i.client_order_id}:f1"
             await self.out.fill(i, applied, fill_id=fill_id, side=i.side, ts=ex.ts, now=now)
-            await self.out.exited(i, exit_price=applied.price, realized=applied.realized_pnl,
-                                  ts=ex.ts, now=now)  # fmt: skip
+            if i.reason in EXIT_REASONS:
+                await self.out.exited(i, exit_price=applied.price, realized=applied.realized_pnl,
+                                      ts=ex.ts, now=now)  # fmt: skip
             self.portfolio.record(ex.ts)
         return any_filled
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from levibot.actors.order_outputs import OrderOutputs
+from levibot.actors.order_outputs import EXIT_REASONS, OrderOutputs
 from levibot.execution import MarketView, Portfolio
 from levibot.execution.binance import (
     BinanceVenue,
@@ -181,8 +181,9 @@ class LiveDesk:
         if ev.done:
             vo.status = "FILLED"
             del self.orders[vo.venue_id]
-            await self.out.exited(i, exit_price=applied.price, realized=vo.realized, ts=now,
-                                  now=now)  # fmt: skip
+            if i.reason in EXIT_REASONS:
+                await self.out.exited(i, exit_price=applied.price, realized=vo.realized, ts=now,
+                                      now=now)  # fmt: skip
         return True
 
     async def close(self, vo: VenueOrder, reason: str, why: str = "") -> None:

@@ -76,9 +76,7 @@ class OrderOutputs:
     async def exited(
         self, i: OrderIntent, *, exit_price: float, realized: float, ts: int, now: int
     ) -> None:
-        """An exit rule's order filled: the entry it exits is closed (nothing for others)."""
-        if i.reason not in EXIT_REASONS:
-            return
+        """An exit rule's order (``i.reason`` in ``EXIT_REASONS``) filled: close its entry."""
         await self.publish(
             OrderClosed(
                 ts_event=ts,

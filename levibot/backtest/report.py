@@ -134,7 +134,10 @@ def equity_curve(
         else:
             equity = valuation.equity(
                 current.cash,
-                ((p.quantity, closes.get(p.symbol, p.last_price)) for p in current.positions),
+                (
+                    valuation.Marked(p.quantity, closes.get(p.symbol, p.last_price))
+                    for p in current.positions
+                ),
             )
             held = any(p.quantity > 0 for p in current.positions)
         ts_out.append(bar.ts_event)

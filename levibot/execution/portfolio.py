@@ -117,16 +117,13 @@ class Portfolio:
     @property
     def equity(self) -> float:
         """Return cash plus every position at its last price."""
-        return valuation.equity(self.state.cash, self._marked())
+        # A holding's last price is set when it opens: its mark is always its last price.
+        return valuation.equity(self.state.cash, self.state.holdings.values())
 
     @property
     def exposure(self) -> float:
         """Return the gross notional of the open positions at their last prices."""
-        return valuation.gross_exposure(self._marked())
-
-    def _marked(self) -> list[valuation.Position]:
-        holdings = self.state.holdings.values()
-        return [(h.quantity, valuation.mark(h.last_price, h.avg_price)) for h in holdings]
+        return valuation.gross_exposure(self.state.holdings.values())
 
     @property
     def unrealized(self) -> float:

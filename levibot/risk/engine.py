@@ -112,15 +112,12 @@ class RiskEngine:
     @property
     def equity(self) -> float:
         """Return cash plus every position at its last price (the portfolio's formula)."""
-        return valuation.equity(self.state.cash, self._book())
+        return valuation.equity(self.state.cash, self.state.positions.values())
 
     @property
     def drawdown(self) -> float:
         """Return ``(peak - equity) / peak``; 0 at or above the peak: profits are never drawdown."""
         return valuation.drawdown(self.state.peak_equity, self.equity)
-
-    def _book(self) -> list[valuation.Position]:
-        return [(p.quantity, p.last_price) for p in self.state.positions.values()]
 
     @property
     def policy(self) -> ExitPolicy:
@@ -154,9 +151,11 @@ class RiskEngine:
         return stale
 
     def _exposure(self) -> float:
-        # Approved orders not yet filled count as exposure at their order price.
-        pending = [(p.quantity, p.price) for p in self.state.pending.values()]
-        return valuation.gross_exposure(self._book() + pending)
+        s = self.state
+        exposure = valuation.gross_exposure(s.positions.values())
+        if s.pending:  # approved orders not yet filled count at their order price
+            exposure += sum(abs(p.quantity * p.price) for p in s.pending.values())
+        return exposure
 
     def _open_symbols(self, other_than: str) -> int:
         s = self.state

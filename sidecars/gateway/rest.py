@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from levibot import valuation
 from levibot.messages import (
     ActivateModel,
     CancelOrder,
@@ -306,7 +307,10 @@ async def portfolio_summary(request: web.Request) -> web.Response:
     snap = svc(request).models.portfolio
     if snap is None:
         return ok(s.PortfolioSummary(snapshot=None, open_positions=0, gross_exposure=0.0))
-    exposure = sum(abs(p.quantity * (p.last_price or p.avg_price)) for p in snap.positions)
+    exposure = valuation.gross_exposure(
+        valuation.Marked(p.quantity, valuation.mark(p.last_price, p.avg_price))
+        for p in snap.positions
+    )
     body = s.PortfolioSummary(
         snapshot=msgspec.to_builtins(snap),
         open_positions=sum(1 for p in snap.positions if p.quantity != 0),

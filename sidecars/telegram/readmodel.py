@@ -127,7 +127,7 @@ class ReadModel:
         if self.portfolio is None:
             return 0.0
         return valuation.gross_exposure(
-            (p.quantity, valuation.mark(p.last_price, p.avg_price))
+            valuation.Marked(p.quantity, valuation.mark(p.last_price, p.avg_price))
             for p in self.portfolio.positions
         )
 

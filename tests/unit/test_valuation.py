@@ -10,7 +10,7 @@ from sidecars.telegram.readmodel import ReadModel
 
 
 def test_equity_and_exposure_of_a_long_and_a_short_book() -> None:
-    book = [(2.0, 100.0), (-1.0, 50.0)]
+    book = [valuation.Marked(2.0, 100.0), valuation.Marked(-1.0, 50.0)]
     assert valuation.equity(1_000.0, book) == 1_150.0
     assert valuation.gross_exposure(book) == 250.0
     assert valuation.net_exposure(book) == 150.0
