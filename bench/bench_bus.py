@@ -32,6 +32,7 @@ import uvloop
 from levibot.logging import configure
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, wait_until, write_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -224,7 +225,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=2000.0)
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--nats", default=NATS_URL, help="default: levibot.testenv's NATS_URL")
     parser.add_argument("--quick", action="store_true", help="one repeat, fewer messages")
     args = parser.parse_args()
     if args.quick:
