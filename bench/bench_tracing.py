@@ -19,7 +19,11 @@ Configurations:
 Each run is a fresh process; the CPU time (process_time: every thread) of ``Node.run`` only.
 Configurations alternate within each repeat; the figure is the median over ``--repeats``.
 
-    python -m bench.bench_tracing [--repeats 7] [--before /tmp/before] [--quick]
+``--bus`` instead runs the bus benchmark (``bench.bench_bus --quick``: in process, with the NATS
+mirror, and across processes) alternately in ``--before`` and in this tree, tracing off in
+both, and compares their ratios to the bare-queue baseline each run measures itself.
+
+    python -m bench.bench_tracing [--repeats 7] [--before /tmp/before] [--tree .] [--quick] [--bus]
 """
 
 from __future__ import annotations
@@ -119,9 +123,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
         for _ in range(args.repeats):
             for config in configs:
-                tree = Path(args.before) if config == "before" else ROOT
+                tree = Path(args.before) if config == "before" else Path(args.tree)
                 samples[config].append(_run(tree, workload, n, config))
-        medians = {
+        medians: dict[str, dict[str, Any]] = {
             c: {
                 "cpu_us_per_msg": statistics.median(s["cpu_s"] for s in runs) / n * 1e6,
                 "wall_us_per_msg": statistics.median(s["wall_s"] for s in runs) / n * 1e6,
@@ -135,6 +139,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ratios = {f"{c}/off": medians[c]["cpu_us_per_msg"] / base for c in configs if c != "off"}
         doc["workloads"][workload] = {"n": n, "configs": medians, "cpu_ratios": ratios}
     return doc
+
+
+def run_bus(args: argparse.Namespace) -> dict[str, Any]:
+    """``bench_bus --quick`` alternately in ``--before`` and here; medians of each key's
+    p50 latency and throughput relative to that run's bare baseline."""
+    trees = {"before": Path(args.before), "off": Path(args.tree)}
+    ratios: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
+    for _ in range(args.repeats):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            subprocess.run(
+                [sys.executable, "-m", "bench.bench_bus", "--quick"], cwd=tree, env=env,
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            res = json.loads((tree / "bench" / "results" / "bus.json").read_text())["results"]
+            for key, r in res.items():
+                hops, config, mode = key.split("/")
+                if config == "bare":
+                    continue
+                bare = res[f"{hops}/bare/{mode}"]
+                metric = "p50_us" if mode == "latency" else "msgs_per_s"
+                ratios[name].setdefault(f"{key} {metric} ÷ bare", []).append(
+                    r[metric] / bare[metric]
+                )
+    return {
+        "repeats": args.repeats,
+        "bus": {
+            key: {t: statistics.median(ratios[t][key]) for t in trees} for key in ratios["off"]
+        },
+    }
+
+
+def bus_table(doc: dict[str, Any]) -> str:
+    lines = [f"{'bench_bus (medians)':48} {'before':>8} {'off':>8} {'off/before':>10}"]
+    for key, m in doc["bus"].items():
+        lines.append(f"{key:48} {m['before']:8.3f} {m['off']:8.3f} {m['off'] / m['before']:10.3f}")
+    return "\n".join(lines)
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -160,10 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--before", default="", help="a tree of the commit before tracing")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "tracing.json"))
+    parser.add_argument(
+        "--tree", default=str(ROOT), help="the tree measured as off/on (default: this one; a "
+        "snapshot of it keeps others' edits from landing between the runs)",
+    )  # fmt: skip
+    parser.add_argument("--bus", action="store_true", help="bench_bus before vs off")
+    parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
-    doc = run(args)
-    print(table(doc))
+    if args.bus:
+        if not args.before:
+            parser.error("--bus needs --before")
+        doc = run_bus(args)
+        print(bus_table(doc))
+    else:
+        doc = run(args)
+        print(table(doc))
+    args.out = args.out or str(RESULTS / ("tracing_bus.json" if args.bus else "tracing.json"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     return 0

@@ -24,6 +24,7 @@ The exporter is chosen by ``[tracing] exporter``: ``otlp`` (OTLP over HTTP/proto
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import threading
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 #: The W3C trace-context header (https://www.w3.org/TR/trace-context/).
 TRACEPARENT = "traceparent"
 _TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+#: Standard logging, as OpenTelemetry's own warnings ("Queue full"): structlog is a layer above.
+_log = logging.getLogger("levibot.tracing")
 
 #: How many in-flight messages keep their trace context (oldest forgotten first).
 CONTEXTS_MAX = 65_536
@@ -240,7 +244,7 @@ class Tracer:
         try:
             self.provider.shutdown()
         except Exception as exc:  # an exporter that cannot flush must not fail the stop
-            print(f"tracing: shutdown failed: {exc!r}", file=sys.stderr)
+            _log.warning("tracing: shutdown failed: %r", exc)
 
 
 def _attributes(base: dict[str, Any], msg: Any) -> dict[str, Any]:
@@ -270,7 +274,7 @@ class JsonLinesExporter:
             with self._lock, open(self.path, "a", encoding="utf-8") as fh:
                 fh.writelines(lines)
         except OSError as exc:
-            print(f"tracing: cannot write {self.path}: {exc}", file=sys.stderr)
+            _log.warning("tracing: cannot write %s: %s", self.path, exc)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
@@ -325,27 +329,31 @@ def configure(
     )
     sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
     provider = TracerProvider(resource=resource, sampler=sampler)
-    processor: Any
-    batch = {
-        "max_queue_size": config.max_queue,
-        "max_export_batch_size": min(512, config.max_queue),
-    }
+    exporter: Any
     if config.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=config.endpoint), **batch)
+        exporter = OTLPSpanExporter(endpoint=config.endpoint)
     elif config.exporter == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        processor = BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr), **batch)
+        exporter = ConsoleSpanExporter(out=sys.stderr)
     elif config.exporter == "file":
-        processor = BatchSpanProcessor(JsonLinesExporter(config.path), **batch)  # type: ignore[arg-type]
+        exporter = JsonLinesExporter(config.path)
     else:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
         global _memory
-        _memory = InMemorySpanExporter()
-        processor = SimpleSpanProcessor(_memory)
+        exporter = _memory = InMemorySpanExporter()
+    processor: Any
+    if config.exporter == "memory":
+        processor = SimpleSpanProcessor(exporter)  # in process, finished spans at once
+    else:  # off the hot path: a thread exports in batches
+        processor = BatchSpanProcessor(
+            exporter,
+            max_queue_size=config.max_queue,
+            max_export_batch_size=min(512, config.max_queue),
+        )
     provider.add_span_processor(processor)
     return Tracer(provider, node=node)
 

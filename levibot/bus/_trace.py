@@ -17,7 +17,7 @@ bound to the context their header named (``Tracer.contexts``), where the handler
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from levibot.errors import DecodeError
@@ -43,7 +43,7 @@ class _Frame(bytes):
     headers: dict[str, str]
 
 
-def frame_headers(tracer: Tracer, msgs: list[Message]) -> dict[str, str] | None:
+def frame_headers(tracer: Tracer, msgs: Sequence[Message]) -> dict[str, str] | None:
     """Return the trace headers of a frame of ``msgs`` (None when none has a context)."""
     values = [tracer.traceparent(m) or "" for m in msgs]
     first = values[0]

@@ -16,6 +16,7 @@ import pytest
 from levibot import tracing
 from levibot.bus import _trace
 from levibot.errors import ConfigError
+from levibot.messages import Message
 from levibot.runtime.node import EXIT_OK, Node
 from levibot.settings import TracingConfig, load_settings
 from levibot.tracing import Contexts, format_traceparent, parse_traceparent
@@ -47,7 +48,7 @@ def num(i: int) -> Num:
 def test_tracing_is_off_by_default_and_its_section_is_validated() -> None:
     assert load_settings(None, environ={}).tracing == TracingConfig()
     assert TracingConfig().enabled is False
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"exporter": "jaeger"}, "$.tracing.exporter"),
         ({"exporter": "file"}, "needs a path"),
         ({"endpoint": "127.0.0.1:4318"}, "not an http"),
@@ -155,7 +156,7 @@ def test_frame_headers_round_trip_through_a_frame() -> None:
         TracingConfig(enabled=True, exporter="memory"), service="t", node="n"
     )
     assert tracer is not None
-    msgs = [num(i) for i in range(3)]
+    msgs: list[Message] = [num(i) for i in range(3)]
     values = [f"00-{i + 1:032x}-{i + 1:016x}-01" for i in range(3)]
     for m, v in zip(msgs, values, strict=True):
         tracer.bind_traceparent(m, v)
@@ -180,7 +181,7 @@ def test_frame_headers_round_trip_through_a_frame() -> None:
     assert _trace.incoming({"other": "x"}, data, decoder) is None
     # A message without a context inside a frame: an empty slot, skipped on the way in.
     fresh = num(7)
-    mixed = [msgs[0], fresh]
+    mixed: list[Message] = [msgs[0], fresh]
     headers = _trace.frame_headers(tracer, mixed)
     assert headers == {_trace.TRACEPARENTS: values[0] + ","}
     both = FrameEncoder().encode("n", "inc", 1, mixed)
@@ -283,3 +284,22 @@ async def test_the_otlp_exporter_sends_every_span_to_the_configured_endpoint() -
             "square handle Num", "counter publish Num", b"",
         )  # fmt: skip
         assert leaf.trace_id == square.trace_id == root.trace_id
+
+
+@pytest.mark.anyio
+async def test_a_failing_handler_marks_its_span_and_still_raises_to_supervision() -> None:
+    tracer = tracing.configure(
+        TracingConfig(enabled=True, exporter="memory"), service="t", node="n"
+    )
+    assert tracer is not None
+
+    async def boom(msg: Any) -> None:
+        raise ValueError("poison")
+
+    handle = tracer._handler("risk", boom)
+    with pytest.raises(ValueError, match="poison"):
+        await handle(num(1))
+    (span,) = tracing.memory_spans()
+    assert span.name == "risk handle Num" and span.status.status_code.name == "ERROR"
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.end_time is not None
