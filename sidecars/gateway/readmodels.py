@@ -65,7 +65,9 @@ STATUS_RANK = {
 
 
 class RiskControls(msgspec.Struct, kw_only=True):
-    """The risk controls as last commanded through this gateway (None: never set here)."""
+    """The risk controls as last commanded (None: not known here): while the gateway runs, by
+    its own commands; at start (``restore``), by the newest commands in the store's log,
+    whoever sent them (the bot, the CLI, another replica)."""
 
     kill_switch: bool | None = None
     trading_state: str | None = None
