@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from levibot.commands.run import add_common, config_path, run_node
-from levibot.settings import load_settings
+from levibot.settings import load_settings, with_storage
 
 
 def register(sub: Any) -> None:
@@ -35,21 +35,35 @@ def register(sub: Any) -> None:
     p.set_defaults(func=demo)
 
 
-def ensure_model(data_dir: Path, *, train: bool = True, dsn: str = "") -> str | None:
+def scoring_registry(settings: Any) -> tuple[Path, str, str]:
+    """Return the registry the node's scoring serves from, as it resolves it: its folder (the
+    PostgreSQL registry's cache), DSN and schema (``[scoring]``, else ``[storage]``)."""
+    cfg = with_storage(settings.actor_config("scoring"), settings.storage, registry_dir="models")
+    return Path(cfg.registry_dir), cfg.postgres_dsn, cfg.postgres_schema
+
+
+def ensure_model(
+    data_dir: Path,
+    *,
+    train: bool = True,
+    dsn: str = "",
+    root: Path | None = None,
+    schema: str = "public",
+) -> str | None:
     """Return the active model id, training and activating a first one if there is none.
 
-    The registry is the one the node's scoring serves from: PostgreSQL when ``dsn`` (``[storage]
-    postgres_dsn``) is set, else ``<data_dir>/models``.
+    The registry is the one the node's scoring serves from (``scoring_registry``): PostgreSQL
+    (``schema``) when ``dsn`` is set, else the folder ``root`` (default ``<data_dir>/models``).
     """
     import asyncio
 
     from levibot.ml.registries import open_registry, publish
     from levibot.ml.registry import ModelRegistry
 
-    root = data_dir / "models"
+    root = data_dir / "models" if root is None else root
 
     async def in_registry(model_dir: Path | None = None) -> str | None:
-        store = await open_registry(root, dsn=dsn)
+        store = await open_registry(root, dsn=dsn, schema=schema)
         try:
             if model_dir is not None:
                 # The demo shows the machinery on a first model, whatever the gate says of it.
@@ -74,10 +88,11 @@ def demo(args: argparse.Namespace) -> int:
     """Fetch the data, make sure a model is active, print the addresses, run the node."""
     from levibot.data import ensure_btcusdt
 
-    storage = load_settings(config_path(args)).storage
-    data_dir = Path(storage.data_dir)
+    settings = load_settings(config_path(args))
+    data_dir = Path(settings.storage.data_dir)
     data = ensure_btcusdt(data_dir / "data", progress=True)
-    model = ensure_model(data_dir, train=not args.no_train, dsn=storage.postgres_dsn)
+    root, dsn, schema = scoring_registry(settings)
+    model = ensure_model(data_dir, train=not args.no_train, dsn=dsn, root=root, schema=schema)
     settings, token = demo_settings(config_path(args), data, args.speed)
     print("\n".join(banner(settings, model, token)))
     return run_node(settings, status=not args.no_status)

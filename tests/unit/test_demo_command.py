@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from levibot.commands.demo import banner, demo_settings
+from levibot.commands.demo import banner, demo_settings, scoring_registry
+from levibot.settings import load_settings
 from levibot.testing import write_config
 from sidecars.miniapp import demolink
 
@@ -42,3 +43,20 @@ def test_a_node_without_the_gateway_prints_no_mini_app(tmp_path: Path) -> None:
     settings, token = demo_settings(str(cfg), tmp_path / "bars.csv", 36_000.0)
     assert token is None
     assert not any("Mini App" in line for line in banner(settings, None, token))
+
+
+def test_the_demo_finds_its_model_where_scoring_serves_from(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    plain = load_settings(None, environ={}, overrides={"storage": {"data_dir": str(data)}})
+    assert scoring_registry(plain) == (data / "models", "", "public")
+    shared = load_settings(None, environ={}, overrides={
+        "storage": {"data_dir": str(data), "postgres_dsn": "postgresql://db/shared"},
+    })  # fmt: skip
+    assert scoring_registry(shared) == (data / "models", "postgresql://db/shared", "public")
+    # Scoring's own section wins over [storage], as it does when the node runs.
+    own = load_settings(None, environ={}, overrides={
+        "storage": {"data_dir": str(data), "postgres_dsn": "postgresql://db/shared"},
+        "scoring": {"registry_dir": str(tmp_path / "reg"), "postgres_dsn": "postgresql://db/ml",
+                    "postgres_schema": "ml"},
+    })  # fmt: skip
+    assert scoring_registry(own) == (tmp_path / "reg", "postgresql://db/ml", "ml")
