@@ -11,6 +11,8 @@ The gateway runs here (the real ``GatewayActor`` on an ephemeral port); the load
 - ``ws.paced``: the same at ``--rate`` signals/s: latency without a burst queue in front.
 - ``ws.handle``: µs per ``handle`` call with every client subscribed (encode once + one
   ``put_nowait`` per client): the cost the bus pays, whatever the clients do.
+- ``rest.limits.memory`` vs ``rest.limits.redis``: authenticated ``GET /risk`` on two more
+  gateways, rate limits in memory against shared through Redis (``ratio_vs_memory``).
 - ``rest.features`` vs ``rest.health`` (the baseline: same server, no auth, no store):
   requests/s and latency p50/p99 with ``--concurrency`` connections for ``--seconds``, median
   of ``--rounds``. Features come from Redis (``--redis``) when it answers, else the in-memory
@@ -26,6 +28,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from levibot.clock import LiveClock
@@ -130,6 +134,36 @@ async def _ws(actor: GatewayActor, key: str, args: argparse.Namespace) -> dict[s
     }
 
 
+async def _limits(
+    config: GatewayConfig, key: str, tmp: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Authenticated ``GET /risk`` with the rate limits in memory against shared through Redis
+    (two gateways, same keys, rounds interleaved): what sharing the limits costs."""
+    out: dict[str, list[dict[str, Any]]] = {"rest.limits.memory": [], "rest.limits.redis": []}
+    actors = {}
+    for name, url in (("memory", ""), ("redis", config.redis_url)):
+        cfg = msgspec.structs.replace(config, redis_url=url, data_dir=str(Path(tmp) / name))
+        Path(cfg.data_dir).mkdir(exist_ok=True)  # noqa: ASYNC240 (setup, not measured)
+        shutil.copy(Path(tmp) / "keys.json", Path(cfg.data_dir) / "keys.json")
+        actors[name] = GatewayActor(RecordingContext("gateway", clock=LiveClock()), cfg)
+        await actors[name].on_start()
+    try:
+        for _ in range(args.rounds):
+            for name, actor in actors.items():
+                out[f"rest.limits.{name}"].append(await _rest(actor.port, key, "/risk", args))
+    finally:
+        for actor in actors.values():
+            await actor.on_stop()
+    results: dict[str, Any] = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in out.items()
+    }
+    results["rest.limits.redis"]["ratio_vs_memory"] = (
+        results["rest.limits.redis"]["rps"] / results["rest.limits.memory"]["rps"]
+    )
+    return results
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -166,6 +200,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["rest.features"]["rps"] / results["rest.health"]["rps"]
             )
             results.update(await _ws(actor, plain, args))
+            if redis_url:
+                results.update(await _limits(config, plain, tmp, args))
         finally:
             if redis_url and actor.services is not None and actor.services.redis is not None:
                 keys = [k async for k in actor.services.redis.scan_iter(f"{prefix}:*")]
@@ -196,7 +232,9 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2))
     r = report["results"]
     print(f"{'row':<16}{'rate':>16}{'p50 µs':>12}{'p99 µs':>12}")
-    for name in ("rest.health", "rest.features"):
+    for name in ("rest.health", "rest.features", "rest.limits.memory", "rest.limits.redis"):
+        if name not in r:
+            continue
         print(
             f"{name:<16}{r[name]['rps']:>12.0f} r/s"
             f"{r[name]['p50_us']:>12.0f}{r[name]['p99_us']:>12.0f}"
@@ -207,6 +245,9 @@ def main() -> None:
     print(
         f"{'ws.handle':<16}{'':>16}{r['ws.handle']['p50_us']:>12.1f}{r['ws.handle']['p99_us']:>12.1f}"
     )
+    if "rest.limits.redis" in r:
+        print(f"authenticated rps, limits shared through Redis / in memory: "
+              f"{r['rest.limits.redis']['ratio_vs_memory']:.2f}")  # fmt: skip
     print(f"features/health rps ratio {r['rest.features']['ratio_vs_health']:.2f}; "
           f"signals/s fanned out to {args.clients} clients (burst): "
           f"{r['ws.burst']['signals_per_s']:.0f}; "

@@ -141,3 +141,18 @@ async def test_concurrent_requests_with_expiring_leases_never_admit_more_than_th
     raw = await redis.get(replicas[0].counters.key("key:c", 3600.0))
     held = sum(r._local["key:c"][1] for r in replicas if "key:c" in r._local)
     assert int(raw) == sum(results) + held
+
+
+async def test_take_local_admits_from_held_shares_only_within_the_lease(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=0.1)
+    assert not limiter.take_local(("key:d", 40))  # nothing held yet
+    assert await admitted(limiter, "key:d", 40)  # takes a share of 10, uses one
+    assert [limiter.take_local(("key:d", 40)) for _ in range(10)] == [True] * 9 + [False]
+    assert conn.round_trips == 1
+    assert await admitted(limiter, "key:d", 40)
+    clock.t += 0.2  # the lease is over: the rest must be reconciled through Redis first
+    assert not limiter.take_local(("key:d", 40))

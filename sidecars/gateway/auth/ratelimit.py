@@ -104,6 +104,25 @@ class RedisRateLimiter:
         # (a call that answered from the shares would pass for a successful probe).
         self.breaker: RedisBreaker | None = None
 
+    def take_local(self, *limits: tuple[str, int]) -> bool:
+        """Admit from the shares this replica holds when every limit has one in its lease (no
+        await, no Redis); return False, taking nothing, when any needs a round trip."""
+        if self.breaker is not None and not self.breaker.up:
+            return False
+        now = self.now()
+        window = int(now // self.window_s)
+        states = []
+        for key, _ in limits:
+            state = self._local.get(key)
+            if state is None or state[0] != window or state[1] <= 0:
+                return False
+            if now - state[2] >= self.lease_s:
+                return False
+            states.append(state)
+        for state in states:
+            state[1] -= 1
+        return True
+
     async def hit(self, *limits: tuple[str, int]) -> float | None:
         now = self.now()
         window = int(now // self.window_s)
@@ -167,6 +186,9 @@ class FallbackRateLimiter:
             shared.breaker = breaker
 
     async def hit(self, *limits: tuple[str, int]) -> float | None:
+        # The common case, a replica's own shares: no breaker call (its timeout scope) at all.
+        if isinstance(self.shared, RedisRateLimiter) and self.shared.take_local(*limits):
+            return None
         try:
             return await self.breaker.call(lambda: self.shared.hit(*limits))
         except RedisUnavailable:
