@@ -59,15 +59,19 @@ class PgModelRegistry:
             return
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
         s = self.schema
-        async with self._pool.acquire() as conn:
-            if await conn.fetchval("SELECT to_regclass($1)", f"{s}.ml_active") is None:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-                # Unqualified names in the migration files land in ``schema``.
-                await conn.execute(f"SET search_path TO {s}")
-                try:
-                    await migrate(conn)
-                finally:
-                    await conn.execute("RESET search_path")
+        try:
+            async with self._pool.acquire() as conn:
+                if await conn.fetchval("SELECT to_regclass($1)", f"{s}.ml_active") is None:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+                    # Unqualified names in the migration files land in ``schema``.
+                    await conn.execute(f"SET search_path TO {s}")
+                    try:
+                        await migrate(conn)
+                    finally:
+                        await conn.execute("RESET search_path")
+        except BaseException:
+            await self.close()  # nobody holds a registry that failed to open: no pool left behind
+            raise
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -128,6 +128,25 @@ async def test_concurrent_activations_from_many_processes_leave_one_stack(
             await reg.close()
 
 
+async def test_a_registry_that_fails_to_open_leaves_no_connection_behind(
+    dsn: str, tmp_path: Path
+) -> None:
+    async def connections() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ))  # fmt: skip
+        finally:
+            await conn.close()
+
+    # A valid name, but PostgreSQL keeps pg_ schemas for itself: creating it fails mid-open.
+    with pytest.raises(asyncpg.PostgresError, match="pg_"):
+        await open_registry(tmp_path / "cache", dsn=dsn, schema="pg_levibot", schema_hash=HASH)
+    assert await connections() == 0
+
+
 async def test_concurrent_rollbacks_in_one_process_each_take_one_step_back(
     dsn: str, tmp_path: Path
 ) -> None:
