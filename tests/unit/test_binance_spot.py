@@ -32,7 +32,7 @@ from levibot.execution.binance import (
     venue_order_id,
 )
 from levibot.messages import OrderIntent, Side
-from levibot.testing import free_port
+from levibot.testing import eventually, free_port
 from tests.fakes.binance_spot import BinanceSpot, rules, serving
 
 pytestmark = pytest.mark.anyio
@@ -299,29 +299,20 @@ async def test_the_user_stream_reports_trades_reconnects_after_a_drop_and_keeps_
         await asyncio.wait_for(connects.wait(), 5)
         await venue.submit(intent(0.5, limit=90.0), "rest-1")
         await s.trade("BTCUSDT", 89.0, qty=0.2)
-        await _until(lambda: any(isinstance(e, Traded) for e in got))
+        await eventually(lambda: any(isinstance(e, Traded) for e in got))
         t = next(e for e in got if isinstance(e, Traded))
         assert (t.venue_id, t.quantity, t.price, t.done) == ("rest-1", 0.2 - 0.0002, 90.0, False)
-        await _until(lambda: sum(s.listen_keys.values()) >= 1)  # keep-alive PUTs arrive
+        await eventually(lambda: sum(s.listen_keys.values()) >= 1)  # keep-alive PUTs arrive
         connects.clear()
         await s.drop_streams()
         await asyncio.wait_for(connects.wait(), 5)
         assert venue.connects == 2
         await s.trade("BTCUSDT", 89.0)  # the rest, on the new socket
-        await _until(lambda: any(isinstance(e, Traded) and e.done for e in got))
+        await eventually(lambda: any(isinstance(e, Traded) and e.done for e in got))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await venue.close()
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def test_keep_alives_go_on_after_the_venue_cannot_be_reached() -> None:
@@ -367,7 +358,7 @@ async def test_a_refused_stream_is_logged_without_its_listen_key(
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(venue.run_stream(nothing, nothing))
         try:
-            await _until(lambda: any(e["event"] == "binance.stream_error" for e in logs))
+            await eventually(lambda: any(e["event"] == "binance.stream_error" for e in logs))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -4,7 +4,6 @@ switch), a dropped user stream, and a restart while orders are open at the venue
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -30,7 +29,7 @@ from levibot.messages import (
     Side,
     TradingState,
 )
-from levibot.testing import RecordingContext
+from levibot.testing import RecordingContext, eventually
 from tests.fakes.binance_spot import BinanceSpot, rules, serving
 
 pytestmark = pytest.mark.anyio
@@ -90,15 +89,6 @@ def bar(i: int, close: float) -> Bar:
                low=close, close=close, volume=1.0)  # fmt: skip
 
 
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
 # ---- fills --------------------------------------------------------------------------------
 async def test_a_market_order_fills_from_the_venues_answer_with_its_fee(
     tmp_path: Path, spot: tuple[BinanceSpot, str, str]
@@ -131,7 +121,7 @@ async def test_a_resting_limit_order_fills_in_parts_from_the_stream_then_is_canc
         assert len(h.of(OrderAccepted)) == 1 and not h.of(Fill)
         await s.trade("BTCUSDT", 94.0, qty=1.0)
         await s.trade("BTCUSDT", 94.5, qty=0.5)
-        await until(lambda: len(h.of(Fill)) == 2)
+        await eventually(lambda: len(h.of(Fill)) == 2)
         f1, f2 = h.of(Fill)
         assert (f1.fill_id, f1.quantity, f1.price) == ("lim-1:f1", 1.0, 95.0)
         assert (f2.fill_id, f2.quantity, f2.position_after) == ("lim-1:f2", 0.5, 1.5)
@@ -224,8 +214,8 @@ async def test_a_dropped_user_stream_reconnects_and_reconciles_what_it_missed(
         await s.drop_streams()
         # While no socket is open the order fills: the stream cannot tell us.
         await s.trade("BTCUSDT", 94.0)
-        await until(lambda: h.actor.live is not None and h.actor.live.connects == 2)
-        await until(lambda: len(h.of(Alert)) == 1)  # the reconciliation's, after its fill
+        await eventually(lambda: h.actor.live is not None and h.actor.live.connects == 2)
+        await eventually(lambda: len(h.of(Alert)) == 1)  # the reconciliation's, after its fill
         [f] = h.of(Fill)
         assert (f.client_order_id, f.quantity, f.price) == ("lim-2", 2.0, 95.0)
         assert not h.actor.orders
