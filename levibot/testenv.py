@@ -9,6 +9,7 @@ instead (``levibot.testing.NatsServer``, ``levibot.storage.testing.TempPostgres`
 from __future__ import annotations
 
 import os
+import socket
 
 #: NATS with JetStream.
 NATS_URL = os.environ.get("LEVIBOT_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -16,3 +17,10 @@ NATS_URL = os.environ.get("LEVIBOT_TEST_NATS_URL", "nats://127.0.0.1:4222")
 REDIS_URL = os.environ.get("LEVIBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: PostgreSQL (tests create and drop their own databases on it, or use unique names).
 PG_DSN = os.environ.get("LEVIBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (for a private server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -23,6 +23,7 @@ from levibot.messages import Message
 from levibot.metrics import Metrics
 from levibot.partition import Partition
 from levibot.runtime.actor import ActorContext
+from levibot.testenv import free_port
 
 M = TypeVar("M", bound=Message)
 
@@ -92,13 +93,6 @@ def write_real_bars(path: Path, count: int, start: int = 33_000) -> Path:
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """Return a TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:

@@ -11,7 +11,8 @@ it is shown or checked:
 - drawdown = (peak − equity) / peak, 0 at or above the peak (profits are never drawdown) and
   0 while the peak is not positive.
 
-A leaf module: plain floats in, plain floats out, no project imports.
+A leaf module with no project imports: positions in (anything with ``quantity`` and
+``last_price``), floats out.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from levibot.messages.control import (
 )
 from levibot.messages.market import Bar, Features, Quote, Side, Tick
 from levibot.messages.trading import (
+    CLIENT_ORDER_ID,
     Fill,
     OrderAccepted,
     OrderClosed,
@@ -58,6 +59,7 @@ CORE_TYPES: tuple[type[Message], ...] = (
 )
 
 __all__ = [
+    "CLIENT_ORDER_ID",
     "CORE_TYPES",
     "ActivateModel",
     "Alert",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import ClassVar
 
 import msgspec
@@ -39,6 +40,12 @@ class Signal(SymbolMessage, frozen=True, kw_only=True):
 
     def conflation_key(self) -> object:
         return (Signal, self.strategy, self.symbol)
+
+
+#: What a client order id may look like where a person types or sends one (REST, Telegram):
+#: ours are ``<strategy>-<SYMBOL>-<ns>`` or ``manual-<hex>``, an exit's adds ``:<rule>``, and an
+#: order adopted from the venue keeps the venue's id (Binance allows ``/`` too). Use fullmatch.
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 
 
 class OrderIntent(SymbolMessage, frozen=True, kw_only=True):

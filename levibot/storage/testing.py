@@ -13,7 +13,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,17 +21,10 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from levibot.testenv import PG_DSN
+from levibot.testenv import PG_DSN, free_port
 
 PG_BIN = Path(os.environ.get("LEVIBOT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SHARED_DSN = PG_DSN  # the shared server (levibot.testenv)
-
-
-def free_port() -> int:
-    """Return a TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TempPostgres:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from levibot import valuation
 from levibot.messages import (
+    CLIENT_ORDER_ID,
     ActivateModel,
     CancelOrder,
     Command,
@@ -272,14 +273,11 @@ async def get_order(request: web.Request) -> web.Response:
     return ok(state)
 
 
-_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
-
-
 async def cancel_order(request: web.Request) -> web.Response:
     """Ask the order actor to cancel an open order (``CancelOrder``); it answers on the bus."""
     coid = request.match_info["client_order_id"]
-    if not _ORDER_ID.match(coid):
-        raise ApiError(400, "invalid_client_order_id", f"must match {_ORDER_ID.pattern}")
+    if not CLIENT_ORDER_ID.fullmatch(coid):
+        raise ApiError(400, "invalid_client_order_id", f"must match {CLIENT_ORDER_ID.pattern}")
     cmd = await _command(request, CancelOrder, client_order_id=coid)
     _audit(request, "order.cancel", client_order_id=coid, command_id=cmd.command_id)
     return ok(_accepted(cmd), 202)

@@ -43,17 +43,21 @@ class PostgresKeyStore:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         except (OSError, asyncpg.PostgresError) as exc:
             raise ApiKeyError(f"cannot connect to PostgreSQL for API keys: {exc}") from None
-        async with pool.acquire() as conn:
-            # The table belongs to the store's migrations; never create it here, or a later
-            # `levibot db migrate` would fail on it.
-            exists = await conn.fetchval("SELECT to_regclass($1)", table) is not None
-            schema, _, name = table.rpartition(".")
-            rows = await conn.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
-                " AND table_schema = coalesce(nullif($2, ''), current_schema())",
-                name,
-                schema,
-            )
+        try:
+            async with pool.acquire() as conn:
+                # The table belongs to the store's migrations; never create it here, or a
+                # later `levibot db migrate` would fail on it.
+                exists = await conn.fetchval("SELECT to_regclass($1)", table) is not None
+                schema, _, name = table.rpartition(".")
+                rows = await conn.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+                    " AND table_schema = coalesce(nullif($2, ''), current_schema())",
+                    name,
+                    schema,
+                )
+        except BaseException:
+            await pool.close()  # nobody else holds the pool: do not leak its connections
+            raise
         if not exists:
             await pool.close()
             raise ApiKeyError(f"table {table} does not exist; run `levibot db migrate` first")

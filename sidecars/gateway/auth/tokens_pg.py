@@ -57,10 +57,14 @@ class PostgresLedger:
             raise AuthError(
                 "ledger_unavailable", f"cannot connect to PostgreSQL for token families: {exc}"
             ) from None
-        async with pool.acquire() as conn:
-            missing = [
-                t for t in _TABLES if await conn.fetchval("SELECT to_regclass($1)", t) is None
-            ]
+        try:
+            async with pool.acquire() as conn:
+                missing = [
+                    t for t in _TABLES if await conn.fetchval("SELECT to_regclass($1)", t) is None
+                ]
+        except BaseException:
+            await pool.close()  # nobody else holds the pool: do not leak its connections
+            raise
         if missing:
             await pool.close()
             raise AuthError(

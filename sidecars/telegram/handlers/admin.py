@@ -21,6 +21,7 @@ from aiogram.types import Message
 
 from levibot.errors import LevibotError
 from levibot.messages import (
+    CLIENT_ORDER_ID,
     ActivateModel,
     CancelOrder,
     SetKillSwitch,
@@ -35,10 +36,6 @@ from sidecars.telegram.subscriptions import ALL_SYMBOLS, InvalidSymbolError, nor
 #: The commands only admins may run.
 ADMIN_COMMANDS = ("killswitch", "trading", "cancel", "activate", "rollback")
 
-#: What a client order id may look like, as ``POST /orders/{client_order_id}/cancel`` takes it:
-#: ours are ``<strategy>-<SYMBOL>-<ns>`` or ``manual-<hex>``, an exit's adds ``:<rule>``, and an
-#: order adopted from the venue keeps the venue's id (Binance allows ``/`` too).
-_ORDER_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 #: What a model id may look like (``lgbm-h4-20261206T084400-1a2b3c``).
 _MODEL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -100,7 +97,7 @@ async def trading(message: Message, command: CommandObject, deps: BotDeps) -> No
 async def cancel(message: Message, command: CommandObject, deps: BotDeps) -> None:
     words = args(command)
     usage = "Usage: /cancel CLIENT_ORDER_ID [SYMBOL] (the id the order was placed with)"
-    if not 1 <= len(words) <= 2 or not _ORDER_ID.fullmatch(words[0]):
+    if not 1 <= len(words) <= 2 or not CLIENT_ORDER_ID.fullmatch(words[0]):
         await reply(message, deps, usage)
         return
     symbol = ""
