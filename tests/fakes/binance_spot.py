@@ -115,6 +115,7 @@ class BinanceSpot:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     listen_keys: dict[str, int] = field(default_factory=dict)  # key -> keepalives
+    keys_made: int = 0  # listen keys ever created (closed ones included)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     weight: int = 0
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -335,6 +336,7 @@ class BinanceSpot:
             key = hashlib.sha256(f"{self.api_key}{len(self.listen_keys)}{time.time_ns()}".encode()
                                  ).hexdigest()[:60]  # fmt: skip
             self.listen_keys[key] = 0
+            self.keys_made += 1
             return self._ok({"listenKey": key})
         key = q.get("listenKey", "")
         if key not in self.listen_keys:

@@ -82,7 +82,8 @@ async def test_the_pipeline_fills_on_the_stand_in_as_on_paper(
             settings, actors={**settings.actors, "order": order}, groups=groups
         )
         recorder = (await run_node(settings)).recorder
-        assert spot.sockets or spot.listen_keys  # the user stream was open
+        assert spot.keys_made  # the user stream was open
+    assert not spot.listen_keys  # and its key closed when the node stopped
     live = recorder.of_type(Fill)
 
     assert [row(f) for f in live] == [row(f) for f in paper]

@@ -315,6 +315,27 @@ async def test_the_user_stream_reports_trades_reconnects_after_a_drop_and_keeps_
         await venue.close()
 
 
+async def test_closing_the_venue_closes_its_listen_key(spot: tuple[BinanceSpot, str, str]) -> None:
+    s, rest, ws = spot
+    venue = venue_of(rest, ws)
+    await venue.start()
+    connects = asyncio.Event()
+
+    async def on_connect() -> None:
+        connects.set()
+
+    task = asyncio.create_task(venue.run_stream(lambda events: asyncio.sleep(0), on_connect))
+    try:
+        await asyncio.wait_for(connects.wait(), 5)
+        key = venue.listen_key
+        assert key in s.listen_keys
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await venue.close()
+    assert key not in s.listen_keys and venue.listen_key == ""
+
+
 async def test_keep_alives_go_on_after_the_venue_cannot_be_reached() -> None:
     # Nothing listens on the port: each keep-alive fails with a connection error, as in a
     # network blip. The loop must keep trying, or the listen key would expire meanwhile.
@@ -359,10 +380,11 @@ async def test_a_refused_stream_is_logged_without_its_listen_key(
         task = asyncio.create_task(venue.run_stream(nothing, nothing))
         try:
             await eventually(lambda: any(e["event"] == "binance.stream_error" for e in logs))
+            keys = set(s.listen_keys)  # closing the venue closes the last one
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await venue.close()
     errors = [e["error"] for e in logs if e["event"] == "binance.stream_error"]
-    assert s.listen_keys and all("<listenKey>" in text for text in errors), errors
-    assert not any(key in text for key in s.listen_keys for text in errors)
+    assert keys and all("<listenKey>" in text for text in errors), errors
+    assert not any(key in text for key in keys for text in errors)

@@ -129,6 +129,7 @@ class BinanceVenue:
         self.prices: dict[str, float] = {}
         self.connects = 0  # user-stream connections made (1 + reconnects)
         self.keepalives = 0
+        self.listen_key = ""  # the user stream's current key, closed with the venue
 
     def __repr__(self) -> str:
         return f"BinanceVenue({self.cfg.base_url!r})"
@@ -141,7 +142,14 @@ class BinanceVenue:
             self.rules.update(await self.client.exchange_info(self.cfg.symbols))
 
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the user stream's listen key (else it stays open for up to an hour), then
+        the HTTP session. A venue that does not answer does not hold the stop up."""
+        key, self.listen_key = self.listen_key, ""
+        if key:
+            try:
+                await asyncio.wait_for(self.client.close_listen_key(key), self.cfg.timeout_s)
+            except Exception as exc:  # stopping anyway: the key expires on its own
+                self.log.warning("binance.listen_key_not_closed", error=str(exc)[:200])
         await self.client.close()
 
     async def rules_of(self, symbol: str) -> SymbolRules:
@@ -329,7 +337,7 @@ class BinanceVenue:
             while True:
                 key = ""
                 try:
-                    key = await self.client.new_listen_key()
+                    key = self.listen_key = await self.client.new_listen_key()
                     url = f"{self.cfg.ws_url.rstrip('/')}/{key}"
                     async with session.ws_connect(url, heartbeat=30.0) as ws:
                         keeper = asyncio.create_task(self._keepalive(key))
