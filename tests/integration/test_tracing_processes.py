@@ -69,7 +69,10 @@ def make_config(tmp: Path, ns: str) -> Path:
                 "preset": "normal",
                 "sizing": "all_in",
                 "persist": False,
-                "decide_after_portfolio": True,
+                # Decide on the Signal itself: the OrderIntent is then the child of the signal's
+                # handling (after the portfolio, it would be the child of the snapshot's, which
+                # the order actor sends on the bar: the same trace, another branch).
+                "decide_after_portfolio": False,
             },
             "order": {"fill": "next_open", "persist": False},
             "order_log": {"path": str(tmp / "orders")},
@@ -139,6 +142,11 @@ def test_one_tick_is_one_trace_across_three_processes(tmp_path: Path) -> None:
     assert chain[0]["parent_id"] is None and chain[0]["kind"] == "PRODUCER"
     assert chain[0]["name"].startswith("feed publish")
     assert [s["group"] for s in chain[:5]] == ["ingest", "ingest", "decide", "decide", "execution"]
+    # Every order's trace (whichever branch made it) spans the three processes.
+    groups_of: dict[str, set[str]] = {}
+    for s in found:
+        groups_of.setdefault(s["trace_id"], set()).add(s["group"])
+    assert all(groups_of[leaf["trace_id"]] == set(GROUPS) for leaf in order_spans)
     # Three processes, each its own service instance, one trace id.
     assert len({s["resource"]["service.instance.id"] for s in chain}) == 3
     assert len({s["trace_id"] for s in chain}) == 1
