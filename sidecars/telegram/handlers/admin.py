@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
@@ -48,9 +48,22 @@ class IsAdmin(Filter):
         return not anonymous(message) and user_id(message) in deps.admin_user_ids
 
 
-async def _send(deps: BotDeps, cmd: BusCommand) -> None:
+C = TypeVar("C", bound=BusCommand)
+
+
+async def _send(kind: type[C], message: Message, deps: BotDeps, **fields: Any) -> C:
+    """Stamp a ``kind`` command as this sender's, publish it for its actor and log it."""
+    now = deps.now_ns()
+    cmd = kind(
+        ts_event=now,
+        ts_init=now,
+        command_id=uuid.uuid4().hex,
+        issued_by=f"telegram:{user_id(message)}",
+        **fields,
+    )
     await deps.publish(cmd)
-    deps.log.info("telegram.command", command=type(cmd).__name__, issued_by=cmd.issued_by)
+    deps.log.info("telegram.command", command=kind.__name__, issued_by=cmd.issued_by)
+    return cmd
 
 
 async def killswitch(message: Message, command: CommandObject, deps: BotDeps) -> None:
@@ -59,15 +72,7 @@ async def killswitch(message: Message, command: CommandObject, deps: BotDeps) ->
         await reply(message, deps, "Usage: /killswitch on|off")
         return
     on = ON_OFF[words[0]]
-    now = deps.now_ns()
-    cmd = SetKillSwitch(
-        ts_event=now,
-        ts_init=now,
-        command_id=uuid.uuid4().hex,
-        issued_by=f"telegram:{user_id(message)}",
-        on=on,
-    )
-    await _send(deps, cmd)
+    cmd = await _send(SetKillSwitch, message, deps, on=on)
     what = "ON: the risk engine will deny every new order" if on else "OFF: trading resumes"
     await reply(message, deps, f"Kill switch {what}. Command {cmd.command_id[:8]} sent; see /risk.")
 
@@ -82,15 +87,7 @@ async def trading(message: Message, command: CommandObject, deps: BotDeps) -> No
     if state is None:
         await reply(message, deps, f"Usage: /trading {states}")
         return
-    now = deps.now_ns()
-    cmd = SetTradingState(
-        ts_event=now,
-        ts_init=now,
-        command_id=uuid.uuid4().hex,
-        issued_by=f"telegram:{user_id(message)}",
-        state=state,
-    )
-    await _send(deps, cmd)
+    await _send(SetTradingState, message, deps, state=state)
     await reply(message, deps, f"Trading state {state.value} requested; see /risk.")
 
 
@@ -110,16 +107,7 @@ async def cancel(message: Message, command: CommandObject, deps: BotDeps) -> Non
         if symbol == ALL_SYMBOLS:
             await reply(message, deps, f"Name one symbol, not ALL.\n{usage}")
             return
-    now = deps.now_ns()
-    cmd = CancelOrder(
-        ts_event=now,
-        ts_init=now,
-        command_id=uuid.uuid4().hex,
-        issued_by=f"telegram:{user_id(message)}",
-        client_order_id=words[0],
-        symbol=symbol,
-    )
-    await _send(deps, cmd)
+    await _send(CancelOrder, message, deps, client_order_id=words[0], symbol=symbol)
     await reply(message, deps, f"Cancel of order {words[0]} requested; see /orders.")
 
 
@@ -172,15 +160,7 @@ async def _move_pointer(
 
 
 async def _tell_scorers(message: Message, deps: BotDeps, model_id: str) -> str:
-    now = deps.now_ns()
-    cmd = ActivateModel(
-        ts_event=now,
-        ts_init=now,
-        command_id=uuid.uuid4().hex,
-        issued_by=f"telegram:{user_id(message)}",
-        model_id=model_id,
-    )
-    await _send(deps, cmd)
+    cmd = await _send(ActivateModel, message, deps, model_id=model_id)
     return cmd.command_id
 
 
