@@ -248,7 +248,7 @@ class Tracer:
 
 
 def _attributes(base: dict[str, Any], msg: Any) -> dict[str, Any]:
-    attrs = {**base, "levibot.message": type(msg).__name__}
+    attrs = {**base, "levibot.message": type(msg).__name__, "levibot.ts_event": msg.ts_event}
     symbol = getattr(msg, "symbol", None)
     if isinstance(symbol, str):
         attrs["levibot.symbol"] = symbol

@@ -58,13 +58,20 @@ def wrap_encoding(mirror: Any, tracer: Tracer) -> None:
     durable_encode = mirror.durable.encode
 
     def traced_core(batch: list[Message]) -> list[tuple[str, bytes, int]]:
-        # One group per subject: a frame goes out on one subject, so a group of one subject is
-        # always one frame whatever else ``core`` groups by, and its headers align with it.
-        groups: dict[str, list[Message]] = {}
+        # Runs of one subject, in order: a frame goes out on one subject, so a run of one
+        # subject is always one frame whatever else ``core`` merges, and its headers align
+        # with it; the receiver still sees the messages in the order they were published.
+        runs: list[list[Message]] = []
+        last = None
         for msg in batch:
-            groups.setdefault(msg.subject(), []).append(msg)
+            subject = msg.subject()
+            if subject == last:
+                runs[-1].append(msg)
+            else:
+                runs.append([msg])
+                last = subject
         out = []
-        for group in groups.values():
+        for group in runs:
             for subject, data, count in core_encode(group):
                 if count == len(group):  # else one was unencodable: the rest go untraced
                     headers = frame_headers(tracer, group)

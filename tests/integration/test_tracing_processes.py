@@ -9,14 +9,18 @@ context."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
+from levibot.bus._trace import TRACEPARENTS
 from levibot.data import ensure_btcusdt
 from levibot.features import SCHEMA
 from levibot.ml.registry import ModelRegistry
@@ -86,6 +90,52 @@ def start(cfg: Path, tmp: Path, group: str, **env: str) -> NodeProcess:
     return NodeProcess(cfg, "--groups", group, log=tmp / f"{group}.log", env=env)
 
 
+class Listener:
+    """Records the headers of every NATS message on ``subject``, from a thread of its own."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.headers: list[dict[str, str]] = []
+        self._nc: Any = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._subscribe(), self._loop).result(10)
+
+    async def _subscribe(self) -> None:
+        async def cb(raw: Any) -> None:
+            self.headers.append(dict(raw.headers or {}))
+
+        self._nc = await nats.connect("nats://127.0.0.1:4222")
+        await self._nc.subscribe(self.subject, cb=cb)
+        await self._nc.flush()
+
+    def stop(self) -> None:
+        if self._nc is not None:
+            asyncio.run_coroutine_threadsafe(self._nc.drain(), self._loop).result(10)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()
+
+
+def start_downstream(cfg: Path, tmp: Path) -> list[NodeProcess]:
+    """Start execution, then decide, each ready before the next starts: two nodes creating the
+    same JetStream stream at once can race (one is refused: "stream name already in use")."""
+    nodes: list[NodeProcess] = []
+    try:
+        for group in ("execution", "decide"):
+            nodes.append(start(cfg, tmp, group))
+            nodes[-1].wait_ready()
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise
+    return nodes
+
+
 def spans(tmp: Path) -> list[dict[str, Any]]:
     out = []
     for group in GROUPS:
@@ -98,10 +148,8 @@ def spans(tmp: Path) -> list[dict[str, Any]]:
 
 def test_one_tick_is_one_trace_across_three_processes(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, f"tr{uuid.uuid4().hex[:8]}")
-    downstream = [start(cfg, tmp_path, "execution"), start(cfg, tmp_path, "decide")]
+    downstream = start_downstream(cfg, tmp_path)
     try:
-        for node in downstream:
-            node.wait_ready()
         ingest = start(cfg, tmp_path, "ingest", LEVIBOT__NODE__STOP_WHEN_SOURCES_DONE="true")
         assert ingest.wait(300) == 0, ingest.tail()
     finally:
@@ -158,7 +206,7 @@ def test_one_tick_is_one_trace_across_three_processes(tmp_path: Path) -> None:
 def test_frames_of_many_ticks_keep_each_tick_in_its_own_trace(tmp_path: Path) -> None:
     """Live and unpaced, core egress packs many numbers into each frame: each still arrives
     under its own publisher's context (``levibot-traceparents``), three processes deep."""
-    count = 3000
+    count = 3000  # of one symbol: one subject, so runs of many numbers per frame
     ns = f"tf{uuid.uuid4().hex[:8]}"
     cfg = write_config(
         tmp_path / "chain.toml",
@@ -167,22 +215,26 @@ def test_frames_of_many_ticks_keep_each_tick_in_its_own_trace(tmp_path: Path) ->
             "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
             "tracing": {"enabled": True, "exporter": "file", "path": "", "max_queue": 65536},
             "groups": {"ingest": ["counter"], "decide": ["square"], "execution": ["sink"]},
-            "counter": {"count": count},
+            "counter": {"count": count, "symbols": ["AAA"]},
             "sink": {"path": str(tmp_path / "sink.out")},
         },
     )
-    downstream = [start(cfg, tmp_path, "execution"), start(cfg, tmp_path, "decide")]
+    downstream = start_downstream(cfg, tmp_path)
+    wire = Listener(f"{ns}.>")
     try:
-        for node in downstream:
-            node.wait_ready()
+        wire.start()
         source = start(cfg, tmp_path, "ingest", LEVIBOT__NODE__STOP_WHEN_SOURCES_DONE="true")
         assert source.wait(120) == 0, source.tail()
         wait_until(lambda: len((tmp_path / "sink.out").read_text().splitlines()) >= count * 0.9)
     finally:
+        wire.stop()
         for node in downstream:
             node.signal(signal.SIGTERM)
         for node in downstream:
             assert node.wait(60) == 0, node.tail()
+    # Frames of several numbers went out, each number's context in the list header.
+    lists = [h[TRACEPARENTS].split(",") for h in wire.headers if TRACEPARENTS in h]
+    assert max(map(len, lists), default=0) > 1, wire.headers[:3]
 
     found = spans(tmp_path)
     by_id = {s["span_id"]: s for s in found}
@@ -201,6 +253,6 @@ def test_frames_of_many_ticks_keep_each_tick_in_its_own_trace(tmp_path: Path) ->
         )  # fmt: skip
         assert leaf["trace_id"] == square["trace_id"] == root["trace_id"]
         # The same number all the way: the context was not shifted to a neighbour in the frame.
-        assert leaf["attributes"]["levibot.symbol"] == root["attributes"]["levibot.symbol"]
+        assert leaf["attributes"]["levibot.ts_event"] == root["attributes"]["levibot.ts_event"]
         traces.add(leaf["trace_id"])
     assert len(traces) == len(sinks)  # one trace per number, none merged
