@@ -49,6 +49,7 @@ from bench import pipeline_model as pm
 from bench.bare_pipeline import CASH, run_bare
 from bench.pipeline_engine import run_inproc, run_procs
 from bench.pipeline_stats import STAGES, in_window, summarize, sustained
+from levibot.testenv import NATS_URL
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = ("inproc", "mirror", "procs")
@@ -414,7 +415,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-s", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=1, help="ladders per configuration (median)")
     p.add_argument("--bound-ms", type=float, default=10.0, help="e2e p99 bound for throughput")
-    p.add_argument("--nats", default=os.environ.get("LEVIBOT_BENCH_NATS", "nats://127.0.0.1:4222"))
+    p.add_argument("--nats", default=NATS_URL)
     p.add_argument("--trees", type=int, default=200, help="trees of the bench model (cached)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(

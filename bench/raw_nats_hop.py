@@ -26,6 +26,8 @@ import nats
 import numpy as np
 import uvloop
 
+from levibot.testenv import NATS_URL
+
 #: Messages received before the measured ones (as in ``bench.bench_bus``).
 WARMUP = 200
 
@@ -111,7 +113,7 @@ def hop(url: str, count: int, rate: float, warmup: int = WARMUP) -> dict[str, fl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nats", default="nats://127.0.0.1:4222")
+    p.add_argument("--nats", default=NATS_URL)
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)

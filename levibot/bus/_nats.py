@@ -33,9 +33,9 @@ from levibot.bus._egress import CoreEgress, DurableEgress, Encoding
 from levibot.bus._ingress import Deliver, Ingress
 from levibot.bus._settle import SettleMixin
 from levibot.bus._subjects import ORIGIN, ensure_stream, namespace
-from levibot.bus.connect import connect_options
 from levibot.bus._subjects import minimal as _minimal
 from levibot.bus._subjects import patterns as _patterns
+from levibot.bus.connect import connect_options
 from levibot.messages import Alert, AlertLevel, Codec, Message
 from levibot.metrics import Metrics
 from levibot.partition import Partition

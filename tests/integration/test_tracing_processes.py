@@ -25,6 +25,7 @@ from levibot.data import ensure_btcusdt
 from levibot.features import SCHEMA
 from levibot.ml.registry import ModelRegistry
 from levibot.ml.testing import make_model
+from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, wait_until, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,7 +56,7 @@ def make_config(tmp: Path, ns: str) -> Path:
             "node": {"plugins": ["tests.pipeline"], "replay": True, "drain_timeout_s": 30.0},
             "storage": {"data_dir": str(tmp / "data")},
             "nats": {
-                "url": "nats://127.0.0.1:4222",
+                "url": NATS_URL,
                 "namespace": ns,
                 "stream": ns.upper(),
                 "settle_nodes": 3,
@@ -108,7 +109,7 @@ class Listener:
         async def cb(raw: Any) -> None:
             self.headers.append(dict(raw.headers or {}))
 
-        self._nc = await nats.connect("nats://127.0.0.1:4222")
+        self._nc = await nats.connect(NATS_URL)
         await self._nc.subscribe(self.subject, cb=cb)
         await self._nc.flush()
 
@@ -212,7 +213,7 @@ def test_frames_of_many_ticks_keep_each_tick_in_its_own_trace(tmp_path: Path) ->
         tmp_path / "chain.toml",
         {
             "node": {"plugins": ["tests.pipeline"], "drain_timeout_s": 10.0},
-            "nats": {"url": "nats://127.0.0.1:4222", "namespace": ns, "stream": ns.upper()},
+            "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper()},
             "tracing": {"enabled": True, "exporter": "file", "path": "", "max_queue": 65536},
             "groups": {"ingest": ["counter"], "decide": ["square"], "execution": ["sink"]},
             "counter": {"count": count, "symbols": ["AAA"]},
