@@ -112,6 +112,8 @@ class StorageConfig(Config, frozen=True, kw_only=True):
 
     data_dir: str = "var"
     postgres_dsn: str = ""
+    # The PostgreSQL schema of the model registry, the same for every process.
+    postgres_schema: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = "public"
     redis_url: str = ""
 
 
@@ -255,7 +257,7 @@ def _share(actors: dict[str, Any]) -> None:
                 )
 
 
-_SHARED_SERVICES = ("postgres_dsn", "redis_url")
+_SHARED_SERVICES = ("postgres_dsn", "postgres_schema", "redis_url")
 
 
 def with_storage(config: Any, storage: StorageConfig | None, **paths: str) -> Any:

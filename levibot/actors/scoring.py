@@ -73,7 +73,7 @@ class ScoringConfig(Config, frozen=True, kw_only=True):
     registry_dir: str = ""  # "": <[storage] data_dir>/models (also the PostgreSQL registry's cache)
     # Set here or in [storage]: models come from the PostgreSQL registry every process shares.
     postgres_dsn: str = ""
-    postgres_schema: str = "public"
+    postgres_schema: str = ""  # "": [storage]'s (public by default)
     model_id: str = ""  # "": the registry's active model
     shadow_model_id: str = ""
     canary_model_id: str = ""

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--dsn", default="", help="PostgreSQL DSN (default [storage] postgres_dsn): its registry"
     )
-    p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
+    p.add_argument(
+        "--pg-schema", default="", help="PostgreSQL schema (default [storage] postgres_schema)"
+    )
     add_common(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("list", help="list registered models")
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args))
     root = args.registry or Path(settings.storage.data_dir) / "models"
     dsn = args.dsn or settings.storage.postgres_dsn
+    args.pg_schema = args.pg_schema or settings.storage.postgres_schema
     cards, active, card, where = asyncio.run(_verb(args, root, dsn))
     if args.verb == "list":
         print(_list(cards, active) if cards else f"no models in {where}")

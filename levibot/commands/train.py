@@ -60,7 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="",
         help="PostgreSQL DSN of the model registry (default [storage] postgres_dsn)",
     )
-    p.add_argument("--pg-schema", default="public", help="PostgreSQL schema (default public)")
+    p.add_argument(
+        "--pg-schema", default="", help="PostgreSQL schema (default [storage] postgres_schema)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_common(p)
     p.set_defaults(func=run)
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args))
     root = args.registry or Path(settings.storage.data_dir) / "models"
     dsn = args.dsn or settings.storage.postgres_dsn
+    args.pg_schema = args.pg_schema or settings.storage.postgres_schema
     local = ModelRegistry(root)  # the registry itself, or the PostgreSQL registry's cache
     bars = None
     if args.source == "postgres":

@@ -75,6 +75,7 @@ class GatewayConfig(Config, frozen=True, kw_only=True):
     data_dir: str = ""  # "": [storage] data_dir; keys.json (no DSN) and audit.jsonl live here
     # When set: API keys, refresh-token families and revocations in PostgreSQL (migration
     # 0004), shared by every replica; else keys.json and this process's memory.
+    postgres_schema: str = ""  # "": [storage]'s: the model registry's schema
     postgres_dsn: str = ""
     redis_url: str = ""  # shared rate limits and the online feature store when set
     redis_prefix: str = "levibot"
@@ -229,7 +230,9 @@ class GatewayActor(Actor[GatewayConfig]):
             ),
             audit=AuditLog(os.path.join(cfg.data_dir, "audit.jsonl"), self.ctx.log),
             jobs=JobRunner(),
-            ml=ModelBridge(cfg.models_root, postgres_dsn=cfg.postgres_dsn),
+            ml=ModelBridge(
+                cfg.models_root, postgres_dsn=cfg.postgres_dsn, postgres_schema=cfg.postgres_schema
+            ),
             miniapp=miniapp,
             metrics=self.ctx.metrics,
             publish=self.ctx.publish,

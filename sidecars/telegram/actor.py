@@ -97,6 +97,7 @@ class TelegramConfig(Config, frozen=True, kw_only=True):
     max_message_parts: PositiveInt = 4
     # The model registry /activate and /rollback move: PostgreSQL when a DSN is set here or in
     # [storage] (the one every process shares), else the folder models_root.
+    postgres_schema: str = ""  # "": [storage]'s: the model registry's schema
     postgres_dsn: str = ""
     models_root: str = ""  # "": <[storage] data_dir>/models
 
@@ -210,7 +211,9 @@ class TelegramActor(SourceActor[TelegramConfig]):
                 from levibot.ml.registries import open_registry
 
                 cfg = self.config
-                self._models = await open_registry(cfg.models_root, dsn=cfg.postgres_dsn)
+                self._models = await open_registry(
+                    cfg.models_root, dsn=cfg.postgres_dsn, schema=cfg.postgres_schema
+                )
         return self._models
 
     async def handle(self, msg: Message) -> None:
