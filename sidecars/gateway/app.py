@@ -16,8 +16,9 @@ from sidecars.gateway.auth import AuthError, Principal
 from sidecars.gateway.errors import ApiError, Handler, error_middleware
 from sidecars.gateway.forwarded import forwarded_middleware, parse_networks
 from sidecars.gateway.requestmetrics import request_metrics_middleware
-from sidecars.gateway.rest import ROUTES, Route
+from sidecars.gateway.rest import ROUTES
 from sidecars.gateway.restore import ORDER_LOOKUP, OrderLookup, restore
+from sidecars.gateway.routing import Route
 from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
 from sidecars.gateway.ws import Session
 from sidecars.gateway.wsupgrade import check_upgrade

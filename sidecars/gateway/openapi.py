@@ -9,7 +9,7 @@ import msgspec
 
 from sidecars.gateway import ws, wsupgrade
 from sidecars.gateway.errors import ErrorBody
-from sidecars.gateway.rest import Route
+from sidecars.gateway.routing import Route
 
 _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"{([^}/]+)}")

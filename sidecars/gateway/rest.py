@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -15,9 +12,7 @@ from aiohttp import web
 from levibot import valuation
 from levibot.messages import (
     CLIENT_ORDER_ID,
-    ActivateModel,
     CancelOrder,
-    Command,
     SetKillSwitch,
     SetRiskPolicy,
     SetTradingState,
@@ -26,95 +21,26 @@ from levibot.messages import (
     SubmitOrder,
 )
 from sidecars.gateway import schemas as s
-from sidecars.gateway.auth import COOKIE_NAME, AuthError, Principal, ip_allowed
+from sidecars.gateway.auth import COOKIE_NAME, AuthError, ip_allowed
 from sidecars.gateway.charts import ChartView
 from sidecars.gateway.errors import ApiError, decode_body
+from sidecars.gateway.ml_routes import ML_ROUTES
 from sidecars.gateway.redisguard import RedisUnavailable
 from sidecars.gateway.restore import ORDER_LOOKUP
-from sidecars.gateway.services import PRINCIPAL, SERVICES, Services
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_json = msgspec.json.Encoder()
-
-
-@dataclass(frozen=True)
-class Param:
-    """A path or query parameter, for the OpenAPI document."""
-
-    name: str
-    where: str  # "path" | "query"
-    schema: dict[str, Any]
-    required: bool = True
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Route:
-    """One endpoint: method, path, handler, required scope (None: public) and its schemas."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    scope: str | None
-    body: type | None = None
-    response: type | None = None
-    status: int = 200
-    params: tuple[Param, ...] = ()
-    tag: str = "api"
-    media: str = "application/json"
-    errors: tuple[int, ...] = ()
-    body_required: bool = True  # False: an empty body means the body type's defaults
-
-
-def ok(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """Return ``value`` as a JSON response."""
-    return web.Response(
-        body=_json.encode(value), status=status, content_type="application/json", headers=headers
-    )
-
-
-def svc(request: web.Request) -> Services:
-    """Return the gateway's services."""
-    return request.app[SERVICES]
-
-
-def principal(request: web.Request) -> Principal:
-    """Return the authenticated caller (set by the guard)."""
-    return request[PRINCIPAL]
-
-
-def _name(request: web.Request, key: str) -> str:
-    value = request.match_info[key]
-    if not _NAME.match(value):
-        raise ApiError(400, f"invalid_{key}", f"{key} must match {_NAME.pattern}")
-    return value
-
-
-async def _body(request: web.Request, type_: type[Any]) -> Any:
-    return decode_body(await request.read(), type_)
-
-
-async def _command(request: web.Request, cmd_type: type[Command], **fields: Any) -> Command:
-    """Publish a command on behalf of the caller, audit it, return it."""
-    services, who = svc(request), principal(request)
-    now = services.now_ns()
-    cmd = cmd_type(
-        ts_event=now, ts_init=now, command_id=uuid.uuid4().hex, issued_by=f"gateway:{who.subject}",
-        **fields,
-    )  # fmt: skip
-    await services.publish(cmd)
-    return cmd
-
-
-def _audit(request: web.Request, action: str, **detail: Any) -> None:
-    svc(request).audit.record(principal(request).subject, request.remote, action, **detail)
-
-
-def _accepted(cmd: Command) -> s.CommandAccepted:
-    return s.CommandAccepted(command_id=cmd.command_id, command=type(cmd).__name__)
-
+from sidecars.gateway.routing import (
+    NAME,
+    Param,
+    Route,
+    accepted,
+    audit,
+    ok,
+    path_name,
+    principal,
+    read_body,
+    send_command,
+    svc,
+)
+from sidecars.gateway.services import Services
 
 # --- operations -------------------------------------------------------------------------------
 
@@ -141,7 +67,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def auth_token(request: web.Request) -> web.Response:
-    body: s.TokenRequest = await _body(request, s.TokenRequest)
+    body: s.TokenRequest = await read_body(request, s.TokenRequest)
     services = svc(request)
     try:
         who = await services.auth.api_key(body.api_key)
@@ -153,7 +79,7 @@ async def auth_token(request: web.Request) -> web.Response:
 
 
 async def auth_refresh(request: web.Request) -> web.Response:
-    body: s.RefreshRequest = await _body(request, s.RefreshRequest)
+    body: s.RefreshRequest = await read_body(request, s.RefreshRequest)
     services = svc(request)
     try:
         pair = await services.ledger.refresh(body.refresh_token)
@@ -165,7 +91,7 @@ async def auth_refresh(request: web.Request) -> web.Response:
 
 
 async def auth_revoke(request: web.Request) -> web.Response:
-    body: s.RevokeRequest = await _body(request, s.RevokeRequest)
+    body: s.RevokeRequest = await read_body(request, s.RevokeRequest)
     services = svc(request)
     revoked = await services.ledger.revoke(body.token)
     if revoked:
@@ -178,82 +104,24 @@ async def auth_cookie(request: web.Request) -> web.Response:
     services, who = svc(request), principal(request)
     cookie = services.cookie
     if not ip_allowed(request.remote, cookie.allowlist):
-        _audit(request, "cookie.issue", outcome="refused")
+        audit(request, "cookie.issue", outcome="refused")
         raise ApiError(403, "ip_not_allowed", "admin cookies are issued only to allowlisted IPs")
     response = ok(s.CookieResponse(expires_in=cookie.ttl_s))
     response.set_cookie(
         COOKIE_NAME, cookie.make(who.key_id or who.subject), max_age=cookie.ttl_s,
         httponly=True, samesite="Strict", secure=services.config.cookie_secure,
     )  # fmt: skip
-    _audit(request, "cookie.issue")
+    audit(request, "cookie.issue")
     return response
-
-
-# --- models -----------------------------------------------------------------------------------
-
-
-async def predict(request: web.Request) -> web.Response:
-    body: s.PredictRequest = await _body(request, s.PredictRequest)
-    return ok(await svc(request).ml.predict(body.features, body.values))
-
-
-async def retrain(request: web.Request) -> web.Response:
-    body: s.RetrainRequest = await _body(request, s.RetrainRequest)
-    services = svc(request)
-    bridge = services.ml
-    options = bridge.check_options(body.options)
-    data = bridge.check_data(body.data)
-    trainer = services.trainer or bridge.default_trainer()
-    job = services.jobs.submit(
-        "retrain", lambda: trainer(options) if data is None else trainer(options, data)
-    )
-    _audit(request, "model.retrain", job_id=job.job_id, options=options, data=data)
-    return ok(job, 202, {"Location": f"/retrain/{job.job_id}"})
-
-
-async def retrain_status(request: web.Request) -> web.Response:
-    job = svc(request).jobs.get(request.match_info["job_id"])
-    if job is None:
-        raise ApiError(404, "job_not_found", "no such job")
-    return ok(job)
-
-
-async def models(request: web.Request) -> web.Response:
-    return ok(await svc(request).ml.models())
-
-
-async def activate_model(request: web.Request) -> web.Response:
-    body: s.ActivateModelRequest = await _body(request, s.ActivateModelRequest)
-    bridge = svc(request).ml
-    if not await bridge.exists(body.model_id):
-        raise ApiError(404, "model_not_found", f"model {body.model_id!r} is not registered")
-    if body.role == "active":
-        # The gate, then the persisted pointer (a scoring node that starts later reads it),
-        # then the command that tells the running ones.
-        await bridge.activate(body.model_id, force=body.force)
-    cmd = await _command(request, ActivateModel, model_id=body.model_id, role=body.role)
-    _audit(
-        request, "model.activate", model_id=body.model_id, role=body.role, command_id=cmd.command_id
-    )
-    return ok(_accepted(cmd), 202)
-
-
-async def rollback_model(request: web.Request) -> web.Response:
-    # The persisted pointer first (a scoring node that starts later reads it), then the
-    # command that swaps the running ones to the model it now points at.
-    model_id = await svc(request).ml.rollback()
-    cmd = await _command(request, ActivateModel, model_id=model_id, role="active")
-    _audit(request, "model.rollback", model_id=model_id, command_id=cmd.command_id)
-    return ok(_accepted(cmd), 202)
 
 
 # --- trading ----------------------------------------------------------------------------------
 
 
 async def submit_order(request: web.Request) -> web.Response:
-    body: s.OrderRequest = await _body(request, s.OrderRequest)
+    body: s.OrderRequest = await read_body(request, s.OrderRequest)
     services = svc(request)
-    cmd = await _command(
+    cmd = await send_command(
         request, SubmitOrder, symbol=body.symbol, side=body.side, quantity=body.quantity,
         price=body.price,
     )  # fmt: skip
@@ -278,27 +146,27 @@ async def cancel_order(request: web.Request) -> web.Response:
     coid = request.match_info["client_order_id"]
     if not CLIENT_ORDER_ID.fullmatch(coid):
         raise ApiError(400, "invalid_client_order_id", f"must match {CLIENT_ORDER_ID.pattern}")
-    cmd = await _command(request, CancelOrder, client_order_id=coid)
-    _audit(request, "order.cancel", client_order_id=coid, command_id=cmd.command_id)
-    return ok(_accepted(cmd), 202)
+    cmd = await send_command(request, CancelOrder, client_order_id=coid)
+    audit(request, "order.cancel", client_order_id=coid, command_id=cmd.command_id)
+    return ok(accepted(cmd), 202)
 
 
 async def start_strategy(request: web.Request) -> web.Response:
-    name = _name(request, "name")
+    name = path_name(request, "name")
     raw = await request.read()
     body = decode_body(raw, s.StrategyStart) if raw else s.StrategyStart()
     # Like an unknown strategy name, parameters the strategy refuses are the scoring actor's
     # to judge: it answers with a ``strategy.bad_params`` alert and does not start it.
-    cmd = await _command(request, StartStrategy, strategy=name, params=dict(body.params))
-    _audit(request, "strategy.start", strategy=name, params=body.params, command_id=cmd.command_id)
-    return ok(_accepted(cmd), 202)
+    cmd = await send_command(request, StartStrategy, strategy=name, params=dict(body.params))
+    audit(request, "strategy.start", strategy=name, params=body.params, command_id=cmd.command_id)
+    return ok(accepted(cmd), 202)
 
 
 async def stop_strategy(request: web.Request) -> web.Response:
-    name = _name(request, "name")
-    cmd = await _command(request, StopStrategy, strategy=name)
-    _audit(request, "strategy.stop", strategy=name, command_id=cmd.command_id)
-    return ok(_accepted(cmd), 202)
+    name = path_name(request, "name")
+    cmd = await send_command(request, StopStrategy, strategy=name)
+    audit(request, "strategy.stop", strategy=name, command_id=cmd.command_id)
+    return ok(accepted(cmd), 202)
 
 
 async def portfolio_summary(request: web.Request) -> web.Response:
@@ -318,7 +186,7 @@ async def portfolio_summary(request: web.Request) -> web.Response:
 
 
 async def features(request: web.Request) -> web.Response:
-    symbol = _name(request, "symbol")
+    symbol = path_name(request, "symbol")
     services = svc(request)
     store = services.feature_store
     if store is not None:
@@ -370,8 +238,8 @@ async def charts(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_limit", "limit must be between 1 and 500")
     symbol, timeframe = query.get("symbol"), query.get("timeframe")
     for name, value in (("symbol", symbol), ("timeframe", timeframe)):
-        if value is not None and not _NAME.match(value):
-            raise ApiError(400, f"invalid_{name}", f"{name} must match {_NAME.pattern}")
+        if value is not None and not NAME.match(value):
+            raise ApiError(400, f"invalid_{name}", f"{name} must match {NAME.pattern}")
     models = svc(request).models
     return ok(models.charts.view(symbol, models.signals, timeframe=timeframe, limit=limit))
 
@@ -398,35 +266,35 @@ async def get_risk(request: web.Request) -> web.Response:
 
 
 async def put_risk(request: web.Request) -> web.Response:
-    body: s.RiskUpdate = await _body(request, s.RiskUpdate)  # sets at least one of the two
+    body: s.RiskUpdate = await read_body(request, s.RiskUpdate)  # sets at least one of the two
     services, cmds = svc(request), []
     if body.policy is not None:
-        cmds.append(await _command(request, SetRiskPolicy, policy=body.policy))
+        cmds.append(await send_command(request, SetRiskPolicy, policy=body.policy))
         services.models.risk.policy = body.policy
     if body.trading_state is not None:
-        cmds.append(await _command(request, SetTradingState, state=body.trading_state))
+        cmds.append(await send_command(request, SetTradingState, state=body.trading_state))
         services.models.risk.trading_state = body.trading_state.value
     services.models.risk.updated_ns = services.now_ns()
-    _audit(
+    audit(
         request, "risk.update", policy=body.policy,
         trading_state=None if body.trading_state is None else body.trading_state.value,
         command_ids=[c.command_id for c in cmds],
     )  # fmt: skip
-    return ok(s.RiskUpdated(commands=[_accepted(c) for c in cmds]), 202)
+    return ok(s.RiskUpdated(commands=[accepted(c) for c in cmds]), 202)
 
 
 async def killswitch(request: web.Request) -> web.Response:
-    body: s.KillSwitchRequest = await _body(request, s.KillSwitchRequest)
-    cmd = await _command(request, SetKillSwitch, on=body.on)
+    body: s.KillSwitchRequest = await read_body(request, s.KillSwitchRequest)
+    cmd = await send_command(request, SetKillSwitch, on=body.on)
     services = svc(request)
     services.models.risk.kill_switch = body.on
     services.models.risk.updated_ns = services.now_ns()
-    _audit(request, "killswitch.set", on=body.on, command_id=cmd.command_id)
-    return ok(_accepted(cmd), 202)
+    audit(request, "killswitch.set", on=body.on, command_id=cmd.command_id)
+    return ok(accepted(cmd), 202)
 
 
-_SYMBOL = Param("symbol", "path", {"type": "string", "pattern": _NAME.pattern})
-_STRATEGY = Param("name", "path", {"type": "string", "pattern": _NAME.pattern})
+_SYMBOL = Param("symbol", "path", {"type": "string", "pattern": NAME.pattern})
+_STRATEGY = Param("name", "path", {"type": "string", "pattern": NAME.pattern})
 
 #: Every REST route; ``/ws`` and ``/openapi.json`` are added by the app factory.
 ROUTES: tuple[Route, ...] = (
@@ -442,22 +310,7 @@ ROUTES: tuple[Route, ...] = (
           body=s.RevokeRequest, response=s.RevokeResponse, tag="auth"),
     Route("POST", "/auth/cookie", auth_cookie, "Set the admin cookie (allowlisted IPs)", "admin",
           response=s.CookieResponse, tag="auth"),
-    Route("POST", "/predict", predict, "Score a feature vector with the active model", "read",
-          body=s.PredictRequest, response=s.PredictResponse, tag="models", errors=(409, 503)),
-    Route("POST", "/retrain", retrain, "Start retraining in the background", "admin",
-          body=s.RetrainRequest, response=s.JobView, status=202, tag="models",
-          errors=(422, 503)),
-    Route("GET", "/retrain/{job_id}", retrain_status, "A retraining job's status", "admin",
-          response=s.JobView, params=(Param("job_id", "path", {"type": "string"}),),
-          tag="models", errors=(404,)),
-    Route("GET", "/models", models, "Registered models and the active one", "read",
-          response=s.ModelsResponse, tag="models", errors=(503,)),
-    Route("POST", "/models/activate", activate_model, "Activate a model (command)", "admin",
-          body=s.ActivateModelRequest, response=s.CommandAccepted, status=202, tag="models",
-          errors=(404, 409, 503)),
-    Route("POST", "/models/rollback", rollback_model,
-          "Re-activate the model active before (command)", "admin", response=s.CommandAccepted,
-          status=202, tag="models", errors=(409, 503)),
+    *ML_ROUTES,
     Route("POST", "/orders", submit_order, "Submit a manual order (through risk)", "trade",
           body=s.OrderRequest, response=s.OrderSubmitted, status=202, tag="trading"),
     Route("GET", "/orders/{client_order_id}", get_order, "An order's state", "read",
@@ -483,9 +336,9 @@ ROUTES: tuple[Route, ...] = (
               Param("symbol", "query", {"type": "string"}, required=False))),
     Route("GET", "/charts", charts, "Candles with their signals and fills, and the equity "
           "history (the Mini App's charts)", "read", response=ChartView, tag="trading", params=(
-              Param("symbol", "query", {"type": "string", "pattern": _NAME.pattern},
+              Param("symbol", "query", {"type": "string", "pattern": NAME.pattern},
                     required=False, description="default: the symbol of the latest bar"),
-              Param("timeframe", "query", {"type": "string", "pattern": _NAME.pattern},
+              Param("timeframe", "query", {"type": "string", "pattern": NAME.pattern},
                     required=False, description="default: that of the symbol's latest bar"),
               Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
                     required=False, description="bars, default 300"))),
