@@ -28,12 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def resolve_dsn(explicit: str, config: str | None = None) -> str:
-    """Return ``--dsn``, else the config's DSN (``config`` or ./config.toml, environment
-    applied: ``[storage]`` then ``[store]`` ``postgres_dsn``); raise when there is none."""
+def resolve_dsn(explicit: str, config: str | None = None, settings: Any = None) -> str:
+    """Return ``--dsn``, else the config's DSN (``settings`` when the caller has them loaded,
+    else ``config`` or ./config.toml with the environment applied: ``[storage]`` then
+    ``[store]`` ``postgres_dsn``); raise when there is none."""
     from levibot.settings import load_settings
 
-    dsn = explicit or load_settings(config, environ=os.environ).postgres_dsn
+    if not explicit and settings is None:
+        settings = load_settings(config, environ=os.environ)
+    dsn = explicit or settings.postgres_dsn
     if not dsn:
         raise LevibotError(
             "no PostgreSQL DSN: pass --dsn, or set [storage] postgres_dsn "

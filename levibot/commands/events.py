@@ -319,7 +319,7 @@ def replay(args: argparse.Namespace) -> int:
 
     config = config_path(args)
     settings = load_settings(config, environ=os.environ)
-    dsn = resolve_dsn(args.dsn, config)
+    dsn = resolve_dsn(args.dsn, settings=settings)
     result = anyio.run(_replay, dsn, settings, until)
     sys.stdout.write(json.dumps(_jsonable(msgspec.to_builtins(result)), indent=2) + "\n")
     return 0
