@@ -3,7 +3,8 @@
 Against the real Redis: several ``RedisRateLimiter`` instances on one prefix stand for gateway
 replicas. A replica takes a share of a key's window budget per round trip and admits from it
 locally; the fleet never admits more than the limit, and at most ``replicas × (share - 1)``
-fewer.
+fewer. A refused share is remembered for the lease; one round trip per key is in flight at a
+time.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ async def test_replicas_admit_exactly_the_limit_with_one_round_trip_per_share(
     replicas = [RedisRateLimiter(c, 60.0, prefix, now=clock, shares=8) for c in conns]
     results = [await admitted(replicas[i % 2], "key:a", 64) for i in range(100)]
     assert sum(results) == 64 and all(results[:64]) and not any(results[64:])
-    # 64 / 8 = 8 shares, then a round trip per refused request (as before: Redis counts them).
-    assert sum(c.round_trips for c in conns) == 8 + 36
+    # 64 / 8 = 8 shares, then one refused round trip per replica: within the lease each
+    # refuses the spent key locally.
+    assert sum(c.round_trips for c in conns) == 8 + 2
     retry = await replicas[0].hit(("key:a", 64))
     assert retry is not None and 1 <= retry <= 60
 
@@ -139,20 +141,70 @@ async def test_concurrent_requests_with_expiring_leases_never_admit_more_than_th
     # Redis counts exactly what was admitted plus what the replicas still hold: refused shares
     # and the given-back rests are not counted.
     raw = await redis.get(replicas[0].counters.key("key:c", 3600.0))
-    held = sum(r._local["key:c"][1] for r in replicas if "key:c" in r._local)
+    held = sum(r._local["key:c"].left for r in replicas if "key:c" in r._local)
     assert int(raw) == sum(results) + held
 
 
-async def test_take_local_admits_from_held_shares_only_within_the_lease(
+async def test_decide_local_admits_from_held_shares_only_within_the_lease(
     redis: Any, prefix: str
 ) -> None:
     clock = Clock()
     conn = CountingRedis(redis)
     limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=0.1)
-    assert not limiter.take_local(("key:d", 40))  # nothing held yet
+    assert limiter.decide_local(("key:d", 40)) == (False, None)  # nothing held yet
     assert await admitted(limiter, "key:d", 40)  # takes a share of 10, uses one
-    assert [limiter.take_local(("key:d", 40)) for _ in range(10)] == [True] * 9 + [False]
+    decided = [limiter.decide_local(("key:d", 40)) for _ in range(10)]
+    assert decided == [(True, None)] * 9 + [(False, None)]
     assert conn.round_trips == 1
     assert await admitted(limiter, "key:d", 40)
     clock.t += 0.2  # the lease is over: the rest must be reconciled through Redis first
-    assert not limiter.take_local(("key:d", 40))
+    assert limiter.decide_local(("key:d", 40)) == (False, None)
+
+
+async def test_a_refusal_holds_for_the_lease_then_redis_is_asked_again(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conns = [CountingRedis(redis) for _ in range(2)]
+    a, b = (RedisRateLimiter(c, 60.0, prefix, now=clock, shares=2, lease_s=0.1) for c in conns)
+    assert await admitted(a, "key:e", 8)  # a holds 3 more of its share of 4
+    for _ in range(4):
+        assert await admitted(b, "key:e", 8)  # b takes the other 4 and uses them
+    assert not await admitted(b, "key:e", 8)  # Redis refuses b a share: the window is spent
+    assert conns[1].round_trips == 2
+    decided, retry = b.decide_local(("key:e", 8))
+    assert decided and retry is not None and 1 <= retry <= 60  # refused locally
+    assert not await admitted(b, "key:e", 8)
+    assert conns[1].round_trips == 2  # no round trip within the lease
+    for _ in range(3):
+        assert await admitted(a, "key:e", 8)  # a's held rest is still a's to use
+    clock.t += 0.2  # b's lease is over: Redis is asked again (and still says spent)
+    assert not await admitted(b, "key:e", 8)
+    assert conns[1].round_trips == 3
+    assert int(await redis.get(a.counters.key("key:e", 60.0))) == 8
+    clock.t += 60.0  # a new window: the budget is back
+    assert await admitted(b, "key:e", 8)
+
+
+async def test_concurrent_requests_share_one_round_trip_per_key(redis: Any, prefix: str) -> None:
+    import anyio
+
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=32, lease_s=0.1)
+    results: list[bool] = []
+
+    async def request() -> None:
+        results.append(await admitted(limiter, "key:f", 3200))
+
+    for _ in range(2):  # the first share, then a lease's end with 32 requests waiting
+        async with anyio.create_task_group() as tg:
+            for _ in range(32):
+                tg.start_soon(request)
+        clock.t += 0.2
+    assert results == [True] * 64
+    # One round trip each time; before, every request that came while one was in flight sent
+    # its own (and took a share of 100 for itself).
+    assert conn.round_trips == 2
+    raw = await redis.get(limiter.counters.key("key:f", 60.0))
+    assert int(raw) == 64 + limiter._local["key:f"].left

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
+
 from levibot.metrics import Counter
 from sidecars.gateway.redisguard import RedisBreaker, RedisUnavailable
 
@@ -67,6 +69,19 @@ return share - over
 """
 
 
+class _Share:
+    """What a replica holds of one key's window budget."""
+
+    __slots__ = ("left", "pending", "since", "spent", "window")
+
+    def __init__(self, window: int, now: float) -> None:
+        self.window = window
+        self.left = 0  # requests left of the share this replica holds
+        self.since = now  # when Redis last answered for this key: the lease starts
+        self.spent = False  # Redis refused a share at ``since``: the window is spent
+        self.pending: anyio.Event | None = None  # set when this key's round trip in flight ends
+
+
 class RedisRateLimiter:
     """Counters shared by every gateway replica, under ``levibot.storage.counters`` key names.
 
@@ -79,10 +94,13 @@ class RedisRateLimiter:
     under ``shares`` gives shares of 1, i.e. one round trip per request, as exact as before).
     The lease keeps the shares reconciled: a replica goes to Redis at least every ``lease_s``
     while it takes requests, and so notices an outage (the breaker, the memory fallback) as it
-    did. A key whose window is spent asks again on each request (refused by Redis's count, or
-    by the fallback when Redis is down, as before). The shares of all of a request's counters
-    (its IP and its key) that need one go in one pipelined round trip (a small Lua script per
-    counter: give back, take, cap at the limit).
+    did. When Redis refuses a share (the window is spent), the replica refuses that key locally
+    for the lease too, then asks again (a rest another replica gave back may be taken then).
+    One round trip per key at a time: requests that find one in flight wait for its answer
+    rather than each sending their own (which, at a lease's end, took one share per waiting
+    request). The shares of all of a request's counters (its IP and its key) that need one go
+    in one pipelined round trip (a small Lua script per counter: give back, take, cap at the
+    limit).
     """
 
     def __init__(
@@ -98,69 +116,109 @@ class RedisRateLimiter:
         self.lease_s = lease_s
         self.counters = Counters(redis, f"{prefix}:rl", now=now)
         self._ttl_ms = max(1, math.ceil(2 * window_s * 1000))
-        # key -> [window, requests left of the share this replica holds, when it took it]
-        self._local: dict[str, list[Any]] = {}
+        self._local: dict[str, _Share] = {}
         # Set by FallbackRateLimiter: while it holds Redis down, every call must reach Redis
         # (a call that answered from the shares would pass for a successful probe).
         self.breaker: RedisBreaker | None = None
 
-    def take_local(self, *limits: tuple[str, int]) -> bool:
-        """Admit from the shares this replica holds when every limit has one in its lease (no
-        await, no Redis); return False, taking nothing, when any needs a round trip."""
+    def _retry(self, window: int, now: float) -> float:
+        return float(max(1, math.ceil((window + 1) * self.window_s - now)))
+
+    def decide_local(self, *limits: tuple[str, int]) -> tuple[bool, float | None]:
+        """Decide without Redis (no await) when every limit's share is in its lease.
+
+        Return ``(True, None)`` when admitted from the shares held, ``(True, seconds)`` when a
+        limit's window is known spent, ``(False, None)``, taking nothing, when any limit needs
+        a round trip (or one is in flight).
+        """
         if self.breaker is not None and not self.breaker.up:
-            return False
+            return False, None
         now = self.now()
         window = int(now // self.window_s)
-        states = []
+        held = []
+        spent = False
         for key, _ in limits:
-            state = self._local.get(key)
-            if state is None or state[0] != window or state[1] <= 0:
-                return False
-            if now - state[2] >= self.lease_s:
-                return False
-            states.append(state)
-        for state in states:
-            state[1] -= 1
-        return True
+            share = self._local.get(key)
+            if share is None or share.window != window or now - share.since >= self.lease_s:
+                return False, None
+            if share.left > 0:
+                held.append(share)
+            elif share.spent:
+                spent = True
+            else:
+                return False, None
+        for share in held:  # counted even when refused, as in memory
+            share.left -= 1
+        return True, self._retry(window, now) if spent else None
+
+    def _share(self, key: str, window: int, now: float) -> _Share:
+        share = self._local.get(key)
+        if share is None or share.window != window:
+            if len(self._local) > 100_000:  # bound memory: old windows are worthless
+                self._local.clear()
+            share = self._local[key] = _Share(window, now)
+        return share
 
     async def hit(self, *limits: tuple[str, int]) -> float | None:
-        now = self.now()
-        window = int(now // self.window_s)
+        while True:
+            from_shares = self.breaker is None or self.breaker.up
+            now = self.now()
+            window = int(now // self.window_s)
+            held: list[_Share] = []
+            need: list[tuple[str, int, _Share]] = []
+            pending = None
+            for key, limit in limits:
+                share = self._share(key, window, now)
+                if share.pending is not None:
+                    pending = share.pending
+                    break
+                fresh = from_shares and now - share.since < self.lease_s
+                if fresh and (share.left > 0 or share.spent):
+                    held.append(share)
+                else:
+                    need.append((key, limit, share))
+            if pending is None:
+                break
+            await pending.wait()  # its answer may serve this request too: decide again
+            if self.breaker is not None and not self.breaker.up:
+                raise RedisUnavailable("Redis went down during this key's round trip")
         over = False
-        need: list[tuple[str, int, list[Any]]] = []
-        from_shares = self.breaker is None or self.breaker.up
-        for key, limit in limits:
-            state = self._local.get(key)
-            if state is None or state[0] != window:
-                if len(self._local) > 100_000:  # bound memory: old windows are worthless
-                    self._local.clear()
-                state = self._local[key] = [window, 0, now]
-            if state[1] > 0 and from_shares and now - state[2] < self.lease_s:
-                state[1] -= 1  # from this replica's share: no round trip
+        for share in held:
+            if share.left > 0:
+                share.left -= 1  # from this replica's share: no round trip
             else:
-                need.append((key, limit, state))
+                over = True  # spent, as Redis said within the lease
         if need:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, limit, state in need:
-                    # The unused rest of the last share goes back; taken off here at once, so
-                    # a concurrent request on this key cannot give it back a second time.
-                    back, state[1] = state[1], 0
-                    name = self.counters.key(key, self.window_s)
-                    share = max(1, limit // self.shares)
-                    pipe.eval(_TAKE_SHARE, 1, name, back, share, limit, self._ttl_ms)
-                granted_all = await pipe.execute()
-            for (_, _, state), granted in zip(need, granted_all, strict=True):
-                if int(granted):
-                    state[1] += int(granted) - 1  # one for this request
-                    state[2] = now
-                elif state[1] > 0:  # a concurrent request's share came back meanwhile
-                    state[1] -= 1
+            await self._take(need, now)
+            for _, _, share in need:
+                if share.left > 0:
+                    share.left -= 1  # one of the new share for this request
                 else:
                     over = True
-        if not over:
-            return None
-        window_end = (window + 1) * self.window_s
-        return float(max(1, math.ceil(window_end - now)))
+        return self._retry(window, now) if over else None
+
+    async def _take(self, need: list[tuple[str, int, _Share]], now: float) -> None:
+        """Give back what ``need``'s keys hold and take a new share of each, in one round trip."""
+        done = anyio.Event()
+        backs = []
+        for _, _, share in need:
+            # The unused rest goes back; taken off here at once (and the key marked pending),
+            # so no concurrent request uses it or gives it back a second time.
+            backs.append(share.left)
+            share.left, share.spent, share.pending = 0, False, done
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (key, limit, _), back in zip(need, backs, strict=True):
+                    name = self.counters.key(key, self.window_s)
+                    size = max(1, limit // self.shares)
+                    pipe.eval(_TAKE_SHARE, 1, name, back, size, limit, self._ttl_ms)
+                granted_all = await pipe.execute()
+            for (_, _, share), granted in zip(need, granted_all, strict=True):
+                share.left, share.spent, share.since = int(granted), not int(granted), now
+        finally:
+            for _, _, share in need:
+                share.pending = None
+            done.set()
 
     async def close(self) -> None:
         pass
@@ -187,8 +245,10 @@ class FallbackRateLimiter:
 
     async def hit(self, *limits: tuple[str, int]) -> float | None:
         # The common case, a replica's own shares: no breaker call (its timeout scope) at all.
-        if isinstance(self.shared, RedisRateLimiter) and self.shared.take_local(*limits):
-            return None
+        if isinstance(self.shared, RedisRateLimiter):
+            decided, retry = self.shared.decide_local(*limits)
+            if decided:
+                return retry
         try:
             return await self.breaker.call(lambda: self.shared.hit(*limits))
         except RedisUnavailable:

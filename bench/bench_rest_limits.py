@@ -1,0 +1,234 @@
+"""Authenticated REST throughput with rate limits shared through Redis against in memory.
+
+Two real ``GatewayActor``\\ s run in this process on ephemeral ports, alike but for where they
+count: one in memory, one shared through Redis (``--redis``, a fresh key prefix per run, deleted
+at the end). The load is ``wrk`` (``-t1 -c<concurrency>``: one thread, because the load and the
+gateway share the machine) on authenticated ``GET /risk`` (``X-API-Key``); without ``wrk`` on
+the PATH it is ``bench/gateway_load.py`` (aiohttp, one Python process, itself often the
+bottleneck), and ``load`` says which. Two cases:
+
+- ``under``: limits far above what a run sends (10⁹ a window): every answer is 200, the cost
+  of counting is all that differs.
+- ``at``: a key and an IP already over the production limits (600 and 1,200 a 60 s window):
+  every answer is 429, the cost of refusing.
+
+Rounds alternate the two gateways (the order swapped every round); each side's figures are the
+median over ``--rounds``, and ``ratio_vs_memory`` = redis rps ÷ memory rps, from this run;
+``ratio_paired_median`` is the median of each round's own ratio, and ``cpu_ratio_vs_memory``
+the inverse ratio of the gateway process's CPU per request (``cpu_us_per_req``: what the
+throughput of a saturated gateway follows, and steadier on a shared machine than rps).
+``non_2xx`` counts the answers that were not 2xx (wrk's "Non-2xx or 3xx responses").
+
+Run: ``.venv/bin/python bench/bench_rest_limits.py [--rounds 5 --seconds 2]``; writes
+``bench/results/rest_limits.json``. About 50 s with the defaults. ``bench_gateway.py`` runs it
+too (its ``rest.limits.*`` rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from levibot.clock import LiveClock
+from levibot.testenv import REDIS_URL
+from levibot.testing import RecordingContext
+from sidecars.gateway.actor import GatewayActor, GatewayConfig
+from sidecars.gateway.auth import FileKeyStore, new_key
+
+LOAD = Path(__file__).with_name("gateway_load.py")
+RESULTS = Path(__file__).with_name("results") / "rest_limits.json"
+#: (per key, per IP) limits of each case; ``at`` spends them before measuring.
+CASES = {"under": (10**9, 10**9), "at": (600, 1200)}
+_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def _us(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Return rps, requests, non-2xx and latency p50/p99 (µs) from ``wrk --latency`` output."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    pct = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+(?:us|ms|s))\s*$", out, re.M))
+    return {
+        "rps": rps,
+        "requests": requests,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+        "p50_us": _us(pct["50"]),
+        "p99_us": _us(pct["99"]),
+    }
+
+
+async def load(port: int, key: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Drive ``GET /risk`` on ``port`` for ``--seconds`` and return its figures, with the CPU
+    this process (the gateways) spent per request: less shaken by other load than rps is."""
+    url = f"http://127.0.0.1:{port}/risk"
+    cpu0 = time.process_time()
+    if args.wrk:
+        out = await anyio.run_process([
+            args.wrk, "-t1", f"-c{args.concurrency}", f"-d{args.seconds}s", "--latency",
+            "-H", f"X-API-Key: {key}", url,
+        ])  # fmt: skip
+        r = parse_wrk(out.stdout.decode())
+    else:
+        out = await anyio.run_process([
+            sys.executable, str(LOAD), "rest", "--url", url, "--key", key,
+            "--concurrency", str(args.concurrency), "--seconds", str(args.seconds),
+        ])  # fmt: skip
+        g = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        r = {"rps": g["rps"], "requests": g["requests"], "non_2xx": g["errors"],
+             "socket_errors": 0, "p50_us": g["p50_us"], "p99_us": g["p99_us"]}  # fmt: skip
+    r["cpu_us_per_req"] = (time.process_time() - cpu0) * 1e6 / max(1, r["requests"])
+    return r
+
+
+async def _spend(port: int, key: str, n: int) -> None:
+    """Send ``n`` requests, so the key's and the IP's windows are spent before measuring."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            async with session.get(f"http://127.0.0.1:{port}/risk",
+                                   headers={"X-API-Key": key}) as r:  # fmt: skip
+                await r.read()
+
+
+async def case(
+    name: str, base: GatewayConfig, key: str, tmp: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Measure one case: the memory and the Redis gateway, rounds alternated."""
+    per_key, per_ip = CASES[name]
+    actors: dict[str, GatewayActor] = {}
+    for side, url in (("memory", ""), ("redis", base.redis_url)):
+        data_dir = Path(tmp) / f"{name}-{side}"
+        data_dir.mkdir()
+        shutil.copy(Path(tmp) / "keys.json", data_dir / "keys.json")
+        cfg = msgspec.structs.replace(
+            base, redis_url=url, data_dir=str(data_dir), rate_limit_per_key=per_key,
+            rate_limit_per_ip=per_ip, redis_prefix=f"{base.redis_prefix}:{name}",
+        )  # fmt: skip
+        actors[side] = GatewayActor(RecordingContext("gateway", clock=LiveClock()), cfg)
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in actors}
+    try:
+        for actor in actors.values():
+            await actor.on_start()
+            if name == "at":
+                await _spend(actor.port, key, per_ip + 1)
+        for i in range(args.rounds):
+            order = list(actors) if i % 2 == 0 else list(reversed(actors))
+            for side in order:
+                runs[side].append(await load(actors[side].port, key, args))
+    finally:
+        for actor in actors.values():
+            await actor.on_stop()
+    out: dict[str, Any] = {}
+    for side, rs in runs.items():
+        out[side] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        out[side]["non_2xx"] = sum(r["non_2xx"] for r in rs)  # all rounds: any at all shows
+        out[side]["rounds_rps"] = [round(r["rps"]) for r in rs]
+    out["ratio_vs_memory"] = out["redis"]["rps"] / out["memory"]["rps"]
+    # The same from each round's pair (run back to back), and the CPU per request: steadier
+    # when other work on the machine comes and goes.
+    pairs = zip(runs["redis"], runs["memory"], strict=True)
+    out["ratio_paired_median"] = statistics.median(r["rps"] / m["rps"] for r, m in pairs)
+    out["cpu_ratio_vs_memory"] = out["memory"]["cpu_us_per_req"] / out["redis"]["cpu_us_per_req"]
+    return out
+
+
+async def _cleanup(url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every case of ``--cases``; return the report (``results`` per case)."""
+    loadavg_before = os.getloadavg()
+    prefix = f"bench-rl-{uuid.uuid4().hex[:8]}"
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, record = new_key("bench", ["read"])
+        await FileKeyStore(Path(tmp) / "keys.json").add(record)
+        base = GatewayConfig(
+            port=0, data_dir=tmp, jwt_secret="bench-" + "x" * 32, heartbeat_s=0.0,
+            redis_url=args.redis, redis_prefix=prefix,
+        )  # fmt: skip
+        try:
+            for name in args.cases:
+                results[name] = await case(name, base, plain, tmp, args)
+        finally:
+            await _cleanup(args.redis, prefix)
+    return {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "load": f"wrk -t1 -c{args.concurrency}" if args.wrk else "bench/gateway_load.py",
+        "params": {k: v for k, v in vars(args).items() if k != "wrk"},
+        "loadavg_before": loadavg_before,
+        "results": results,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the argument parser (``bench_gateway.py`` reuses its defaults)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=int, default=2, help="per run (wrk takes whole seconds)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument("--redis", default=REDIS_URL)
+    p.add_argument("--no-wrk", dest="wrk", action="store_false",
+                   help="load with bench/gateway_load.py even when wrk is installed")  # fmt: skip
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    args.wrk = shutil.which("wrk") if args.wrk else None
+    t0 = time.perf_counter()
+    report = anyio.run(run, args, backend_options={"use_uvloop": True})
+    report["wall_s"] = time.perf_counter() - t0
+    report["loadavg_after"] = os.getloadavg()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    before, after = report["loadavg_before"][0], report["loadavg_after"][0]
+    print(f"load: {report['load']}, {args.rounds} rounds × {args.seconds} s, "
+          f"loadavg {before:.2f} → {after:.2f}")  # fmt: skip
+    print(f"{'case':<8}{'limits':<8}{'rps':>9}{'p50 µs':>9}{'p99 µs':>9}{'CPU µs/req':>11}"
+          f"{'non-2xx':>9}  rounds")  # fmt: skip
+    for name, r in report["results"].items():
+        for side in ("memory", "redis"):
+            s = r[side]
+            print(f"{name:<8}{side:<8}{s['rps']:>9.0f}{s['p50_us']:>9.0f}{s['p99_us']:>9.0f}"
+                  f"{s['cpu_us_per_req']:>11.0f}{s['non_2xx']:>9}  {s['rounds_rps']}")  # fmt: skip
+        print(f"{name:<8}redis ÷ memory rps: {r['ratio_vs_memory']:.2f} (goal >= 0.8; "
+              f"paired rounds {r['ratio_paired_median']:.2f}; "
+              f"by CPU/request {r['cpu_ratio_vs_memory']:.2f})")  # fmt: skip
+    print(f"wall {report['wall_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
