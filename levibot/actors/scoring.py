@@ -268,6 +268,10 @@ class ScoringActor(Actor[ScoringConfig]):
             "canary": canary.card.model_id if canary else None,
         }
 
+    def warm(self) -> None:
+        """Re-score the last scored row with the active model, recording nothing (idle spin)."""
+        self.models.warm()
+
     # -- messages --------------------------------------------------------------------------
 
     async def handle(self, msg: Any) -> None:

@@ -25,28 +25,44 @@ class DriftMonitor:
         self._buf = np.zeros(self.window, bool)
         self._pos = 0
         self._count = 0
+        self._bad = 0  # flagged rows in the window (``_buf``'s unwritten slots are False)
         self.alerting = False
         self.worst: str = ""  # name of the feature most often out of range in the last update
 
     @property
     def fraction(self) -> float:
         """Return the out-of-range fraction of the rows in the window."""
-        return float(self._buf[: self._count].mean()) if self._count else 0.0
+        return self._bad / self._count if self._count else 0.0
+
+    def out_of_range(self, x: np.ndarray) -> np.ndarray:
+        """Return which inputs of ``x`` (n, m) are outside the bounds (n, m), recording nothing."""
+        return (x < self.low) | (x > self.high)
 
     def update(self, x: np.ndarray, names: tuple[str, ...]) -> bool:
         """Record a batch of model inputs (n, m); return True when an alert should fire."""
-        bad = (x < self.low) | (x > self.high)
-        flags = np.asarray(bad.any(axis=1))
+        bad = self.out_of_range(x)
+        flags = bad.any(axis=1)
         n = len(flags)
-        if n >= self.window:
-            self._buf[:] = flags[-self.window :]
-            self._pos, self._count = 0, self.window
-        elif n:
-            idx = (self._pos + np.arange(n)) % self.window
-            self._buf[idx] = flags
-            self._pos = int((self._pos + n) % self.window)
-            self._count = min(self.window, self._count + n)
-        if bad.any():
+        if n == 1:  # the live path, one row a bar: no index arrays
+            flag = bool(flags[0])
+            self._bad += flag - bool(self._buf[self._pos])
+            self._buf[self._pos] = flag
+            self._pos = (self._pos + 1) % self.window
+            self._count = min(self.window, self._count + 1)
+            any_bad = flag
+        else:
+            if n >= self.window:
+                self._buf[:] = flags[-self.window :]
+                self._pos, self._count = 0, self.window
+                self._bad = int(np.count_nonzero(self._buf))
+            elif n:
+                idx = (self._pos + np.arange(n)) % self.window  # distinct: n < window
+                self._bad += int(np.count_nonzero(flags)) - int(np.count_nonzero(self._buf[idx]))
+                self._buf[idx] = flags
+                self._pos = int((self._pos + n) % self.window)
+                self._count = min(self.window, self._count + n)
+            any_bad = bool(flags.any())
+        if any_bad:
             self.worst = names[int(np.argmax(bad.sum(axis=0)))]
         frac = self.fraction
         if not self.alerting and self._count >= self.window and frac > self.max_fraction:

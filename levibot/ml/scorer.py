@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from levibot.ml.card import MODEL_GEMM, MODEL_ONNX, ModelCard, ModelError
-from levibot.ml.export import probabilities
 from levibot.ml.registry import ModelRegistry
 
 CUDA = "CUDAExecutionProvider"
@@ -73,6 +72,10 @@ class Scorer:
             raise ModelError(f"cannot load {path}: {exc}") from None
         self.graph = chosen
         self._input = self.session.get_inputs()[0].name
+        # The one output read (as ``levibot.ml.export.probabilities`` picks it), looked up once:
+        # asking the session for its outputs on every run costs more than a small run.
+        names = [o.name for o in self.session.get_outputs()]
+        self._output = "probability" if "probability" in names else "probabilities"
 
     @classmethod
     def from_registry(
@@ -99,12 +102,24 @@ class Scorer:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Return P(forward return beats fees) for full feature vectors ``rows`` (n, k_all)."""
-        rows = np.asarray(rows, dtype=np.float32)
+        return self.predict_selected(self.columns_of(np.asarray(rows, dtype=np.float32)))
+
+    def columns_of(self, rows: np.ndarray) -> np.ndarray:
+        """Return the model's columns (n, m) of full feature vectors ``rows`` (n, k_all)."""
+        rows = np.asarray(rows)
         if rows.ndim == 1:
             rows = rows.reshape(1, -1)
         if rows.shape[1] != self.card.schema_size:
             raise ModelError(
                 f"expected {self.card.schema_size} features per row, got {rows.shape[1]}"
             )
-        selected = np.ascontiguousarray(rows[:, self.columns])
-        return probabilities(self.session, selected).astype(np.float64)
+        return rows[:, self.columns]
+
+    def predict_selected(self, x: np.ndarray) -> np.ndarray:
+        """Return P(forward return beats fees) for rows ``x`` (n, m) that hold only the model's
+        own columns, in the order of ``card.features`` (``rows[:, scorer.columns]``)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        (out,) = self.session.run([self._output], {self._input: x})
+        out = np.asarray(out)
+        p = out.reshape(-1) if self._output == "probability" else out[:, 1]
+        return p.astype(np.float64)

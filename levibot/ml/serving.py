@@ -31,6 +31,9 @@ class ServingPolicy:
     drift_max_fraction: float = 0.05
 
 
+_NO_ROWS = np.empty(0)
+
+
 class Served:
     """A loaded model with its own drift monitor and expiry flag."""
 
@@ -73,6 +76,7 @@ class ModelSet:
         self.shadow: Served | None = None
         self.canary: Served | None = None
         self.shadow_stats = ShadowStats()
+        self._last: tuple[Served, np.ndarray] | None = None  # the active model's last inputs
 
     def set(self, role: str, served: Served | None) -> None:
         """Put ``served`` in slot ``role`` (active, shadow or canary); None empties it."""
@@ -82,6 +86,19 @@ class ModelSet:
         if role == "shadow":
             self.shadow_stats = ShadowStats()
 
+    def warm(self) -> None:
+        """Run the active model's hot path on the last rows it scored, changing nothing.
+
+        Keeps the model's code and data in the CPU caches while no message comes (the node's
+        ``idle = "spin"``): no drift or shadow update, no alert, the result is thrown away.
+        """
+        last = self._last
+        if last is None or last[0] is not self.active:
+            return
+        served, x = last
+        served.scorer.predict_selected(x)
+        served.drift.out_of_range(x)
+
     def _sides(self, p: np.ndarray) -> np.ndarray:
         pol = self.policy
         short = -1 if pol.allow_short else 0
@@ -90,23 +107,29 @@ class ModelSet:
     def score(self, rows: np.ndarray, symbols: list[str], now_ns: int) -> Scored:
         """Score full feature vectors ``rows`` (n, k) of ``symbols`` at time ``now_ns``."""
         n = len(rows)
-        out = Scored(p=np.full(n, np.nan), model_ids=[""] * n)
-        if self.active is None:
+        active = self.active
+        if active is None:
+            out = Scored(p=np.full(n, np.nan), model_ids=[""] * n)
             out.skipped = n
             return out
         canary, frac = self.canary, self.policy.canary_fraction
-        groups: dict[int, tuple[Served, list[int]]] = {}
-        for i, sym in enumerate(symbols):
-            served = canary if canary is not None and in_canary(sym, frac) else self.active
-            groups.setdefault(id(served), (served, []))[1].append(i)
-        for served, idx in groups.values():
-            sel = np.asarray(idx)
-            if served is canary:
-                self._score_canary(served, sel, rows, now_ns, out)
-                continue
-            out.p[sel] = self._predict(served, rows[sel], now_ns, out)
-            for j in idx:
-                out.model_ids[j] = served.card.model_id
+        if canary is None or frac <= 0.0:  # every row is the active model's (the usual case)
+            out = Scored(p=_NO_ROWS, model_ids=[active.card.model_id] * n)
+            out.p = self._predict(active, rows, now_ns, out)
+        else:
+            out = Scored(p=np.full(n, np.nan), model_ids=[""] * n)
+            groups: dict[int, tuple[Served, list[int]]] = {}
+            for i, sym in enumerate(symbols):
+                served = canary if in_canary(sym, frac) else active
+                groups.setdefault(id(served), (served, []))[1].append(i)
+            for served, idx in groups.values():
+                sel = np.asarray(idx)
+                if served is canary:
+                    self._score_canary(served, sel, rows, now_ns, out)
+                    continue
+                out.p[sel] = self._predict(served, rows[sel], now_ns, out)
+                for j in idx:
+                    out.model_ids[j] = served.card.model_id
         if self.shadow is not None:
             shadow_out = Scored(p=np.full(n, np.nan), model_ids=[])
             ps = self._predict(self.shadow, rows, now_ns, shadow_out)
@@ -149,18 +172,30 @@ class ModelSet:
             out.model_ids[j] = canary.card.model_id
 
     def _predict(self, served: Served, rows: np.ndarray, now_ns: int, out: Scored) -> np.ndarray:
-        x = rows[:, served.scorer.columns]
-        ready = ~np.isnan(x).any(axis=1)
-        p = np.full(len(rows), np.nan)
-        out.skipped += int((~ready).sum())
-        idx = np.flatnonzero(ready)
+        """Return the scores of ``rows`` (NaN for a row with a NaN in the model's columns) and
+        monitor the scored rows; the model's columns are selected once, for both."""
+        x = served.scorer.columns_of(rows)
+        waiting = np.isnan(x).any(axis=1)
+        idx: np.ndarray | None = None
+        if waiting.any():  # warm-up rows: score the others
+            idx = np.flatnonzero(~waiting)
+            out.skipped += len(rows) - len(idx)
+            x = x[idx]
+        m = len(x)
+        scores = np.empty(m)
         step = self.policy.max_batch
-        for lo in range(0, len(idx), step):
-            part = idx[lo : lo + step]
-            p[part] = served.scorer.predict(rows[part])
+        for lo in range(0, m, step):
+            part = x[lo : lo + step]
+            scores[lo : lo + step] = served.scorer.predict_selected(part)
             out.runs.append(len(part))
-        if len(idx):
-            self._monitor(served, x[ready], now_ns, out)
+        if m:
+            self._monitor(served, x, now_ns, out)
+            if served is self.active:
+                self._last = (served, x[-1:])
+        if idx is None:
+            return scores
+        p = np.full(len(rows), np.nan)
+        p[idx] = scores
         return p
 
     def _monitor(self, served: Served, x: np.ndarray, now_ns: int, out: Scored) -> None:

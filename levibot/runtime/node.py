@@ -46,6 +46,8 @@ from levibot.tracing import configure as configure_tracing
 
 EXIT_OK = 0
 EXIT_CRASH = EXIT_SOFTWARE  # an actor crashed or exhausted its restart budget
+#: ``[node] idle = "spin"``: the loop idle this long, the actors' ``warm`` hooks run again.
+WARM_EVERY_S = 0.0005
 
 
 def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
@@ -288,11 +290,35 @@ class Node:
         A task that is always ready makes every loop pass poll without waiting, so the work a
         message brings starts at once on a core that stayed hot, instead of after a wake-up of
         a descheduled vCPU with cold caches (2-10x slower on a shared VM). It costs a core.
+
+        Spinning keeps the core, not the hot path's code and data in its caches (a 1-row ONNX
+        run took 120-160 µs after 5 ms of spinning, 25-35 µs when re-run every 0.5-1 ms): so
+        once no mailbox has held a message for ``WARM_EVERY_S``, the actors that have a
+        ``warm`` hook are warmed, one per loop pass (a message arriving waits for one at most).
         """
+        warmers = [r.actor for r in self._inbox_runners if type(r.actor).warm is not Actor.warm]
+        clock = time.perf_counter
+        quiet_since, turn = clock(), 0
         with scope:
             while True:
                 self.idle_passes += 1
                 await anyio.lowlevel.checkpoint()
+                if not warmers:
+                    continue
+                if not self._idle():
+                    quiet_since, turn = clock(), 0
+                    continue
+                if clock() - quiet_since < WARM_EVERY_S:
+                    continue
+                actor = warmers[turn]
+                try:
+                    actor.warm()
+                    turn += 1
+                except Exception as exc:  # a broken warm hook costs latency, never the node
+                    self.log.warning("node.warm_failed", actor=actor.ctx.name, error=repr(exc))
+                    warmers.remove(actor)
+                if turn >= len(warmers):
+                    quiet_since, turn = clock(), 0
 
     async def _listen(self, host: str, port: int) -> None:
         try:

@@ -38,6 +38,20 @@ def test_drift_alerts_once_when_the_window_fills_and_rearms_after_recovery() -> 
     assert mon.update(np.array([[-0.6, 0.0]] * 10), ("a", "b"))
 
 
+def test_drift_fraction_is_the_window_mean_for_any_mix_of_batch_sizes() -> None:
+    """The running count of flagged rows (one row a bar on the live path) matches a recount
+    of the last ``window`` rows after every batch, one row, several, and more than a window."""
+    mon = DriftMonitor(_card(), tolerance=0.0, window=7, max_fraction=0.5)
+    rng = np.random.default_rng(3)
+    seen: list[bool] = []
+    for n in [1, 1, 3, 1, 6, 1, 9, 2, 1, 1, 7, 4, 1, 13, 1, 1, 5]:
+        x = np.column_stack([rng.uniform(-0.5, 1.5, n), np.zeros(n)])
+        mon.update(x, ("a", "b"))
+        seen += [bool(v < 0.0 or v > 1.0) for v in x[:, 0]]
+        last = seen[-7:]
+        assert mon.fraction == sum(last) / len(last)
+
+
 def test_shadow_stats_measure_agreement_and_mean_absolute_difference() -> None:
     s = ShadowStats()
     assert s.agreement == 1.0 and s.drift == 0.0
