@@ -8,6 +8,11 @@ plain queues, the same stage work) measured in the same run, on the same bars at
   mirror   the same with the NATS mirror on (unique namespace and stream per run)
   procs    the groups as three ``levibot run --groups`` processes over NATS:
            ingest (source, feature) | scoring | execution (risk, order)
+           and, in the same run, its transport floor (``bench.raw_nats_split``): the split's
+           own traffic between three processes over raw nats-py, with no engine and no stage
+           work. On a VM each message that wakes another process costs tens of µs of CPU on
+           both sides whatever sends it; the ``floor`` ratios say how much of the split's
+           cost that is, and how much the engine adds on top
 
 Input: the real BTCUSDT 1h klines as 1s bars over ``--symbols`` symbols; one bar is one
 tick-equivalent that goes through every stage. After an unmeasured warm-up, the rate steps up
@@ -49,6 +54,7 @@ from bench import pipeline_model as pm
 from bench.bare_pipeline import CASH, run_bare
 from bench.pipeline_engine import run_inproc, run_procs
 from bench.pipeline_stats import STAGES, in_window, summarize, sustained
+from bench.raw_nats_split import run_raw_split
 from levibot.testenv import NATS_URL
 
 RESULTS = Path(__file__).parent / "results"
@@ -112,11 +118,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     errors: dict[str, str] = {}
     cpu_cmp: dict[str, dict[str, float]] = {}
     for config in args.configs:
-        ladders: dict[str, list[list[dict[str, Any]]]] = {"bare": [], "engine": []}
+        # procs also runs its transport floor: the same traffic over raw nats-py, no engine.
+        systems = ("bare", "engine", "floor") if config == "procs" else ("bare", "engine")
+        ladders: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in systems}
         for _ in range(args.repeats):
-            for system in ("bare", "engine"):  # interleaved: both see the same load drift
+            for system in systems:  # interleaved: all see the same load drift
                 t0 = time.monotonic()
-                if system == "bare":
+                if system == "floor":
+                    records, steps, drops, cpu, _ = run_raw_split(_params(args), args.nats)
+                elif system == "bare":
                     records, steps, cpu = uvloop.run(
                         run_bare(klines, scorer=scorer, threshold=threshold, **_params(args))
                     )
@@ -143,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  {config}/{system}: {time.monotonic() - t0:.1f}s", flush=True)
             if config in errors:
                 break
-        for system in ("bare", "engine"):
+        for system in systems:
             if not ladders[system]:
                 results[f"{config}/{system}"] = {"error": errors.get(config, "no run")}
                 continue
@@ -268,6 +278,10 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"name": name, "value": value, "goal": f"{op} {goal:g}",
                     "met": bool(met) if value == value else False, "basis": basis})  # fmt: skip
 
+    def info(name: str, value: float, basis: str) -> None:
+        """A figure that explains a goal (no goal of its own)."""
+        out.append({"name": name, "value": value, "goal": "—", "met": None, "basis": basis})
+
     single, mirror, split = (res.get(f"{c}/engine", {}) for c in ("inproc", "mirror", "procs"))
     hop = doc.get("hop", {})
     if "steps" in single and "steps" in split:
@@ -284,6 +298,22 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{sp:.0f} ÷ ({cp:.0f} + 2×{rp:.0f}) µs")  # fmt: skip
         s99, c99 = split["latency"]["e2e"]["p99_us"], single["latency"]["e2e"]["p99_us"]
         add("split e2e p99 ÷ single", s99 / c99, "<=", 3.0, f"{s99:.0f} ÷ {c99:.0f} µs")
+        floor = res.get("procs/floor", {})
+        if "steps" in floor:
+            # The least splitting costs here: the split's own traffic over raw nats-py.
+            # At the rate of the CPU ratio above (split, single and floor alike).
+            fc = next((st["cpu_us_per_bar"] for st in floor["steps"] if st["rate"] == rate),
+                      float("nan"))  # fmt: skip
+            info("floor: (single + raw split traffic) ÷ single CPU/bar", (cc + fc) / cc,
+                 f"({cc:.0f} + {fc:.0f}) ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s")  # fmt: skip
+            info("split's added CPU/bar ÷ raw split traffic's", (sc - cc) / fc,
+                 f"({sc:.0f} − {cc:.0f}) ÷ {fc:.0f} µs/bar")  # fmt: skip
+            fp, f99 = floor["latency"]["e2e"]["p50_us"], floor["latency"]["e2e"]["p99_us"]
+            info("split e2e p50 ÷ raw split traffic's", sp / fp, f"{sp:.0f} ÷ {fp:.0f} µs")
+            info("split e2e p99 ÷ raw split traffic's", s99 / f99, f"{s99:.0f} ÷ {f99:.0f} µs")
+            fs = floor["sustained_per_s"]
+            info("raw split traffic sustained ÷ single", fs / cs if cs else float("nan"),
+                 f"{fs:,.0f} ÷ {cs:,.0f} bars/s")  # fmt: skip
     if "steps" in single and "steps" in mirror:
         mc, cc, rate = _at_common_rate(mirror["steps"], single["steps"])
         add("mirror CPU/bar ÷ mirror off", mc / cc, "<=", 1.2,
@@ -307,8 +337,8 @@ def ratio_table(doc: dict[str, Any]) -> str:
     """Return the markdown table of the issue's ratios, each measured in this run."""
     rows = ["| ratio (this run) | value | goal | met | from |", "|---|---:|---|---|---|"]
     for r in doc["ratios"]:
-        rows.append(f"| {r['name']} | {r['value']:.2f} | {r['goal']} | "
-                    f"{'yes' if r['met'] else 'no'} | {r['basis']} |")  # fmt: skip
+        met = "—" if r["met"] is None else "yes" if r["met"] else "no"
+        rows.append(f"| {r['name']} | {r['value']:.2f} | {r['goal']} | {met} | {r['basis']} |")
     hop = doc.get("hop")
     if hop:
         rows += ["", "| one hop | p50 µs | p99 µs | msgs/s |", "|---|---:|---:|---:|"]
