@@ -112,6 +112,7 @@ class FeatureActor(Actor[FeatureConfig]):
             "feature_warm_failures_total", "Symbols that started cold: their past was unreadable"
         )
         self._history: FallbackHistory | None = None
+        self._last: tuple[_Symbol, Bar] | None = None  # the last accepted bar (``warm``)
 
     async def on_start(self) -> None:
         """Choose where past bars come from (see the module docstring)."""
@@ -221,6 +222,7 @@ class FeatureActor(Actor[FeatureConfig]):
                 )
             return
         entry.last_ts = bar.ts_event
+        self._last = (entry, bar)
         self._bars.inc()
         if state.bars < self._min_bars:
             return
@@ -241,6 +243,13 @@ class FeatureActor(Actor[FeatureConfig]):
             )
         )
         self._vectors.inc()
+
+    def warm(self) -> None:
+        """Fold the last accepted bar into a copy of its symbol's state (idle spin): the
+        state, the vectors and the counters stay as they were."""
+        if self._last is not None:
+            entry, bar = self._last
+            entry.state.copy().update(bar.open, bar.high, bar.low, bar.close, bar.volume)
 
     def _on_quote(self, quote: Quote) -> None:
         spread = quote.spread_bps

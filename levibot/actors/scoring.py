@@ -390,10 +390,11 @@ class ScoringActor(Actor[ScoringConfig]):
             scored = self.models.score(rows, [m.symbol for m in msgs], self.ctx.clock.now_ns())
             self._account(scored)
         pol = self.policy
+        probs: list[float] = scored.p.tolist() if scored is not None else []
         for i, msg in enumerate(msgs):
             self.rules.note_spread(msg.symbol, msg.spread_bps)
-            if scored is not None and not np.isnan(scored.p[i]):
-                p = float(scored.p[i])
+            if scored is not None and probs[i] == probs[i]:  # not NaN: scored
+                p = probs[i]
                 side = side_for(p, pol.long_threshold, pol.short_threshold, pol.allow_short)
                 atr = float(msg.values[self._atr]) if self._atr >= 0 else 0.0
                 await self._publish_signal(

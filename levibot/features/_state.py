@@ -79,6 +79,16 @@ class FeatureState:
         self._vbig = 0.0  # the largest square folded into the sums since they were exact
         self._lw: deque[float] = deque((_NAN,) * 25, maxlen=25)  # log closes, for ret_k
 
+    def copy(self) -> FeatureState:
+        """Return an independent copy: updating it leaves this state as it was."""
+        new = FeatureState.__new__(FeatureState)
+        for name in FeatureState.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, deque):
+                value = deque(value, maxlen=value.maxlen)
+            setattr(new, name, value)
+        return new
+
     @property
     def ready(self) -> bool:
         """Return True once every feature is defined (``warmup`` bars accepted)."""

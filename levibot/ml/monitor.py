@@ -41,7 +41,7 @@ class DriftMonitor:
     def update(self, x: np.ndarray, names: tuple[str, ...]) -> bool:
         """Record a batch of model inputs (n, m); return True when an alert should fire."""
         bad = self.out_of_range(x)
-        flags = bad.any(axis=1)
+        flags = np.asarray(bad.any(axis=1))
         n = len(flags)
         if n == 1:  # the live path, one row a bar: no index arrays
             flag = bool(flags[0])

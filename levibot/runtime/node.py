@@ -306,7 +306,7 @@ class Node:
                 if not warmers:
                     continue
                 if not self._idle():
-                    quiet_since, turn = clock(), 0
+                    quiet_since = clock()
                     continue
                 if clock() - quiet_since < WARM_EVERY_S:
                     continue
@@ -317,7 +317,7 @@ class Node:
                 except Exception as exc:  # a broken warm hook costs latency, never the node
                     self.log.warning("node.warm_failed", actor=actor.ctx.name, error=repr(exc))
                     warmers.remove(actor)
-                if turn >= len(warmers):
+                if turn >= len(warmers):  # a round done (short idle spells take turns)
                     quiet_since, turn = clock(), 0
 
     async def _listen(self, host: str, port: int) -> None:

@@ -140,6 +140,44 @@ def test_model_set_warm_runs_only_the_active_model_it_last_scored() -> None:
     assert calls == ["predict", "drift"]
 
 
+async def test_warming_between_bars_changes_nothing_the_feature_actor_produces() -> None:
+    from levibot.actors.feature import FeatureActor, FeatureConfig
+    from tests.unit.test_feature_actor import bar, walk
+
+    rows = walk()
+    runs = []
+    for warm in (False, True):
+        ctx = RecordingContext("feature", clock=ReplayClock(0))
+        actor = FeatureActor(ctx, FeatureConfig())
+        await actor.on_start()
+        for i, row in enumerate(rows):
+            if warm:
+                actor.warm()
+            await actor.handle(bar(i, row))
+            if warm:
+                actor.warm()
+        published = ctx.of_type(Features)
+        assert len(published) == len(rows) - SCHEMA.warmup + 1
+        runs.append(([msgspec.msgpack.encode(m) for m in published], ctx.metrics.render()))
+    assert runs[0] == runs[1]
+
+
+def test_a_feature_state_copy_is_independent() -> None:
+    from levibot.features import FeatureState
+    from tests.unit.test_feature_actor import walk
+
+    rows = walk()
+    state, twin = FeatureState(), FeatureState()
+    for row in rows[:220]:
+        state.update(*row)
+        twin.update(*row)
+    copy = state.copy()
+    ahead = [copy.update(*row) for row in rows[220:]]  # the original must not move
+    assert state.bars == 220 and copy.bars == len(rows)
+    assert [state.update(*row) for row in rows[220:]] == ahead
+    assert [twin.update(*row) for row in rows[220:]] == ahead
+
+
 # -- the node -----------------------------------------------------------------------------
 
 WARMS: list[tuple[bool, int]] = []  # (node idle, warm calls so far) at each warm call
@@ -186,13 +224,18 @@ async def _run_chain(worker: str, idle: str) -> Node:
     return node
 
 
+def _seen(node: Node) -> list[int]:
+    sink: Any = node.actors["sink"]
+    return [m.value for m in sink.seen]
+
+
 async def test_spin_warms_hooked_actors_only_while_idle_and_sleep_never_does() -> None:
     WARMS.clear()
     node = await _run_chain("warm_square", "sleep")
     assert node.exit_code == EXIT_OK and not WARMS
     node = await _run_chain("warm_square", "spin")
     assert node.exit_code == EXIT_OK
-    assert [m.value for m in node.actors["sink"].seen] == list(range(200))
+    assert _seen(node) == list(range(200))
     assert len(WARMS) > 10, len(WARMS)  # every WARM_EVERY_S of the 50 ms idle spell
     assert all(idle for idle, _ in WARMS)
 
@@ -200,7 +243,7 @@ async def test_spin_warms_hooked_actors_only_while_idle_and_sleep_never_does() -
 async def test_a_warm_hook_that_raises_is_dropped_and_the_node_goes_on() -> None:
     node = await _run_chain("broken_warm", "spin")
     assert node.exit_code == EXIT_OK
-    assert [m.value for m in node.actors["sink"].seen] == list(range(200))
+    assert _seen(node) == list(range(200))
 
 
 # -- the real pipeline ---------------------------------------------------------------------
