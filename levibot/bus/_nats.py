@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 
 from levibot.bus import _dlq, _spill, _trace
 from levibot.bus._dlq import DeadLetters
-from levibot.bus._egress import CoreEgress, DurableEgress, Encoding
+from levibot.bus._egress import CoreEgress, DurableEgress, Encoding, LocalBusy
 from levibot.bus._ingress import Deliver, Ingress
 from levibot.bus._settle import SettleMixin
 from levibot.bus._subjects import ORIGIN, ensure_stream, namespace
@@ -59,6 +59,7 @@ class NatsMirror(SettleMixin):
         partition: Partition = Partition(),
         data_dir: str | Path = "var",
         tracer: Any = None,
+        local_busy: LocalBusy | None = None,
     ) -> None:
         self.config = config
         self.tracer = tracer  # levibot.tracing.Tracer when [tracing] is on (``_trace``)
@@ -99,6 +100,8 @@ class NatsMirror(SettleMixin):
             on_spill=self._on_spill, published=self.m_published, errors=self.m_errors,
             spilled=self.m_spilled, log=log,
         )  # fmt: skip
+        if local_busy is not None:  # the node's: egress waits for its actors, no longer
+            self.core.local_busy = self.durable.local_busy = local_busy
         self.dead_letters = DeadLetters(
             config, node=node, alert=self._alert_durable, metrics=metrics, log=log
         )

@@ -194,6 +194,7 @@ class Node:
         return all(
             r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
             for r in self._inbox_runners
+                local_busy=lambda: not self._idle(),
         )
 
     async def _settle_local(self) -> None:
