@@ -50,6 +50,19 @@ EXIT_CRASH = EXIT_SOFTWARE  # an actor crashed or exhausted its restart budget
 WARM_EVERY_S = 0.0005
 
 
+def _active(boxes: list[Any], runners: list[ActorRunner]) -> bool:
+    """``Node._idle``'s negation for the spinning task, which pays it on every loop pass (and
+    so does a message arriving meanwhile): plain loops, no finished check (none has finished
+    while the node spins), 0.4 µs for 8 actors where ``_idle`` takes 4."""
+    for box in boxes:
+        if box.size:
+            return True
+    for runner in runners:  # noqa: SIM110 (a loop: any() and a generator cost 3x)
+        if runner.busy:
+            return True
+    return False
+
+
 def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
     """Return ``actors`` upstream first (sources, then by the consumes/emits graph).
 
@@ -298,6 +311,8 @@ class Node:
         ``warm`` hook are warmed, one per loop pass (a message arriving waits for one at most).
         """
         warmers = [r.actor for r in self._inbox_runners if type(r.actor).warm is not Actor.warm]
+        runners = self._inbox_runners
+        boxes = [r.mailbox for r in runners]
         clock = time.perf_counter
         quiet_since, turn = clock(), 0
         with scope:
@@ -306,7 +321,7 @@ class Node:
                 await anyio.lowlevel.checkpoint()
                 if not warmers:
                     continue
-                if not self._idle():
+                if _active(boxes, runners):
                     quiet_since = clock()
                     continue
                 if clock() - quiet_since < WARM_EVERY_S:
