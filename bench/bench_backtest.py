@@ -1,10 +1,14 @@
 """Backtest throughput on the whole real BTCUSDT 1h history, next to baselines from the same run.
 
-Rows (bars per second; the median of ``--rounds`` rounds):
+Rows (bars per second; the median of ``--rounds`` rounds, the rows alternating in each round):
 - ``levibot.backtest``: ``run_backtest`` (EMA 12/26 cross, all-in, next-open fills): the real
   feed → scoring → risk → order actors and the recorder in one node under the replay clock
   (a rule strategy computes its own EMAs: no feature actor), settling the pipeline after every
-  bar; report building not included.
+  bar; report building not included. Every handler runs from the feed's settle
+  (``levibot.runtime._replay``: no task per actor).
+- ``levibot.loops``: the same node with one receive loop (task) per actor
+  (``Node(direct_replay=False)``, how every backtest ran before the replay scheduler): what the
+  scheduler saves, measured in the same run.
 - ``bare.loop``: the same per-bar work in one plain Python loop, no actors and no messages:
   the ``EmaCross`` rule (its two EMAs), all-in fills at the next open on a two-number
   portfolio (the floor of what the actors must compute).
@@ -19,25 +23,45 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from levibot.backtest import BacktestSpec, run_backtest
+from levibot.backtest.runner import backtest_settings
 from levibot.data import Klines, ensure_btcusdt, load_klines
 from levibot.messages import SignalSide
 from levibot.strategies import EmaCross, EmaCrossParams
 
+SPEC = {"strategy": "ema_cross", "fill": "next_open"}
+
 
 def levibot_once(path: Path) -> float:
-    spec = BacktestSpec(data=str(path), strategy="ema_cross", fill="next_open")
+    spec = BacktestSpec(data=str(path), **SPEC)  # type: ignore[arg-type]
     rec = anyio.run(run_backtest, spec, backend_options={"use_uvloop": True})
     return float(rec.wall_s)
+
+
+def loops_once(path: Path) -> float:
+    from levibot.runtime.node import Node
+
+    settings = backtest_settings(BacktestSpec(data=str(path), **SPEC), path)  # type: ignore[arg-type]
+
+    async def run() -> float:
+        node = Node(settings, direct_replay=False)
+        t0 = time.perf_counter()
+        if await node.run(handle_signals=False) != 0:
+            raise SystemExit("the receive-loop backtest failed")
+        return time.perf_counter() - t0
+
+    return anyio.run(run, backend_options={"use_uvloop": True})
 
 
 def bare_once(k: Klines) -> float:
@@ -103,14 +127,20 @@ def main() -> None:
     path = ensure_btcusdt(None, False)
     k = load_klines(path)
     n = len(k)
-    runs: dict[str, list[float]] = {"levibot.backtest": [], "bare.loop": [], "backtesting.py": []}
+    rows_fn: dict[str, Callable[[], float]] = {
+        "levibot.backtest": lambda: levibot_once(path),
+        "levibot.loops": lambda: loops_once(path),
+        "bare.loop": lambda: bare_once(k),
+        "backtesting.py": lambda: backtesting_py_once(k),
+    }
+    levibot_once(path)  # warm-up: imports, the data cache
+    runs: dict[str, list[float]] = {name: [] for name in rows_fn}
     for _ in range(args.rounds):
-        runs["levibot.backtest"].append(levibot_once(path))
-        runs["bare.loop"].append(bare_once(k))
-        runs["backtesting.py"].append(backtesting_py_once(k))
+        for name, once in rows_fn.items():
+            runs[name].append(once())
     rows: dict[str, Any] = {}
     bare = statistics.median(runs["bare.loop"])
-    print(f"{n} bars, median of {args.rounds} rounds")
+    print(f"{n} bars, median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
     print(f"{'row':<20}{'seconds':>10}{'bars/s':>12}{'× bare':>9}")
     for name, times in runs.items():
         med = statistics.median(times)
@@ -118,7 +148,12 @@ def main() -> None:
         print(f"{name:<20}{med:>10.3f}{n / med:>12,.0f}{med / bare:>9.1f}")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    doc = {"bars": n, "rounds": args.rounds, "python": platform.python_version(), "rows": rows}
+    loops = rows["levibot.loops"]["seconds"] / rows["levibot.backtest"]["seconds"]
+    print(f"replay scheduler: {loops:.2f}x the receive loops' bars/s")
+    doc = {
+        "bars": n, "rounds": args.rounds, "python": platform.python_version(),
+        "load_average": os.getloadavg()[0], "rows": rows,
+    }  # fmt: skip
     (out / "backtest.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -48,6 +48,9 @@ class LocalBus:
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
         self._routes: dict[type[Message], tuple[Subscription, ...]] = {}
+        # Per type, the mailboxes it goes to when no route filters by partition (else None):
+        # publish's fast path, without building a target list per message.
+        self._fanout: dict[type[Message], tuple[Mailbox, ...] | None] = {}
         self.egress: Egress | None = None
         self.dropped_closed = 0  # published into a mailbox already closed by shutdown
 
@@ -61,6 +64,7 @@ class LocalBus:
         sub = Subscription(mailbox, types, partition)
         self._subs.append(sub)
         self._routes.clear()
+        self._fanout.clear()
         return sub
 
     def routes(self, type_: type[Message]) -> tuple[Subscription, ...]:
@@ -95,17 +99,22 @@ class LocalBus:
 
         ``CONFLATE`` types never wait; ``BLOCK`` types wait while a mailbox is full.
         """
-        routes = self._routes.get(type(msg))
-        if routes is None:
+        try:
+            mailboxes = self._fanout[type(msg)]
+        except KeyError:
             routes = self.routes(type(msg))
-        if len(routes) == 1 and routes[0].partition is None:
-            mailbox = routes[0].mailbox  # the common case, without building a list
-            if msg.overflow is Overflow.CONFLATE and mailbox.conflate:
-                mailbox.offer(msg)
-            elif not mailbox.try_put(msg):
-                await self._deliver(msg, [mailbox], None)
-        elif routes:
+            unfiltered = all(r.partition is None for r in routes)
+            mailboxes = tuple(r.mailbox for r in routes) if unfiltered else None
+            self._fanout[type(msg)] = mailboxes
+        if mailboxes is None:
             await self._deliver(msg, self._targets(msg), None)
+        elif mailboxes:
+            conflatable = msg.overflow is Overflow.CONFLATE
+            for mailbox in mailboxes:
+                if conflatable and mailbox.conflate:
+                    mailbox.offer(msg)
+                elif not mailbox.try_put(msg):
+                    await self._deliver(msg, [mailbox], None)
         if self.egress is not None:
             await self.egress(msg)
 

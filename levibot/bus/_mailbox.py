@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from levibot.messages import Message, Overflow
@@ -51,7 +51,7 @@ class Mailbox:
         self.conflate = conflate
         self.size = 0
         self.dropped = 0
-        self._slots: deque[list[Any]] = deque()
+        self._slots: deque[Any] = deque()  # [msg, done] lists; (msg, done) in ReplayMailbox
         self._conflatable: deque[list[Any]] = deque()
         self._keyed: dict[Any, list[Any]] = {}
         self._getter: asyncio.Future[None] | None = None
@@ -141,7 +141,7 @@ class Mailbox:
 
     def _pop(self) -> list[Any]:
         while True:
-            slot = self._slots.popleft()
+            slot: list[Any] = self._slots.popleft()
             msg = slot[0]
             if msg is None:
                 continue
@@ -177,6 +177,11 @@ class Mailbox:
         slot = self._pop()
         return slot[0], slot[1]
 
+    def get_nowait(self) -> tuple[Message, Done]:
+        """Return the next message without waiting; the mailbox must not be empty."""
+        slot = self._pop()
+        return slot[0], slot[1]
+
     def get_nowait_batch(self, limit: int) -> list[tuple[Message, Done]]:
         """Return up to ``limit`` pending messages without waiting."""
         out: list[tuple[Message, Done]] = []
@@ -195,3 +200,73 @@ class Mailbox:
             fut = self._putters.popleft()
             if not fut.done():
                 fut.set_result(None)
+
+
+class ReplayMailbox(Mailbox):
+    """A lossless mailbox drained by a replay scheduler instead of a receive loop.
+
+    Nothing conflates. The first message appended while it is not queued queues it: ``wake``
+    is called with the mailbox, and the scheduler sets ``queued`` back to False once it has
+    drained it. ``put`` on a full mailbox first calls ``relieve`` (the scheduler drains what it
+    can from there, rather than the publisher waiting for a receive loop that does not exist)
+    and then appends even past ``capacity``: a publisher inside the drain must not wait for
+    itself, and a replay settles after every event, so what one event causes bounds the excess.
+    """
+
+    __slots__ = ("queued", "relieve", "wake")
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        *,
+        wake: Callable[[ReplayMailbox], None],
+        relieve: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(name, capacity, conflate=False)
+        self.queued = False
+        self.wake = wake
+        self.relieve = relieve
+
+    # Slots are ``(msg, done)`` tuples: nothing conflates, so none is ever replaced in place.
+    def _append(self, msg: Message, done: Done) -> None:
+        self._slots.append((msg, done))
+        self.size += 1
+        if not self.queued:
+            self.queued = True
+            self.wake(self)
+
+    def try_put(self, msg: Message, done: Done = None) -> bool:
+        """Enqueue if there is room right now (``_append`` inlined: the replay's hot path)."""
+        if self.size < self.capacity and not self._closed:
+            self._slots.append((msg, done))
+            self.size += 1
+            if not self.queued:
+                self.queued = True
+                self.wake(self)
+            return True
+        return False
+
+    def get_nowait(self) -> tuple[Message, Done]:
+        """Return the next message without waiting; the mailbox must not be empty."""
+        self.size -= 1
+        return self._slots.popleft()  # type: ignore[no-any-return]
+
+    def get_nowait_batch(self, limit: int) -> list[tuple[Message, Done]]:
+        """Return up to ``limit`` pending messages without waiting."""
+        slots = self._slots
+        if self.size <= limit:
+            self.size = 0
+            batch = list(slots)
+            slots.clear()
+            return batch
+        self.size -= limit
+        return [slots.popleft() for _ in range(limit)]
+
+    async def put(self, msg: Message, done: Done = None) -> None:
+        """Enqueue; when full, let the scheduler drain first (never waits for a reader)."""
+        if self.size >= self.capacity and not self._closed:
+            await self.relieve()
+        if self._closed:
+            raise MailboxClosed(self.name)
+        self._append(msg, done)

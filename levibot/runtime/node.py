@@ -36,6 +36,7 @@ from levibot.messages import CORE_TYPES, Codec, Message
 from levibot.metrics import Metrics
 from levibot.partition import Partition
 from levibot.registry import resolve
+from levibot.runtime._replay import ReplayScheduler
 from levibot.runtime._runner import ActorRunner
 from levibot.runtime.actor import Actor, ActorContext
 from levibot.runtime.failure import address, explain, format_traceback, probe, reason
@@ -96,6 +97,7 @@ class Node:
         *,
         groups: tuple[str, ...] | None = None,
         clock: Clock | None = None,
+        direct_replay: bool | None = None,
     ) -> None:
         self.settings = settings
         node = settings.node
@@ -132,10 +134,18 @@ class Node:
         self._started_at = time.time()
         self.idle_passes = 0  # loop passes of the spinning idle task (``[node] idle = "spin"``)
         self._settle_waiters: list[anyio.Event] = []
+        # A replay with no NATS mirror runs every handler from the settling task (see
+        # levibot.runtime._replay); ``direct_replay=False`` keeps one receive loop per actor.
+        if direct_replay is None:
+            direct_replay = node.replay and not settings.nats.url
+        self.replay = ReplayScheduler() if direct_replay else None
         self._build()
         self._inbox_runners = [r for r in self.runners if r.mailbox is not None]
         for runner in self._inbox_runners:
-            runner.on_idle = self._maybe_settled
+            if self.replay is not None:
+                self.replay.attach(runner)
+            else:
+                runner.on_idle = self._maybe_settled
 
     # -- construction ---------------------------------------------------------------------
 
@@ -156,16 +166,21 @@ class Node:
                 log=self.log.bind(actor=name),
                 partition=partition,
                 node=self.node_id,
-                settle=self.settle,
+                settle=self.settle if self.replay is None else self.replay.settle,
                 storage=self.settings.storage,
                 config=config,
             )
             actor = cls(ctx, config)
             if self.tracer is not None:
                 self.tracer.instrument(actor)
-            mailbox = None
+            mailbox: Mailbox | None = None
             if cls.consumes:
-                mailbox = Mailbox(name, cls.mailbox_size, conflate=conflate and not cls.lossless)
+                if self.replay is not None:
+                    mailbox = self.replay.mailbox(name, cls.mailbox_size)
+                else:
+                    mailbox = Mailbox(
+                        name, cls.mailbox_size, conflate=conflate and not cls.lossless
+                    )
                 self.bus.subscribe(mailbox, cls.consumes, partition)
             self.actors[name] = actor
             self.runners.append(
@@ -192,11 +207,16 @@ class Node:
                 partition=self.partition,
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
                 tracer=self.tracer,
+                local_busy=lambda: not self._idle(),
             )
             self.bus.egress = self.mirror.enqueue
 
     async def settle(self) -> None:
-        """Wait until everything published so far is handled, across nodes when configured."""
+        """Wait until everything published so far is handled, across nodes when configured.
+
+        In a replay with no NATS the actors' ``ctx.settle`` is the replay scheduler's: it runs
+        the handlers itself, in the caller's task (``levibot.runtime._replay``).
+        """
         await self._settle_local()
         nodes = self.settings.nats.settle_nodes
         if self.mirror is not None and nodes > 1:
@@ -207,7 +227,6 @@ class Node:
         return all(
             r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
             for r in self._inbox_runners
-                local_busy=lambda: not self._idle(),
         )
 
     async def _settle_local(self) -> None:
@@ -216,6 +235,9 @@ class Node:
         Woken by the runners (``on_idle``: an actor done with its last message) rather than by
         polling every loop pass: a replay settles after every event, so this is its hot path.
         """
+        if self.replay is not None:
+            await self.replay.settle()
+            return
         while not self._idle():
             settled = anyio.Event()
             self._settle_waiters.append(settled)
@@ -389,8 +411,10 @@ class Node:
             self._starting = runner.name
             await runner.start()
         self._starting = "nats"
+        if self.replay is not None:
+            tg.start_soon(self.replay.pump)
         for runner in self.runners:
-            if runner.mailbox is not None:
+            if runner.mailbox is not None and self.replay is None:
                 tg.start_soon(runner.run_inbox)
             if runner.actor.tick_interval_s > 0:  # wall-clock timers run in replay too
                 tg.start_soon(self._ticks, runner)
@@ -448,6 +472,8 @@ class Node:
             runner = by_actor[id(actor)]
             if runner.mailbox is not None:
                 runner.mailbox.close()
+                if self.replay is not None:
+                    await self.replay.settle()  # what it still holds, as its loop would
             if runner.looping:
                 with anyio.move_on_after(self.settings.node.drain_timeout_s):
                     await runner.finished.wait()

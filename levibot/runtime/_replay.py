@@ -1,0 +1,115 @@
+"""The replay scheduler: every actor's handlers run from one loop, with no task per actor.
+
+A replay node with no NATS mirror has nothing to wait for but its own actors, and its sources
+settle after every event (``ctx.settle()``). Under the receive loops (one task per actor) each
+message costs a task switch and each settle a wait on the runners; here the mailboxes are
+``ReplayMailbox``es that queue themselves on one ``ready`` queue when a message arrives, and
+``settle`` drains that queue in the caller's own task: it pops a mailbox, lets its runner
+handle everything pending in it (``ActorRunner.drain``), and goes on until the queue is empty,
+which is when the pipeline has settled.
+
+The order is the receive loops' own, so results are the same to the byte: a mailbox is queued
+when its first message arrives, as a waiting receive loop is woken then (in that order, by the
+event loop's FIFO of ready tasks); a runner handles everything in its mailbox before it gives
+the turn up, as a receive loop does before its ``get`` waits; a mailbox that gets a message
+while queued or being drained is not queued again, as a woken or running loop is not woken
+again. Handlers are awaited in place: one that really suspends (I/O) suspends the settle with
+it, and another task's settle waits for this one to finish.
+
+What is published outside a settle (timers, a source that never settles) is handled by the
+pump task, woken when a mailbox is queued with no drain running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio.lowlevel
+
+from levibot.bus._mailbox import ReplayMailbox
+
+if TYPE_CHECKING:
+    from levibot.runtime._runner import ActorRunner
+
+
+class ReplayScheduler:
+    """Drains the replay mailboxes of a node in the order the receive loops would have."""
+
+    def __init__(self) -> None:
+        self._ready: deque[ReplayMailbox] = deque()
+        self._drain: dict[ReplayMailbox, Callable[[], Awaitable[bool]]] = {}
+        self._running = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pump: asyncio.Future[None] | None = None
+        self.drains = 0  # runner drains so far (one per queued mailbox)
+
+    def mailbox(self, name: str, capacity: int) -> ReplayMailbox:
+        """Return a new mailbox queued on this scheduler."""
+        return ReplayMailbox(name, capacity, wake=self._wake, relieve=self._relieve)
+
+    def attach(self, runner: ActorRunner) -> None:
+        """Drain ``runner``'s mailbox (one made by ``mailbox``) with ``runner``."""
+        assert isinstance(runner.mailbox, ReplayMailbox)
+        self._drain[runner.mailbox] = runner.drain
+
+    @property
+    def idle(self) -> bool:
+        """True when no mailbox is queued and no drain is running."""
+        return not self._ready and not self._running
+
+    def _wake(self, mailbox: ReplayMailbox) -> None:
+        self._ready.append(mailbox)
+        pump = self._pump
+        if pump is not None and not self._running and not pump.done():
+            pump.set_result(None)
+
+    async def _relieve(self) -> None:
+        if not self._running:  # from inside a drain the mailbox just grows past its capacity
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Handle every queued message and what it causes, until nothing is left queued."""
+        while self._running:  # another task's drain is awaiting a handler: wait for its end
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        ready = self._ready
+        if not ready:
+            return
+        drain = self._drain
+        self._running = True
+        try:
+            while ready:
+                mailbox = ready.popleft()
+                self.drains += 1
+                try:
+                    ok = await drain[mailbox]()
+                except BaseException:  # cancelled mid-drain: the rest stays queued
+                    if len(mailbox):
+                        ready.appendleft(mailbox)
+                    else:
+                        mailbox.queued = False
+                    raise
+                if ok:
+                    mailbox.queued = False
+                else:  # crashed: it stays "queued" so that it is never drained again
+                    await anyio.lowlevel.checkpoint()  # let the node's stop begin
+        finally:
+            self._running = False
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def pump(self) -> None:
+        """Handle what is published outside a settle; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._pump = loop.create_future()
+            if self._ready and not self._running:
+                self._pump.set_result(None)
+            await self._pump
+            await self.settle()
