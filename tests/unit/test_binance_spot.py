@@ -278,6 +278,31 @@ async def test_the_used_weight_is_kept_under_the_limit_by_waiting_for_the_next_m
         assert len(waits) == 1 and 0 < waits[0] <= 60.1
 
 
+async def test_concurrent_requests_cannot_all_pass_one_weight_check(
+    spot: tuple[BinanceSpot, str, str],
+) -> None:
+    s, rest, _ = spot
+    sent_at_wait: list[int] = []
+
+    def accounts() -> int:
+        return sum(1 for _, path, _ in s.requests if path == "/api/v3/account")
+
+    async def sleep(seconds: float) -> None:  # the next minute comes at once
+        sent_at_wait.append(accounts())
+
+    async with BinanceSpotClient(rest, DOC_KEY, DOC_SECRET, sleep=sleep) as client:
+        await client.exchange_info(("BTCUSDT",))  # 6000 a minute: the headroom is 5400
+        s.weight = 5_300
+        await client.account()  # the header says 5320 used
+        # Eight at once, 20 each: four fit under 5400 with the others in flight, the fifth
+        # waits for the next minute. Before the weight was reserved, all eight passed the one
+        # check (5320 + 20 <= 5400) and went out in the same minute.
+        await asyncio.gather(*(client.account() for _ in range(8)))
+        assert sent_at_wait, "nothing waited for the next minute"
+        assert sent_at_wait[0] <= 1 + 4  # the one before, and four of the eight
+        assert accounts() == 9
+
+
 # ---- the user-data stream -----------------------------------------------------------------
 async def test_the_user_stream_reports_trades_reconnects_after_a_drop_and_keeps_its_key(
     spot: tuple[BinanceSpot, str, str],

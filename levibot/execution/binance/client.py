@@ -6,7 +6,8 @@
   and retries once.
 - Request weight: every answer's ``X-MBX-USED-WEIGHT-1M`` is kept; a request that would take
   the minute's use past ``headroom`` of the limit (``exchangeInfo``'s ``REQUEST_WEIGHT``) waits
-  for the next minute instead of earning a ``429``.
+  for the next minute instead of earning a ``429``. Requests in flight count too (their weight
+  is reserved before they are sent), so concurrent requests cannot all pass one check.
 - ``429`` (too many requests) and ``418`` (IP banned after ignoring 429s) are waited out for
   ``Retry-After`` seconds (at least the backoff's wait) and retried, up to ``max_retries``; a
   wait longer than ``max_wait_s`` is not slept through but raised (``RateLimited``). Retrying
@@ -81,6 +82,8 @@ class BinanceSpotClient:
         self.offset_ms = 0  # server time - local time
         self.used_weight = 0
         self._weight_minute = -1  # the server minute ``used_weight`` counts
+        self._inflight: dict[int, int] = {}  # minute → weight of requests sent, not answered
+        self._after_wait = -1  # the minute a wait for the next minute ended in
         self.waited_s = 0.0  # total time spent waiting for rate limits (for tests and metrics)
         self.retries = 0
         self._session: aiohttp.ClientSession | None = None
@@ -136,10 +139,13 @@ class BinanceSpotClient:
         resynced = False
         attempt = 0
         while True:
-            await self._reserve(weight)
-            query = self._query(params or {}, signed)
-            status, headers, body = await self._send(method, path, query, signed or keyed)
-            self._account(headers)
+            minute = await self._reserve(weight)
+            try:
+                query = self._query(params or {}, signed)
+                status, headers, body = await self._send(method, path, query, signed or keyed)
+                self._account(headers)
+            finally:
+                self._release(minute, weight)
             if status < 400:
                 return body
             code, msg = _error(body)
@@ -180,17 +186,35 @@ class BinanceSpotClient:
                     raise BinanceError(resp.status, 0, body["msg"]) from None
             return resp.status, resp.headers, body
 
-    async def _reserve(self, weight: int) -> None:
-        """Wait for the next minute when this request would pass the weight headroom."""
-        now = self.server_ms()
-        minute = now // 60_000
-        if minute != self._weight_minute:
-            return
-        if self.used_weight + weight <= self.weight_limit * self.headroom:
-            return
-        wait = ((minute + 1) * 60_000 - now) / 1000 + 0.05
-        self.waited_s += wait
-        await self._sleep(wait)
+    async def _reserve(self, weight: int) -> int:
+        """Take ``weight`` of the minute's headroom, waiting for the next minute when it would
+        pass it; return the minute it was taken in (for ``_release``).
+
+        What the last answer said was used, plus what requests in flight will use, is checked
+        and the weight taken with no await in between, so concurrent requests cannot all pass
+        one check. A request heavier than the headroom alone still goes, in a minute of its own.
+        """
+        cap = self.weight_limit * self.headroom
+        while True:
+            now = self.server_ms()
+            minute = max(now // 60_000, self._after_wait)
+            used = self.used_weight if minute == self._weight_minute else 0
+            taken = used + self._inflight.get(minute, 0)
+            if taken + weight <= cap or taken == 0:
+                self._inflight[minute] = self._inflight.get(minute, 0) + weight
+                return minute
+            wait = max(((minute + 1) * 60_000 - now) / 1000 + 0.05, 0.05)
+            self.waited_s += wait
+            await self._sleep(wait)
+            self._after_wait = minute + 1  # the server counts afresh (whatever the clock says)
+
+    def _release(self, minute: int, weight: int) -> None:
+        """The request taken in ``minute`` was answered (its weight is in the header now)."""
+        left = self._inflight.get(minute, 0) - weight
+        if left > 0:
+            self._inflight[minute] = left
+        else:
+            self._inflight.pop(minute, None)
 
     def _account(self, headers: Any) -> None:
         used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
