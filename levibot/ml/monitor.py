@@ -41,16 +41,16 @@ class DriftMonitor:
     def update(self, x: np.ndarray, names: tuple[str, ...]) -> bool:
         """Record a batch of model inputs (n, m); return True when an alert should fire."""
         bad = self.out_of_range(x)
-        flags = np.asarray(bad.any(axis=1))
-        n = len(flags)
+        n = len(bad)
         if n == 1:  # the live path, one row a bar: no index arrays
-            flag = bool(flags[0])
+            flag = bool(bad.any())
             self._bad += flag - bool(self._buf[self._pos])
             self._buf[self._pos] = flag
             self._pos = (self._pos + 1) % self.window
             self._count = min(self.window, self._count + 1)
             any_bad = flag
         else:
+            flags = np.asarray(bad.any(axis=1))
             if n >= self.window:
                 self._buf[:] = flags[-self.window :]
                 self._pos, self._count = 0, self.window

@@ -175,19 +175,25 @@ class ModelSet:
         """Return the scores of ``rows`` (NaN for a row with a NaN in the model's columns) and
         monitor the scored rows; the model's columns are selected once, for both."""
         x = served.scorer.columns_of(rows)
-        waiting = np.isnan(x).any(axis=1)
         idx: np.ndarray | None = None
-        if waiting.any():  # warm-up rows: score the others
-            idx = np.flatnonzero(~waiting)
+        # A NaN anywhere makes the sum NaN (so can +inf and -inf: then the exact test finds none).
+        if np.isnan(x.sum()):
+            waiting = np.isnan(x).any(axis=1)
+            idx = np.flatnonzero(~waiting)  # warm-up rows: score the others
             out.skipped += len(rows) - len(idx)
             x = x[idx]
         m = len(x)
-        scores = np.empty(m)
         step = self.policy.max_batch
-        for lo in range(0, m, step):
-            part = x[lo : lo + step]
-            scores[lo : lo + step] = served.scorer.predict_selected(part)
-            out.runs.append(len(part))
+        if m <= step:  # one run (the live path: a row or a few)
+            scores = served.scorer.predict_selected(x) if m else np.empty(0)
+            if m:
+                out.runs.append(m)
+        else:
+            scores = np.empty(m)
+            for lo in range(0, m, step):
+                part = x[lo : lo + step]
+                scores[lo : lo + step] = served.scorer.predict_selected(part)
+                out.runs.append(len(part))
         if m:
             self._monitor(served, x, now_ns, out)
             if served is self.active:
