@@ -179,12 +179,20 @@ class LiveDesk:
         await self.out.fill(i, applied, fill_id=fill_id, side=ev.side, ts=now, now=now)
         self.portfolio.record(now)
         if ev.done:
-            vo.status = "FILLED"
-            del self.orders[vo.venue_id]
-            if i.reason in EXIT_REASONS:
-                await self.out.exited(i, exit_price=applied.price, realized=vo.realized, ts=now,
-                                      now=now)  # fmt: skip
+            await self._ended_filled(vo, applied.price)
         return True
+
+    async def _ended_filled(self, vo: VenueOrder, price: float) -> None:
+        """``vo`` is FILLED at the venue: forget it; an exit closes its entry, and an order none
+        of whose trades reached the portfolio is closed (no fill told risk it ended)."""
+        vo.status = "FILLED"
+        self.orders.pop(vo.venue_id, None)
+        i, now = vo.intent, self.now()
+        if i.reason in EXIT_REASONS:
+            await self.out.exited(i, exit_price=price, realized=vo.realized, ts=now, now=now)
+        elif vo.executed <= 0:
+            why = "filled at the venue; its trades could not be applied here"
+            await self.out.closed(i, "filled", realized=vo.realized, now=now, why=why)
 
     async def close(self, vo: VenueOrder, reason: str, why: str = "") -> None:
         """``vo`` ended unfilled or part-filled at the venue: tell risk and everyone."""
@@ -216,8 +224,11 @@ class LiveDesk:
             if missed and done:
                 missed[-1] = _done(missed[-1])
             filled |= await self.apply([e for e in events if isinstance(e, Placed)] + missed)
-            if done and vid in self.orders:  # filled, every trade known before: close it
-                self.orders.pop(vid)
+            if done and vid in self.orders:
+                # FILLED at the venue, but no trade here said so (every trade was known before,
+                # or one could not be applied): end it as its last trade would have.
+                diffs.append(f"{vo.intent.client_order_id}: FILLED at the venue, ended here")
+                await self._ended_filled(vo, _average_price(order, vo.intent.price))
             if vid in self.orders and order.get("status") not in ("NEW", "PARTIALLY_FILLED"):
                 diffs.append(f"{vo.intent.client_order_id}: {order.get('status')} at the venue")
                 await self.apply([e for e in events if isinstance(e, Ended)])
@@ -285,6 +296,13 @@ class LiveDesk:
             else:
                 h.quantity = held
         return diffs
+
+
+def _average_price(order: dict, default: float) -> float:
+    """Return an order's average fill price from the venue's answer (``default`` if none)."""
+    qty = float(order.get("executedQty") or 0.0)
+    quote = float(order.get("cummulativeQuoteQty") or 0.0)  # Binance's spelling
+    return quote / qty if qty > 0 and quote > 0 else default
 
 
 def _done(t: Traded) -> Traded:

@@ -226,6 +226,27 @@ async def test_a_dropped_user_stream_reconnects_and_reconciles_what_it_missed(
         await h.actor.on_stop()
 
 
+async def test_a_filled_order_whose_trades_were_not_applied_is_closed_by_reconciliation(
+    tmp_path: Path, spot: tuple[BinanceSpot, str, str]
+) -> None:
+    s, *_ = spot
+    h = await started(tmp_path, spot)
+    try:
+        await h.send(intent(T0, 2.0, limit=95.0, coid="lost"))
+        h.actor.portfolio.state.cash = 0.0  # the trade cannot be applied here when it comes
+        await s.trade("BTCUSDT", 94.0)
+        await eventually(lambda: "lost" in h.actor.orders and h.actor.orders["lost"].trades)
+        assert not h.of(Fill) and not h.of(OrderClosed)
+        await s.drop_streams()  # the reconnect reconciles: FILLED there, the trade known here
+        await eventually(lambda: len(h.of(Alert)) == 1)
+        assert "lost" not in h.actor.orders
+        [closed] = h.of(OrderClosed)  # risk forgets its pending order: no fill will come
+        assert (closed.client_order_id, closed.reason) == ("lost", "filled")
+        assert "lost: FILLED at the venue, ended here" in h.of(Alert)[-1].text
+    finally:
+        await h.actor.on_stop()
+
+
 async def test_a_restart_while_orders_are_open_adopts_the_venues_truth(
     tmp_path: Path, spot: tuple[BinanceSpot, str, str]
 ) -> None:
