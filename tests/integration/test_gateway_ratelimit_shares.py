@@ -34,15 +34,19 @@ class Clock:
 
 
 class CountingRedis:
-    """The real client, counting the pipelines it sends (one round trip each)."""
+    """The real client, counting the share scripts it runs (one round trip each; the EVAL
+    that loads the script into a fresh Redis's cache, once, is not counted)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.round_trips = 0
 
-    def pipeline(self, **kw: Any) -> Any:
+    async def evalsha(self, *args: Any) -> Any:
         self.round_trips += 1
-        return self.client.pipeline(**kw)
+        return await self.client.evalsha(*args)
+
+    async def eval(self, *args: Any) -> Any:
+        return await self.client.eval(*args)
 
 
 @pytest.fixture
@@ -208,3 +212,106 @@ async def test_concurrent_requests_share_one_round_trip_per_key(redis: Any, pref
     assert conn.round_trips == 2
     raw = await redis.get(limiter.counters.key("key:f", 60.0))
     assert int(raw) == 64 + limiter._local["key:f"].left
+
+
+async def test_concurrent_requests_on_many_keys_share_a_few_round_trips(
+    redis: Any, prefix: str
+) -> None:
+    import anyio
+
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=32, lease_s=0.1)
+    results: list[bool] = []
+
+    async def request(i: int) -> None:
+        results.append(await limiter.hit(("ip:1", 10**6), (f"key:{i}", 600)) is None)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(64):
+            tg.start_soon(request, i)
+    assert results == [True] * 64
+    # The first request's IP and key; then one key that asked while nothing was in flight;
+    # then every other key in one batch. Each request alone would make 64.
+    assert conn.round_trips <= 4, conn.round_trips
+    for i in range(64):
+        raw = await redis.get(limiter.counters.key(f"key:{i}", 60.0))
+        assert int(raw) == 1 + limiter._local[f"key:{i}"].left  # 18 taken, 1 used
+
+
+async def test_a_failed_round_trip_fails_its_waiters_and_the_next_request_asks_again(
+    redis: Any, prefix: str
+) -> None:
+    import anyio
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from sidecars.gateway.redisguard import RedisUnavailable
+
+    class Failing:
+        def __init__(self) -> None:
+            self.release = anyio.Event()
+
+        async def evalsha(self, *args: Any) -> Any:
+            await self.release.wait()
+            raise RedisConnectionError("refused")
+
+    failing = Failing()
+    limiter = RedisRateLimiter(failing, 60.0, prefix, now=Clock(), shares=4)
+    errors: list[str] = []
+
+    async def request() -> None:
+        try:
+            await limiter.hit(("key:g", 40))
+        except (RedisConnectionError, RedisUnavailable) as exc:
+            errors.append(type(exc).__name__)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request)
+        tg.start_soon(request)  # waits for the first one's round trip
+        await anyio.wait_all_tasks_blocked()
+        failing.release.set()
+    # The sender sees Redis's error (the breaker's outage), the waiter that its answer failed.
+    assert sorted(errors) == ["ConnectionError", "RedisUnavailable"]
+    limiter.redis = redis  # Redis is back: nothing is left pending
+    assert await admitted(limiter, "key:g", 40)
+
+
+async def test_an_outage_ends_the_leases_and_an_emptied_redis_is_not_given_back_below_zero(
+    redis: Any, prefix: str
+) -> None:
+    from types import SimpleNamespace
+
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
+    limiter.breaker = SimpleNamespace(up=True, outages=0)  # type: ignore[assignment]
+    assert await admitted(limiter, "key:h", 40)  # a share of 10: 9 held
+    assert limiter.decide_local(("key:h", 40)) == (True, None)  # 8 held
+    name = limiter.counters.key("key:h", 60.0)
+    await redis.delete(name)  # Redis restarted empty...
+    limiter.breaker.outages = 1  # ...after an outage the breaker saw: every lease is over
+    assert limiter.decide_local(("key:h", 40)) == (False, None)
+    assert await admitted(limiter, "key:h", 40)
+    assert conn.round_trips == 2
+    # The 8 given back found nothing to take them from: the new share of 10 is all it counts.
+    assert int(await redis.get(name)) == 10
+
+
+async def test_a_replica_hears_from_redis_every_check_whatever_its_leases(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
+    assert limiter.check_s == 0.1
+    assert await admitted(limiter, "key:i", 40)  # a share of 10, leased for 10 s
+    clock.t += 0.05
+    assert limiter.decide_local(("key:i", 40)) == (True, None)
+    clock.t += 0.1  # nothing heard from Redis for 0.15 s: the next request asks, lease or not
+    assert limiter.decide_local(("key:i", 40)) == (False, None)
+    assert await admitted(limiter, "key:i", 40)
+    assert conn.round_trips == 2
+    assert limiter.decide_local(("key:i", 40)) == (True, None)
+    # The rest given back and a share taken again: Redis counts the 4 used and the 8 held.
+    assert limiter._local["key:i"].left == 8
+    assert int(await redis.get(limiter.counters.key("key:i", 60.0))) == 4 + 8

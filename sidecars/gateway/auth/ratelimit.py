@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
+from redis.exceptions import NoScriptError
 
 from levibot.metrics import Counter
 from sidecars.gateway.redisguard import RedisBreaker, RedisUnavailable
@@ -53,33 +55,53 @@ class MemoryRateLimiter:
         pass
 
 
-#: Give back ARGV[1], take a share of ARGV[2] under the limit ARGV[3], refresh the expiry
-#: (ARGV[4] ms); return how much of the share was granted. Atomic, so the key counts exactly
-#: what replicas hold or used, never a refused share (which would shrink the budget for good).
-_TAKE_SHARE = """
-local back = tonumber(ARGV[1])
-if back > 0 then redis.call('DECRBY', KEYS[1], back) end
-local share, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local total = redis.call('INCRBY', KEYS[1], share)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if total <= limit then return share end
-local over = math.min(share, total - limit)
-redis.call('DECRBY', KEYS[1], over)
-return share - over
+#: For each counter ``KEYS[i]`` (``ARGV[3i-2..3i]``: give back, share, limit; the last ARGV:
+#: the expiry in ms): give back, take a share capped at the limit, refresh the expiry; return
+#: what each was granted. Atomic, so a key counts exactly what replicas hold or used, never a
+#: refused share (which would shrink the budget for good). A give-back never takes a count
+#: below 0 (a Redis restarted empty does not count what replicas held before).
+_TAKE_SHARES = """
+local ttl = ARGV[#ARGV]
+local granted = {}
+for i, key in ipairs(KEYS) do
+  local back = math.min(tonumber(ARGV[3 * i - 2]), tonumber(redis.call('GET', key) or '0'))
+  local share, limit = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  if back > 0 then redis.call('DECRBY', key, back) end
+  local over = math.min(share, redis.call('INCRBY', key, share) - limit)
+  if over > 0 then redis.call('DECRBY', key, over) else over = 0 end
+  redis.call('PEXPIRE', key, ttl)
+  granted[i] = share - over
+end
+return granted
 """
+_TAKE_SHARES_SHA = hashlib.sha1(_TAKE_SHARES.encode()).hexdigest()
 
 
 class _Share:
     """What a replica holds of one key's window budget."""
 
-    __slots__ = ("left", "pending", "since", "spent", "window")
+    __slots__ = ("left", "outages", "pending", "since", "spent", "window")
 
     def __init__(self, window: int, now: float) -> None:
         self.window = window
         self.left = 0  # requests left of the share this replica holds
         self.since = now  # when Redis last answered for this key: the lease starts
+        self.outages = -1  # the breaker's outage count then: an outage since ends the lease
         self.spent = False  # Redis refused a share at ``since``: the window is spent
-        self.pending: anyio.Event | None = None  # set when this key's round trip in flight ends
+        self.pending: _Batch | None = None  # the batch asking Redis for this key
+
+
+class _Batch:
+    """Keys asking Redis for a share together, in one script call."""
+
+    __slots__ = ("done", "entries", "error", "sent")
+
+    def __init__(self) -> None:
+        # (Redis key, rest given back, share asked, limit, the replica's state of the key)
+        self.entries: list[tuple[str, int, int, int, _Share]] = []
+        self.sent = False
+        self.done = anyio.Event()  # set once answered (or failed)
+        self.error: BaseException | None = None
 
 
 class RedisRateLimiter:
@@ -87,25 +109,33 @@ class RedisRateLimiter:
 
     A replica does not ask Redis on every request: it takes a share of a key's window budget at
     once (``INCRBY`` of ``limit // shares``, at least 1) and admits requests from it locally,
-    for at most ``lease_s``, then takes another, giving back (``DECRBY``) what it did not use in
-    the same round trip. Redis holds every share handed out, so the fleet never admits more
-    than the limit in a window; what a replica holds when the window turns is lost, so the
-    fleet may admit up to ``replicas × (share - 1)`` fewer (nothing with a small limit: a limit
-    under ``shares`` gives shares of 1, i.e. one round trip per request, as exact as before).
-    The lease keeps the shares reconciled: a replica goes to Redis at least every ``lease_s``
-    while it takes requests, and so notices an outage (the breaker, the memory fallback) as it
-    did. When Redis refuses a share (the window is spent), the replica refuses that key locally
-    for the lease too, then asks again (a rest another replica gave back may be taken then).
-    One round trip per key at a time: requests that find one in flight wait for its answer
-    rather than each sending their own (which, at a lease's end, took one share per waiting
-    request). The shares of all of a request's counters (its IP and its key) that need one go
-    in one pipelined round trip (a small Lua script per counter: give back, take, cap at the
-    limit).
+    for at most ``lease_s`` (by default ``window_s / shares``, as long as a share lasts a key at
+    its limit's pace, and at most 1 s), then takes another, giving back (``DECRBY``) what it did
+    not use in the same round trip. Redis holds every share handed out, so the fleet never
+    admits more than the limit in a window; what a replica holds when the window turns is lost,
+    so the fleet may admit up to ``replicas × (share - 1)`` fewer (nothing with a small limit: a
+    limit under ``shares`` gives shares of 1, i.e. one round trip per request, as exact as
+    before). A longer lease costs nothing of that bound, only how soon a rest goes back for
+    other replicas within a window.
+
+    A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when no
+    round trip was answered for that long, the next request's keys go to Redis whatever their
+    leases, so an outage is noticed as soon (the breaker, the memory fallback); an outage ends
+    every lease (Redis may be back empty). When Redis refuses a share (the window is spent),
+    the replica refuses that key locally for ``check_s`` too, then asks again: at most ten
+    round trips a second for a spent key.
+
+    Round trips are batched: one script call is in flight per replica at a time, and every key
+    that needs a share meanwhile (each request's IP and key, from any number of requests) goes
+    in the next one, so a busy replica with many keys makes few round trips. A key is in at
+    most one batch: a request that finds its key asked for waits for that answer. (One script
+    call over several keys: one Redis, not a cluster.)
     """
 
     def __init__(
         self, redis: Any, window_s: float, prefix: str = "levibot",
-        now: Callable[[], float] = time.time, shares: int = 32, lease_s: float = 0.1,
+        now: Callable[[], float] = time.time, shares: int = 32, lease_s: float | None = None,
+        check_s: float = 0.1,
     ) -> None:  # fmt: skip
         from levibot.storage.counters import Counters
 
@@ -113,13 +143,20 @@ class RedisRateLimiter:
         self.window_s = window_s
         self.now = now
         self.shares = max(1, shares)
-        self.lease_s = lease_s
+        self.lease_s = lease_s if lease_s is not None else min(1.0, window_s / self.shares)
+        self.check_s = check_s
+        self._heard_at = -math.inf  # when Redis last answered a round trip
         self.counters = Counters(redis, f"{prefix}:rl", now=now)
         self._ttl_ms = max(1, math.ceil(2 * window_s * 1000))
         self._local: dict[str, _Share] = {}
+        self._open = _Batch()  # collects keys while ``_in_flight`` is out
+        self._in_flight: _Batch | None = None
         # Set by FallbackRateLimiter: while it holds Redis down, every call must reach Redis
         # (a call that answered from the shares would pass for a successful probe).
         self.breaker: RedisBreaker | None = None
+
+    def _outages(self) -> int:
+        return self.breaker.outages if self.breaker is not None else 0
 
     def _retry(self, window: int, now: float) -> float:
         return float(max(1, math.ceil((window + 1) * self.window_s - now)))
@@ -129,21 +166,27 @@ class RedisRateLimiter:
 
         Return ``(True, None)`` when admitted from the shares held, ``(True, seconds)`` when a
         limit's window is known spent, ``(False, None)``, taking nothing, when any limit needs
-        a round trip (or one is in flight).
+        a round trip (or waits for one).
         """
         if self.breaker is not None and not self.breaker.up:
             return False, None
         now = self.now()
+        if self._in_flight is None and now - self._heard_at >= self.check_s:
+            return False, None  # time this replica heard from Redis
         window = int(now // self.window_s)
+        outages = self._outages()
         held = []
         spent = False
         for key, _ in limits:
             share = self._local.get(key)
-            if share is None or share.window != window or now - share.since >= self.lease_s:
+            if (
+                share is None or share.window != window or share.outages != outages
+                or now - share.since >= self.lease_s
+            ):  # fmt: skip
                 return False, None
             if share.left > 0:
                 held.append(share)
-            elif share.spent:
+            elif share.spent and now - share.since < self.check_s:
                 spent = True
             else:
                 return False, None
@@ -160,10 +203,13 @@ class RedisRateLimiter:
         return share
 
     async def hit(self, *limits: tuple[str, int]) -> float | None:
+        asked = False  # a round trip answered: the shares may serve even a probe now
         while True:
-            from_shares = self.breaker is None or self.breaker.up
+            from_shares = asked or self.breaker is None or self.breaker.up
             now = self.now()
             window = int(now // self.window_s)
+            outages = self._outages()
+            stale = self._in_flight is None and now - self._heard_at >= self.check_s
             held: list[_Share] = []
             need: list[tuple[str, int, _Share]] = []
             pending = None
@@ -172,53 +218,79 @@ class RedisRateLimiter:
                 if share.pending is not None:
                     pending = share.pending
                     break
-                fresh = from_shares and now - share.since < self.lease_s
-                if fresh and (share.left > 0 or share.spent):
+                # Once answered, this request takes what it got, however slow the answer was.
+                age = 0.0 if asked else now - share.since
+                fresh = asked or (from_shares and not stale and share.outages == outages)
+                if fresh and (
+                    (share.left > 0 and age < self.lease_s) or (share.spent and age < self.check_s)
+                ):
                     held.append(share)
                 else:
                     need.append((key, limit, share))
-            if pending is None:
+            if pending is not None:
+                await self._answer(pending)  # its answer may serve this request: decide again
+            elif need:
+                batch = self._ask(need)
+                await self._answer(batch)
+                asked = True
+            else:
                 break
-            await pending.wait()  # its answer may serve this request too: decide again
-            if self.breaker is not None and not self.breaker.up:
-                raise RedisUnavailable("Redis went down during this key's round trip")
         over = False
         for share in held:
             if share.left > 0:
-                share.left -= 1  # from this replica's share: no round trip
+                share.left -= 1  # from this replica's share
             else:
                 over = True  # spent, as Redis said within the lease
-        if need:
-            await self._take(need, now)
-            for _, _, share in need:
-                if share.left > 0:
-                    share.left -= 1  # one of the new share for this request
-                else:
-                    over = True
         return self._retry(window, now) if over else None
 
-    async def _take(self, need: list[tuple[str, int, _Share]], now: float) -> None:
-        """Give back what ``need``'s keys hold and take a new share of each, in one round trip."""
-        done = anyio.Event()
-        backs = []
-        for _, _, share in need:
-            # The unused rest goes back; taken off here at once (and the key marked pending),
-            # so no concurrent request uses it or gives it back a second time.
-            backs.append(share.left)
-            share.left, share.spent, share.pending = 0, False, done
+    def _ask(self, need: list[tuple[str, int, _Share]]) -> _Batch:
+        """Put ``need``'s keys in the open batch, each giving back the rest it holds."""
+        batch = self._open
+        for key, limit, share in need:
+            name = self.counters.key(key, self.window_s)
+            batch.entries.append((name, share.left, max(1, limit // self.shares), limit, share))
+            # The rest is off at once (and the key pending), so no concurrent request uses it
+            # or gives it back a second time.
+            share.left, share.spent, share.pending = 0, False, batch
+        return batch
+
+    async def _answer(self, batch: _Batch) -> None:
+        """Return once ``batch`` is answered, sending it when no other batch is in flight;
+        raise ``RedisUnavailable`` when another request's round trip for it failed."""
+        while not batch.sent:
+            if self._in_flight is None:
+                await self._send(batch)  # an unsent batch is the open one
+                return
+            await self._in_flight.done.wait()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise RedisUnavailable(f"Redis is unavailable: {batch.error!r}")
+
+    async def _send(self, batch: _Batch) -> None:
+        batch.sent, self._open, self._in_flight = True, _Batch(), batch
+        names = [name for name, *_ in batch.entries]
+        argv: list[int] = []
+        for _, back, size, limit, _ in batch.entries:
+            argv += (back, size, limit)
+        argv.append(self._ttl_ms)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for (key, limit, _), back in zip(need, backs, strict=True):
-                    name = self.counters.key(key, self.window_s)
-                    size = max(1, limit // self.shares)
-                    pipe.eval(_TAKE_SHARE, 1, name, back, size, limit, self._ttl_ms)
-                granted_all = await pipe.execute()
-            for (_, _, share), granted in zip(need, granted_all, strict=True):
-                share.left, share.spent, share.since = int(granted), not int(granted), now
+            try:
+                granted = await self.redis.evalsha(_TAKE_SHARES_SHA, len(names), *names, *argv)
+            except NoScriptError:  # a new (or flushed) Redis: EVAL caches it for next time
+                granted = await self.redis.eval(_TAKE_SHARES, len(names), *names, *argv)
+            now, outages = self.now(), self._outages()  # the lease runs from the answer
+            self._heard_at = now
+            for (*_, share), n in zip(batch.entries, granted, strict=True):
+                share.left, share.spent, share.since = int(n), not int(n), now
+                share.outages = outages
+        except BaseException as exc:  # the rests given back are lost, as Redis still counts
+            batch.error = exc
+            raise
         finally:
-            for _, _, share in need:
+            for *_, share in batch.entries:
                 share.pending = None
-            done.set()
+            self._in_flight = None
+            batch.done.set()
 
     async def close(self) -> None:
         pass
