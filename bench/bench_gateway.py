@@ -12,7 +12,10 @@ The gateway runs here (the real ``GatewayActor`` on an ephemeral port); the load
 - ``ws.handle``: µs per ``handle`` call with every client subscribed (encode once + one
   ``put_nowait`` per client): the cost the bus pays, whatever the clients do.
 - ``rest.limits.memory`` vs ``rest.limits.redis``: authenticated ``GET /risk`` on two more
-  gateways, rate limits in memory against shared through Redis (``ratio_vs_memory``).
+  gateways, rate limits in memory against shared through Redis (``ratio_vs_memory``), under
+  the limits; ``rest.limits.at_limit.*`` the same with the key and IP over the production
+  limits (every answer 429). Measured by ``bench_rest_limits.py`` with wrk when installed
+  (each redis row's ``load`` says which load generator ran).
 - ``rest.features`` vs ``rest.health`` (the baseline: same server, no auth, no store):
   requests/s and latency p50/p99 with ``--concurrency`` connections for ``--seconds``, median
   of ``--rounds``. Features come from Redis (``--redis``) when it answers, else the in-memory
@@ -39,9 +42,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.* as a script too
+
+from bench import bench_rest_limits
 from levibot.clock import LiveClock
 from levibot.messages import Features, Signal, SignalSide
 from levibot.testenv import REDIS_URL
@@ -137,30 +142,22 @@ async def _ws(actor: GatewayActor, key: str, args: argparse.Namespace) -> dict[s
 async def _limits(
     config: GatewayConfig, key: str, tmp: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Authenticated ``GET /risk`` with the rate limits in memory against shared through Redis
-    (two gateways, same keys, rounds interleaved): what sharing the limits costs."""
-    out: dict[str, list[dict[str, Any]]] = {"rest.limits.memory": [], "rest.limits.redis": []}
-    actors = {}
-    for name, url in (("memory", ""), ("redis", config.redis_url)):
-        cfg = msgspec.structs.replace(config, redis_url=url, data_dir=str(Path(tmp) / name))
-        Path(cfg.data_dir).mkdir(exist_ok=True)  # noqa: ASYNC240 (setup, not measured)
-        shutil.copy(Path(tmp) / "keys.json", Path(cfg.data_dir) / "keys.json")
-        actors[name] = GatewayActor(RecordingContext("gateway", clock=LiveClock()), cfg)
-        await actors[name].on_start()
-    try:
-        for _ in range(args.rounds):
-            for name, actor in actors.items():
-                out[f"rest.limits.{name}"].append(await _rest(actor.port, key, "/risk", args))
-    finally:
-        for actor in actors.values():
-            await actor.on_stop()
-    results: dict[str, Any] = {
-        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        for name, runs in out.items()
-    }
-    results["rest.limits.redis"]["ratio_vs_memory"] = (
-        results["rest.limits.redis"]["rps"] / results["rest.limits.memory"]["rps"]
-    )
+    """Authenticated ``GET /risk`` with the rate limits in memory against shared through Redis,
+    under the limits and at them (``bench_rest_limits.py``'s cases, rounds alternated): what
+    sharing the limits costs. The load is wrk when installed, else ``gateway_load.py``."""
+    opts = argparse.Namespace(
+        rounds=args.rounds, seconds=max(1, round(args.seconds)), concurrency=args.concurrency,
+        wrk=shutil.which("wrk"),
+    )  # fmt: skip
+    load = f"wrk -t1 -c{args.concurrency}" if opts.wrk else "bench/gateway_load.py"
+    results: dict[str, Any] = {}
+    for name in bench_rest_limits.CASES:
+        out = await bench_rest_limits.case(name, config, key, tmp, opts)
+        row = "rest.limits" if name == "under" else "rest.limits.at_limit"
+        results[f"{row}.memory"] = out["memory"]
+        results[f"{row}.redis"] = out["redis"] | {
+            k: out[k] for k in ("ratio_vs_memory", "ratio_paired_median", "cpu_ratio_vs_memory")
+        } | {"load": load}  # fmt: skip
     return results
 
 
@@ -231,23 +228,29 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     r = report["results"]
-    print(f"{'row':<16}{'rate':>16}{'p50 µs':>12}{'p99 µs':>12}")
-    for name in ("rest.health", "rest.features", "rest.limits.memory", "rest.limits.redis"):
+    print(f"{'row':<28}{'rate':>16}{'p50 µs':>12}{'p99 µs':>12}")
+    rows = ("rest.health", "rest.features", "rest.limits.memory", "rest.limits.redis",
+            "rest.limits.at_limit.memory", "rest.limits.at_limit.redis")  # fmt: skip
+    for name in rows:
         if name not in r:
             continue
         print(
-            f"{name:<16}{r[name]['rps']:>12.0f} r/s"
+            f"{name:<28}{r[name]['rps']:>12.0f} r/s"
             f"{r[name]['p50_us']:>12.0f}{r[name]['p99_us']:>12.0f}"
         )
     for name in ("ws.burst", "ws.paced"):
-        print(f"{name:<16}{r[name]['deliveries_per_s']:>12.0f} d/s"
+        print(f"{name:<28}{r[name]['deliveries_per_s']:>12.0f} d/s"
               f"{r[name]['p50_us']:>12.0f}{r[name]['p99_us']:>12.0f}")  # fmt: skip
     print(
-        f"{'ws.handle':<16}{'':>16}{r['ws.handle']['p50_us']:>12.1f}{r['ws.handle']['p99_us']:>12.1f}"
+        f"{'ws.handle':<28}{'':>16}{r['ws.handle']['p50_us']:>12.1f}{r['ws.handle']['p99_us']:>12.1f}"
     )
-    if "rest.limits.redis" in r:
-        print(f"authenticated rps, limits shared through Redis / in memory: "
-              f"{r['rest.limits.redis']['ratio_vs_memory']:.2f}")  # fmt: skip
+    for row in ("rest.limits", "rest.limits.at_limit"):
+        if f"{row}.redis" in r:
+            x = r[f"{row}.redis"]
+            print(f"{row}: authenticated rps, limits shared through Redis / in memory: "
+                  f"{x['ratio_vs_memory']:.2f} (by CPU/request {x['cpu_ratio_vs_memory']:.2f}; "
+                  f"non-2xx {r[f'{row}.memory']['non_2xx']} / {x['non_2xx']}; "
+                  f"load: {x['load']})")  # fmt: skip
     print(f"features/health rps ratio {r['rest.features']['ratio_vs_health']:.2f}; "
           f"signals/s fanned out to {args.clients} clients (burst): "
           f"{r['ws.burst']['signals_per_s']:.0f}; "

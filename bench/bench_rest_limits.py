@@ -5,12 +5,18 @@ count: one in memory, one shared through Redis (``--redis``, a fresh key prefix 
 at the end). The load is ``wrk`` (``-t1 -c<concurrency>``: one thread, because the load and the
 gateway share the machine) on authenticated ``GET /risk`` (``X-API-Key``); without ``wrk`` on
 the PATH it is ``bench/gateway_load.py`` (aiohttp, one Python process, itself often the
-bottleneck), and ``load`` says which. Two cases:
+bottleneck), and ``load`` says which. Three cases:
 
-- ``under``: limits far above what a run sends (10⁹ a window): every answer is 200, the cost
-  of counting is all that differs.
+- ``under``: one key, limits far above what a run sends (10⁹ a window): every answer is 200,
+  the cost of counting is all that differs.
 - ``at``: a key and an IP already over the production limits (600 and 1,200 a 60 s window):
   every answer is 429, the cost of refusing.
+- ``many``: 1,000 keys in turn (a wrk Lua script), each under the production per-key limit
+  (600 a window; the IP's is 10⁹): every answer is 200, and each key sees a few requests a
+  second, so its share's lease is often over when its next request comes.
+
+``limiter`` gives the CPU of the limiter call alone (no HTTP), memory against Redis, under and
+at the limits: the part of the per-request figures that differs, without their noise.
 
 Rounds alternate the two gateways (the order swapped every round); each side's figures are the
 median over ``--rounds``, and ``ratio_vs_memory`` = redis rps ÷ memory rps, from this run;
@@ -41,18 +47,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from levibot.clock import LiveClock
 from levibot.testenv import REDIS_URL
 from levibot.testing import RecordingContext
 from sidecars.gateway.actor import GatewayActor, GatewayConfig
-from sidecars.gateway.auth import FileKeyStore, new_key
+from sidecars.gateway.auth import ApiKey, FileKeyStore, new_key
 
 LOAD = Path(__file__).with_name("gateway_load.py")
 RESULTS = Path(__file__).with_name("results") / "rest_limits.json"
-#: (per key, per IP) limits of each case; ``at`` spends them before measuring.
-CASES = {"under": (10**9, 10**9), "at": (600, 1200)}
+#: (per key, per IP) limits and API keys of each case; ``at`` spends them before measuring.
+CASES = {"under": (10**9, 10**9, 1), "at": (600, 1200, 1), "many": (600, 10**9, 1000)}
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 
 
@@ -78,20 +85,39 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-async def load(port: int, key: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Drive ``GET /risk`` on ``port`` for ``--seconds`` and return its figures, with the CPU
-    this process (the gateways) spent per request: less shaken by other load than rps is."""
+def _wrk_script(keys: list[str], path: Path) -> None:
+    """Write a wrk Lua script that sends ``keys`` in turn, one a request."""
+    listed = ",\n".join(f'"{k}"' for k in keys)
+    path.write_text(f"""local keys = {{{listed}}}
+local i = 0
+request = function()
+  i = i % #keys + 1
+  return wrk.format("GET", nil, {{["X-API-Key"] = keys[i]}})
+end
+""")
+
+
+async def load(port: int, keys: list[str], tmp: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Drive ``GET /risk`` on ``port`` for ``--seconds`` with ``keys`` in turn and return its
+    figures, with the CPU this process (the gateways) spent per request: less shaken by other
+    load than rps is."""
     url = f"http://127.0.0.1:{port}/risk"
     cpu0 = time.process_time()
     if args.wrk:
-        out = await anyio.run_process([
-            args.wrk, "-t1", f"-c{args.concurrency}", f"-d{args.seconds}s", "--latency",
-            "-H", f"X-API-Key: {key}", url,
-        ])  # fmt: skip
+        command = [args.wrk, "-t1", f"-c{args.concurrency}", f"-d{args.seconds}s", "--latency"]
+        if len(keys) > 1:
+            script = Path(tmp) / "keys.lua"
+            _wrk_script(keys, script)
+            command += ["-s", str(script)]
+        else:
+            command += ["-H", f"X-API-Key: {keys[0]}"]
+        out = await anyio.run_process([*command, url])
         r = parse_wrk(out.stdout.decode())
     else:
+        keys_file = Path(tmp) / "keys.txt"
+        keys_file.write_text("\n".join(keys))
         out = await anyio.run_process([
-            sys.executable, str(LOAD), "rest", "--url", url, "--key", key,
+            sys.executable, str(LOAD), "rest", "--url", url, "--keys-file", str(keys_file),
             "--concurrency", str(args.concurrency), "--seconds", str(args.seconds),
         ])  # fmt: skip
         g = json.loads(out.stdout.decode().strip().splitlines()[-1])
@@ -102,7 +128,7 @@ async def load(port: int, key: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _spend(port: int, key: str, n: int) -> None:
-    """Send ``n`` requests, so the key's and the IP's windows are spent before measuring."""
+    """Send ``n`` requests, one after the other."""
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
@@ -115,13 +141,22 @@ async def _spend(port: int, key: str, n: int) -> None:
 async def case(
     name: str, base: GatewayConfig, key: str, tmp: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Measure one case: the memory and the Redis gateway, rounds alternated."""
-    per_key, per_ip = CASES[name]
+    """Measure one case: the memory and the Redis gateway, rounds alternated.
+
+    ``key`` is in ``tmp``'s ``keys.json``; a case with more keys makes the others.
+    """
+    per_key, per_ip, n_keys = CASES[name]
+    keys = [key]
+    records = msgspec.json.decode((Path(tmp) / "keys.json").read_bytes(), type=list[ApiKey])
+    for i in range(n_keys - 1):
+        plain, record = new_key(f"bench{i}", ["read"])
+        keys.append(plain)
+        records.append(record)
     actors: dict[str, GatewayActor] = {}
     for side, url in (("memory", ""), ("redis", base.redis_url)):
         data_dir = Path(tmp) / f"{name}-{side}"
         data_dir.mkdir()
-        shutil.copy(Path(tmp) / "keys.json", data_dir / "keys.json")
+        (data_dir / "keys.json").write_bytes(msgspec.json.encode(records))
         cfg = msgspec.structs.replace(
             base, redis_url=url, data_dir=str(data_dir), rate_limit_per_key=per_key,
             rate_limit_per_ip=per_ip, redis_prefix=f"{base.redis_prefix}:{name}",
@@ -131,12 +166,13 @@ async def case(
     try:
         for actor in actors.values():
             await actor.on_start()
-            if name == "at":
-                await _spend(actor.port, key, per_ip + 1)
+            # Warm up (first-request work would fall on round 0's first side); "at" spends
+            # the key's and the IP's windows.
+            await _spend(actor.port, key, per_ip + 1 if name == "at" else 200)
         for i in range(args.rounds):
             order = list(actors) if i % 2 == 0 else list(reversed(actors))
             for side in order:
-                runs[side].append(await load(actors[side].port, key, args))
+                runs[side].append(await load(actors[side].port, keys, tmp, args))
     finally:
         for actor in actors.values():
             await actor.on_stop()
@@ -166,6 +202,52 @@ async def _cleanup(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def limiter_cost(url: str, prefix: str, rounds: int, calls: int = 1000) -> dict[str, Any]:
+    """CPU µs per ``hit`` of the limiter alone, as the gateway builds it (``Fallback`` over
+    ``Redis``, or ``Memory``), 32 callers at once with a loop turn between calls: under the
+    limits and at them (spent), the part of the per-request CPU above that is the limiter's."""
+    import redis.asyncio as aioredis
+    import structlog
+
+    from sidecars.gateway.auth import FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter
+    from sidecars.gateway.redisguard import RedisBreaker
+
+    client = aioredis.from_url(url)
+    out: dict[str, Any] = {}
+    try:
+        for name, (per_key, per_ip, _) in CASES.items():
+            if name == "many":
+                continue  # the same calls as "under" on other keys
+            if name == "at":
+                per_key, per_ip = 1, 1  # spent from the second call on
+            limits = (("ip:127.0.0.1", per_ip), ("key:bench", per_key))
+            sides: dict[str, Any] = {
+                "memory": MemoryRateLimiter(60.0),
+                "redis": FallbackRateLimiter(
+                    RedisRateLimiter(client, 60.0, f"{prefix}:micro:{name}"),
+                    MemoryRateLimiter(60.0), RedisBreaker(structlog.get_logger()),
+                ),
+            }  # fmt: skip
+            us: dict[str, list[float]] = {side: [] for side in sides}
+            for _ in range(rounds):
+                for side, limiter in sides.items():
+
+                    async def caller(limiter: Any = limiter, limits: Any = limits) -> None:
+                        for _ in range(calls):
+                            await limiter.hit(*limits)
+                            await anyio.lowlevel.checkpoint()
+
+                    t0 = time.process_time()
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(32):
+                            tg.start_soon(caller)
+                    us[side].append((time.process_time() - t0) * 1e6 / (32 * calls))
+            out[name] = {f"{side}_cpu_us_per_hit": statistics.median(v) for side, v in us.items()}
+    finally:
+        await client.aclose()
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every case of ``--cases``; return the report (``results`` per case)."""
     loadavg_before = os.getloadavg()
@@ -181,6 +263,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for name in args.cases:
                 results[name] = await case(name, base, plain, tmp, args)
+            results["limiter"] = await limiter_cost(args.redis, prefix, args.rounds)
         finally:
             await _cleanup(args.redis, prefix)
     return {
@@ -193,7 +276,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    """Return the argument parser (``bench_gateway.py`` reuses its defaults)."""
+    """Return the argument parser."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=2, help="per run (wrk takes whole seconds)")
@@ -219,7 +302,8 @@ def main() -> None:
           f"loadavg {before:.2f} → {after:.2f}")  # fmt: skip
     print(f"{'case':<8}{'limits':<8}{'rps':>9}{'p50 µs':>9}{'p99 µs':>9}{'CPU µs/req':>11}"
           f"{'non-2xx':>9}  rounds")  # fmt: skip
-    for name, r in report["results"].items():
+    for name in args.cases:
+        r = report["results"][name]
         for side in ("memory", "redis"):
             s = r[side]
             print(f"{name:<8}{side:<8}{s['rps']:>9.0f}{s['p50_us']:>9.0f}{s['p99_us']:>9.0f}"
@@ -227,6 +311,9 @@ def main() -> None:
         print(f"{name:<8}redis ÷ memory rps: {r['ratio_vs_memory']:.2f} (goal >= 0.8; "
               f"paired rounds {r['ratio_paired_median']:.2f}; "
               f"by CPU/request {r['cpu_ratio_vs_memory']:.2f})")  # fmt: skip
+    for name, r in report["results"]["limiter"].items():
+        print(f"limiter alone, {name}: CPU µs per hit, memory {r['memory_cpu_us_per_hit']:.2f}, "
+              f"redis {r['redis_cpu_us_per_hit']:.2f}")  # fmt: skip
     print(f"wall {report['wall_s']:.1f} s")
 
 

@@ -8,7 +8,7 @@ Rounds are told apart by the signal's ``strategy`` (``r0``, ``r1``...).
 
 ``rest``: ``--concurrency`` workers GET ``--path`` for ``--seconds``; print one JSON line with
 requests/s and latency p50/p99 (µs). ``--key "Bearer <jwt>"`` sends an access token instead of
-an API key.
+an API key; ``--keys-file`` (one API key a line) sends its keys in turn.
 """
 
 from __future__ import annotations
@@ -99,16 +99,20 @@ async def ws_load(args: argparse.Namespace) -> dict[str, Any]:
 
 async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
     # "Bearer <jwt>" authenticates with an access token, anything else is an API key.
-    auth = "Authorization" if args.key.startswith("Bearer ") else "X-API-Key"
-    headers = {auth: args.key}
+    keys = args.keys
+    auth = "Authorization" if keys[0].startswith("Bearer ") else "X-API-Key"
+    all_headers = [{auth: key} for key in keys]
+    sent = 0
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + args.seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
         async def worker() -> None:
-            nonlocal errors
+            nonlocal errors, sent
             while time.perf_counter() < stop:
+                headers = all_headers[sent % len(all_headers)]
+                sent += 1
                 t0 = time.perf_counter_ns()
                 async with session.get(args.url, headers=headers) as r:
                     await r.read()
@@ -132,13 +136,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["ws", "rest"])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--key", default="")
+    parser.add_argument("--keys-file", default="", help="rest: API keys, one a line, in turn")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--sample-every", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
+    args.keys = [args.key]
+    if args.keys_file:
+        with open(args.keys_file) as fh:
+            args.keys = [line.strip() for line in fh if line.strip()]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     coro = ws_load(args) if args.mode == "ws" else rest_load(args)
