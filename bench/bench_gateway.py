@@ -14,8 +14,9 @@ The gateway runs here (the real ``GatewayActor`` on an ephemeral port); the load
 - ``rest.limits.memory`` vs ``rest.limits.redis``: authenticated ``GET /risk`` on two more
   gateways, rate limits in memory against shared through Redis (``ratio_vs_memory``), under
   the limits; ``rest.limits.at_limit.*`` the same with the key and IP over the production
-  limits (every answer 429). Measured by ``bench_rest_limits.py`` with wrk when installed
-  (each redis row's ``load`` says which load generator ran).
+  limits (every answer 429), ``rest.limits.many.*`` with 1,000 keys in turn, each under its
+  limit. Measured by ``bench_rest_limits.py`` with wrk when installed (each redis row's
+  ``load`` says which load generator ran).
 - ``rest.features`` vs ``rest.health`` (the baseline: same server, no auth, no store):
   requests/s and latency p50/p99 with ``--concurrency`` connections for ``--seconds``, median
   of ``--rounds``. Features come from Redis (``--redis``) when it answers, else the in-memory
@@ -55,6 +56,8 @@ from sidecars.gateway.actor import GatewayActor, GatewayConfig
 from sidecars.gateway.auth import FileKeyStore, new_key
 
 LOAD = Path(__file__).with_name("gateway_load.py")
+#: bench_rest_limits' cases -> this report's row names.
+LIMIT_ROWS = {"under": "rest.limits", "at": "rest.limits.at_limit", "many": "rest.limits.many"}
 RESULTS = Path(__file__).with_name("results") / "gateway.json"
 
 
@@ -153,7 +156,7 @@ async def _limits(
     results: dict[str, Any] = {}
     for name in bench_rest_limits.CASES:
         out = await bench_rest_limits.case(name, config, key, tmp, opts)
-        row = "rest.limits" if name == "under" else "rest.limits.at_limit"
+        row = LIMIT_ROWS[name]
         results[f"{row}.memory"] = out["memory"]
         results[f"{row}.redis"] = out["redis"] | {
             k: out[k] for k in ("ratio_vs_memory", "ratio_paired_median", "cpu_ratio_vs_memory")
@@ -229,9 +232,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2))
     r = report["results"]
     print(f"{'row':<28}{'rate':>16}{'p50 µs':>12}{'p99 µs':>12}")
-    rows = ("rest.health", "rest.features", "rest.limits.memory", "rest.limits.redis",
-            "rest.limits.at_limit.memory", "rest.limits.at_limit.redis")  # fmt: skip
-    for name in rows:
+    rows = [f"{row}.{side}" for row in LIMIT_ROWS.values() for side in ("memory", "redis")]
+    for name in ["rest.health", "rest.features", *rows]:
         if name not in r:
             continue
         print(
@@ -244,7 +246,7 @@ def main() -> None:
     print(
         f"{'ws.handle':<28}{'':>16}{r['ws.handle']['p50_us']:>12.1f}{r['ws.handle']['p99_us']:>12.1f}"
     )
-    for row in ("rest.limits", "rest.limits.at_limit"):
+    for row in LIMIT_ROWS.values():
         if f"{row}.redis" in r:
             x = r[f"{row}.redis"]
             print(f"{row}: authenticated rps, limits shared through Redis / in memory: "
