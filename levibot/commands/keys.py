@@ -108,6 +108,15 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.action == "expire":
             at = _moment(args.at, args.after, "--at", "--in")
             at = time.time() if at is None else at
+            record = await store.get(args.key_id)
+            if record is None:
+                raise ApiKeyError(f"no API key with id {args.key_id!r}")
+            if record.expires_at is not None and at > record.expires_at:
+                # Later would revive an expired key or stretch a rotation's overlap.
+                raise ApiKeyError(
+                    f"{args.key_id} already expires at {_when(record.expires_at)}; `keys expire` "
+                    "only brings an expiry forward (for a longer life, create a new key)"
+                )
             if await store.retire(args.key_id, at) is None:
                 raise ApiKeyError(f"no API key with id {args.key_id!r}")
             audit.record(who, "", "key.expire", key_id=args.key_id, expires_at=at)

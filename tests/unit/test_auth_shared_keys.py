@@ -196,6 +196,11 @@ def test_keys_command_expires_rotates_and_lists(
 
     assert cli(keys(tmp_path, "expire", successor, "--at", "2030-01-02T03:04:05Z")) == 0
     assert "2030-01-02 03:04:05Z" in capsys.readouterr().out
+    # Only forward: a later expiry would stretch the old key's overlap, or revive it.
+    assert cli(keys(tmp_path, "expire", key_id, "--in", "30d")) != 0
+    assert "only brings an expiry forward" in capsys.readouterr().err
+    stored = {k["key_id"]: k for k in json.loads((tmp_path / "keys.json").read_text())}
+    assert stored[key_id]["expires_at"] - time.time() <= 2 * 3600
     assert cli(keys(tmp_path, "list")) == 0
     listing = capsys.readouterr().out
     row = next(line for line in listing.splitlines() if line.startswith(key_id))
