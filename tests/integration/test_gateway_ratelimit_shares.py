@@ -279,12 +279,16 @@ async def test_a_failed_round_trip_fails_its_waiters_and_the_next_request_asks_a
 async def test_an_outage_ends_the_leases_and_an_emptied_redis_is_not_given_back_below_zero(
     redis: Any, prefix: str
 ) -> None:
-    from types import SimpleNamespace
+    class Breaker:  # what the limiter reads of RedisBreaker
+        up, outages = True, 0
+
+        async def call(self, fn: Any) -> Any:
+            return await fn()
 
     clock = Clock()
     conn = CountingRedis(redis)
     limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
-    limiter.breaker = SimpleNamespace(up=True, outages=0)  # type: ignore[assignment]
+    limiter.breaker = Breaker()  # type: ignore[assignment]
     assert await admitted(limiter, "key:h", 40)  # a share of 10: 9 held
     assert limiter.decide_local(("key:h", 40)) == (True, None)  # 8 held
     name = limiter.counters.key("key:h", 60.0)

@@ -274,10 +274,10 @@ class RedisRateLimiter:
             argv += (back, size, limit)
         argv.append(self._ttl_ms)
         try:
-            try:
-                granted = await self.redis.evalsha(_TAKE_SHARES_SHA, len(names), *names, *argv)
-            except NoScriptError:  # a new (or flushed) Redis: EVAL caches it for next time
-                granted = await self.redis.eval(_TAKE_SHARES, len(names), *names, *argv)
+            if self.breaker is None:
+                granted = await self._run(names, argv)
+            else:  # its timeout scope and outage handling around the round trip only
+                granted = await self.breaker.call(lambda: self._run(names, argv))
             now, outages = self.now(), self._outages()  # the lease runs from the answer
             self._heard_at = now
             for (*_, share), n in zip(batch.entries, granted, strict=True):
@@ -291,6 +291,13 @@ class RedisRateLimiter:
                 share.pending = None
             self._in_flight = None
             batch.done.set()
+
+    async def _run(self, names: list[str], argv: list[int]) -> Any:
+        """Run the share script on ``names``: what each key was granted."""
+        try:
+            return await self.redis.evalsha(_TAKE_SHARES_SHA, len(names), *names, *argv)
+        except NoScriptError:  # a new (or flushed) Redis: EVAL caches it for next time
+            return await self.redis.eval(_TAKE_SHARES, len(names), *names, *argv)
 
     async def close(self) -> None:
         pass
@@ -313,16 +320,17 @@ class FallbackRateLimiter:
         self.breaker = breaker
         self.fallbacks = fallbacks  # requests counted in memory because Redis was down
         if isinstance(shared, RedisRateLimiter):
-            shared.breaker = breaker
+            shared.breaker = breaker  # it calls the breaker around its round trips only
 
     async def hit(self, *limits: tuple[str, int]) -> float | None:
-        # The common case, a replica's own shares: no breaker call (its timeout scope) at all.
-        if isinstance(self.shared, RedisRateLimiter):
-            decided, retry = self.shared.decide_local(*limits)
-            if decided:
-                return retry
+        shared = self.shared
         try:
-            return await self.breaker.call(lambda: self.shared.hit(*limits))
+            if isinstance(shared, RedisRateLimiter):
+                # The common case, a replica's own shares: no await, no breaker call at all;
+                # and a request waiting for another's round trip needs none either.
+                decided, retry = shared.decide_local(*limits)
+                return retry if decided else await shared.hit(*limits)
+            return await self.breaker.call(lambda: shared.hit(*limits))
         except RedisUnavailable:
             if self.fallbacks is not None:
                 self.fallbacks.inc()
