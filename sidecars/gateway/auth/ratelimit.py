@@ -151,8 +151,9 @@ class RedisRateLimiter:
         self._local: dict[str, _Share] = {}
         self._open = _Batch()  # collects keys while ``_in_flight`` is out
         self._in_flight: _Batch | None = None
-        # Set by FallbackRateLimiter: while it holds Redis down, every call must reach Redis
-        # (a call that answered from the shares would pass for a successful probe).
+        # Set by FallbackRateLimiter: it guards each round trip (timeout, outage, probes);
+        # while it holds Redis down, every call must reach Redis (a call that answered from
+        # the shares would pass for a successful probe).
         self.breaker: RedisBreaker | None = None
 
     def _outages(self) -> int:
