@@ -24,6 +24,8 @@ median over ``--rounds``, and ``ratio_vs_memory`` = redis rps ÷ memory rps, fro
 the inverse ratio of the gateway process's CPU per request (``cpu_us_per_req``: what the
 throughput of a saturated gateway follows, and steadier on a shared machine than rps).
 ``non_2xx`` counts the answers that were not 2xx (wrk's "Non-2xx or 3xx responses").
+``ratios`` lists them as ``bench_pipeline.ratios`` lists the issue's others (name, value,
+goal, met, basis).
 
 Run: ``.venv/bin/python bench/bench_rest_limits.py [--rounds 5 --seconds 2]``; writes
 ``bench/results/rest_limits.json``. About 50 s with the defaults. ``bench_gateway.py`` runs it
@@ -288,6 +290,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: What each case's ratio is called among the issue's ratios.
+_RATIO_NAMES = {
+    "under": "REST rps, limits in Redis ÷ memory (under the limits)",
+    "at": "REST rps, limits in Redis ÷ memory (at the limits, 429s)",
+    "many": "REST rps, limits in Redis ÷ memory (1,000 keys)",
+}
+
+
+def ratios(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return this run's ratios in ``bench_pipeline.ratios``' shape (name, value, goal, met,
+    basis), for a report that lists every ratio the issue names."""
+    out = []
+    for name, title in _RATIO_NAMES.items():
+        r = report["results"].get(name)
+        if r is None:
+            continue
+        value = r["ratio_vs_memory"]
+        out.append({
+            "name": title, "value": value, "goal": ">= 0.8", "met": bool(value >= 0.8),
+            "basis": f"{r['redis']['rps']:,.0f} ÷ {r['memory']['rps']:,.0f} req/s "
+                     f"({report['load']}; by CPU/request {r['cpu_ratio_vs_memory']:.2f})",
+        })  # fmt: skip
+    return out
+
+
 def main() -> None:
     args = parser().parse_args()
     args.wrk = shutil.which("wrk") if args.wrk else None
@@ -295,6 +322,7 @@ def main() -> None:
     report = anyio.run(run, args, backend_options={"use_uvloop": True})
     report["wall_s"] = time.perf_counter() - t0
     report["loadavg_after"] = os.getloadavg()
+    report["ratios"] = ratios(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     before, after = report["loadavg_before"][0], report["loadavg_after"][0]
@@ -310,7 +338,8 @@ def main() -> None:
                   f"{s['cpu_us_per_req']:>11.0f}{s['non_2xx']:>9}  {s['rounds_rps']}")  # fmt: skip
         print(f"{name:<8}redis ÷ memory rps: {r['ratio_vs_memory']:.2f} (goal >= 0.8; "
               f"paired rounds {r['ratio_paired_median']:.2f}; "
-              f"by CPU/request {r['cpu_ratio_vs_memory']:.2f})")  # fmt: skip
+              f"by CPU/request {r['cpu_ratio_vs_memory']:.2f}; "
+              f"{'met' if r['ratio_vs_memory'] >= 0.8 else 'NOT met'})")  # fmt: skip
     for name, r in report["results"]["limiter"].items():
         print(f"limiter alone, {name}: CPU µs per hit, memory {r['memory_cpu_us_per_hit']:.2f}, "
               f"redis {r['redis_cpu_us_per_hit']:.2f}")  # fmt: skip
