@@ -12,6 +12,7 @@ import builtins
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -101,16 +102,27 @@ class ModelRegistry:
         for required in (MODEL_ONNX,):
             if required not in files:
                 raise ModelError(f"model {card.model_id} has no {required}")
-        dest = self.root / card.model_id
-        staging = self.root / f".{card.model_id}.staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name, path in files.items():
+        for name in files:
             if name not in MODEL_FILES:
                 raise ModelError(f"unexpected model file {name!r}")
-            shutil.copyfile(path, staging / name)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(staging, dest)
+        dest = self.root / card.model_id
+        if dest.is_dir():
+            return card  # a model is immutable under its id: the copy here is the same model
+        # A folder of our own (two processes may share the cache), renamed into place whole:
+        # a reader never sees a model half-written or missing, and the first writer wins.
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{card.model_id}.", dir=self.root))
+        try:
+            for name, path in files.items():
+                shutil.copyfile(path, staging / name)
+            try:
+                os.rename(staging, dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                # another process put the same model there first: theirs stays
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return card
 
     def _pointer(self) -> tuple[str | None, builtins.list[str]]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import builtins
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +197,13 @@ class PgModelRegistry:
         )
         if not any(r["name"] == CARD_FILE for r in rows):
             raise ModelError(f"unknown model {model_id!r} in PostgreSQL schema {self.schema}")
-        staging = self.cache.root / f".{model_id}.fetch"
-        staging.mkdir(parents=True, exist_ok=True)
-        for r in rows:
-            (staging / r["name"]).write_bytes(bytes(r["data"]))
-        self.cache.register(staging)
-        for f in staging.iterdir():
-            f.unlink()
-        staging.rmdir()
+        # A fetch folder of our own: another process sharing the cache may fetch it too.
+        self.cache.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.fetch.", dir=self.cache.root))
+        try:
+            for r in rows:
+                (staging / r["name"]).write_bytes(bytes(r["data"]))
+            self.cache.register(staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return self.cache.path(model_id)

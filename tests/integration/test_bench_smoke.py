@@ -42,7 +42,9 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
         assert {"engine_us_per_bar", "bare_us_per_bar", "ratio", "rate"} <= doc["cpu"][
             config
         ].keys()
-    assert set(doc["results"]) == {"inproc/bare", "inproc/engine", "procs/bare", "procs/engine"}
+    # procs also ran its transport floor: the same traffic over raw nats-py, no engine.
+    assert set(doc["results"]) == {"inproc/bare", "inproc/engine", "procs/bare", "procs/engine",
+                                   "procs/floor"}  # fmt: skip
     for key, result in doc["results"].items():
         assert {"steps", "latency", "latency_rate", "sustained_per_s"} <= result.keys(), key
         assert set(result["latency"]) == set(STAGES), key
@@ -57,7 +59,8 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
     names = {r["name"] for r in doc["ratios"]}
     assert {"split CPU/bar ÷ single", "split sustained ÷ single", "split e2e p99 ÷ single",
             "split e2e p50 ÷ (single p50 + 2 raw hops)", "hop p50 ÷ raw nats-py",
-            "hop msgs/s ÷ raw nats-py", "idle=spin e2e p50 µs (1 symbol)"} <= names  # fmt: skip
+            "hop msgs/s ÷ raw nats-py", "idle=spin e2e p50 µs (1 symbol)",
+            "floor: (single + raw split traffic) ÷ single CPU/bar"} <= names  # fmt: skip
     assert "| ratio (this run) |" in proc.stdout
     assert set(doc["hop"]) == {f"{s}/{m}" for s in ("raw", "levibot")
                                for m in ("latency", "throughput")}  # fmt: skip

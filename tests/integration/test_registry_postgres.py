@@ -187,3 +187,49 @@ def test_train_and_models_commands_use_postgres_when_given_a_dsn(
             await conn.close()
 
         asyncio.run(drop())
+
+
+_FETCH = """
+import asyncio, sys, time
+from pathlib import Path
+from levibot.ml.registry_pg import PgModelRegistry
+from levibot.ml.scorer import Scorer
+
+async def main(dsn, cache, schema, start):
+    async with PgModelRegistry(dsn, cache, schema=schema, schema_hash="{hash}") as reg:
+        card = await reg.get("m1")
+        while time.time() < start:  # every process fetches at the same moment
+            pass
+        path = await reg.path("m1")
+        Scorer(card, path)  # the files are all there, whole
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])))
+"""
+
+
+def _fetch_at_once(cache: Path, schema: str, processes: int) -> list[str]:
+    """Start ``processes`` fetches of m1 into ``cache`` at one moment; return their errors."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.time() + 2.0
+    argv = [sys.executable, "-c", _FETCH.format(hash=HASH), DSN, str(cache), schema, str(start)]
+    procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    outcomes = [(p.communicate(timeout=60)[1], p.returncode) for p in procs]
+    return [err[-2000:] or f"exit {code}" for err, code in outcomes if code]
+
+
+async def test_processes_sharing_one_cache_fetch_a_model_at_once(
+    tmp_path: Path, schema: str
+) -> None:
+    import anyio.to_thread
+
+    async with PgModelRegistry(DSN, tmp_path / "trainer", schema=schema, schema_hash=HASH) as reg:
+        await reg.register(_build(tmp_path, "m1"))
+    for round_ in range(4):  # before: a card read truncated, or a folder gone, in 1 run of 2
+        cache = tmp_path / f"shared{round_}"
+        errors = await anyio.to_thread.run_sync(_fetch_at_once, cache, schema, 6)
+        assert not errors, errors[0]
+        # One model folder, whole; no staging or fetch folder left behind.
+        assert sorted(p.name for p in cache.iterdir()) == ["m1"]
