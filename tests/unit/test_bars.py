@@ -124,6 +124,18 @@ def test_zero_size_trade_counts_as_a_trade() -> None:
     assert bar is not None and (bar.volume, bar.trades) == (0.0, 1)
 
 
+def running_sum(values: list[float]) -> float:
+    """Left-to-right float addition, as the aggregator's ``volume += size`` does.
+
+    Not ``sum()``: since Python 3.12 it compensates rounding (``sum([0.1] * 10)`` is 1.0, was
+    0.9999999999999999), so it differs from a running total in the last bit.
+    """
+    total = values[0]
+    for v in values[1:]:
+        total += v
+    return total
+
+
 def reference_bars(ticks: list[tuple[int, float, float]], interval: int) -> list[tuple[Any, ...]]:
     """Group by date_bin, first/last by arrival: the obvious, slow way."""
     groups: dict[int, list[tuple[int, float, float]]] = {}
@@ -131,7 +143,7 @@ def reference_bars(ticks: list[tuple[int, float, float]], interval: int) -> list
         groups.setdefault(ts - ts % interval, []).append((ts, price, size))
     return [
         (start, g[0][1], max(p for _, p, _ in g), min(p for _, p, _ in g), g[-1][1],
-         sum(s for _, _, s in g), len(g))
+         running_sum([s for _, _, s in g]), len(g))
         for start, g in sorted(groups.items())
     ]  # fmt: skip
 
