@@ -5,8 +5,8 @@ settle after every event (``ctx.settle()``). Under the receive loops (one task p
 message costs a task switch and each settle a wait on the runners; here the mailboxes are
 ``ReplayMailbox``es that queue themselves on one ``ready`` queue when a message arrives, and
 ``settle`` drains that queue in the caller's own task: it pops a mailbox, lets its runner
-handle everything pending in it (``ActorRunner.drain``), and goes on until the queue is empty,
-which is when the pipeline has settled.
+handle everything pending in it (``levibot.runtime._runner.drain_ready``), and goes on until
+the queue is empty, which is when the pipeline has settled.
 
 The order is the receive loops' own, so results are the same to the byte: a mailbox is queued
 when its first message arrives, as a waiting receive loop is woken then (in that order, by the
@@ -24,15 +24,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
-
-import anyio.lowlevel
 
 from levibot.bus._mailbox import ReplayMailbox
-
-if TYPE_CHECKING:
-    from levibot.runtime._runner import ActorRunner
+from levibot.runtime._runner import ActorRunner, drain_ready
 
 
 class ReplayScheduler:
@@ -40,7 +34,7 @@ class ReplayScheduler:
 
     def __init__(self) -> None:
         self._ready: deque[ReplayMailbox] = deque()
-        self._drain: dict[ReplayMailbox, Callable[[], Awaitable[bool]]] = {}
+        self._runners: dict[ReplayMailbox, ActorRunner] = {}
         self._running = False
         self._waiters: list[asyncio.Future[None]] = []
         self._pump: asyncio.Future[None] | None = None
@@ -53,7 +47,7 @@ class ReplayScheduler:
     def attach(self, runner: ActorRunner) -> None:
         """Drain ``runner``'s mailbox (one made by ``mailbox``) with ``runner``."""
         assert isinstance(runner.mailbox, ReplayMailbox)
-        self._drain[runner.mailbox] = runner.drain
+        self._runners[runner.mailbox] = runner
 
     @property
     def idle(self) -> bool:
@@ -76,27 +70,11 @@ class ReplayScheduler:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
-        ready = self._ready
-        if not ready:
+        if not self._ready:
             return
-        drain = self._drain
         self._running = True
         try:
-            while ready:
-                mailbox = ready.popleft()
-                self.drains += 1
-                try:
-                    ok = await drain[mailbox]()
-                except BaseException:  # cancelled mid-drain: the rest stays queued
-                    if len(mailbox):
-                        ready.appendleft(mailbox)
-                    else:
-                        mailbox.queued = False
-                    raise
-                if ok:
-                    mailbox.queued = False
-                else:  # crashed: it stays "queued" so that it is never drained again
-                    await anyio.lowlevel.checkpoint()  # let the node's stop begin
+            self.drains += await drain_ready(self._ready, self._runners)
         finally:
             self._running = False
             waiters, self._waiters = self._waiters, []

@@ -8,9 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from levibot import backoff
 from levibot.bus import Delivery, Done, Mailbox, MailboxClosed, error_text
+from levibot.bus._mailbox import ReplayMailbox
 from levibot.clock import Clock
 from levibot.errors import SupervisionExhausted
 from levibot.messages import Message
@@ -45,7 +47,7 @@ class ActorRunner:
         self.finished = anyio.Event()
         self._failures: deque[float] = deque()
         self._poisoned: dict[str, float] = {}  # durable message key → when it last failed
-        self._drains = 0  # replay drains so far (``drain`` times one in 64)
+        self._drains = 0  # replay drains so far (``drain_ready`` times one in 64)
         self._live = not clock.is_replay
         labels = {"actor": self.name}
         self.m_handled = metrics.counter(
@@ -148,54 +150,6 @@ class ActorRunner:
             self.finished.set()
             if self.on_idle is not None:
                 self.on_idle()
-
-    async def drain(self) -> bool:
-        """Handle every message pending in the mailbox, as ``run_inbox`` does between two waits;
-        return False when the actor crashed (the replay scheduler's step, in its task).
-
-        This is the hot path of every backtest: no latency histogram (it is live-clock only),
-        and ``handle_seconds`` observes one drain in 64 (the mean per message of that drain).
-        """
-        mailbox, actor, clock = self.mailbox, self.actor, self.clock
-        assert mailbox is not None
-        max_batch = actor.max_batch
-        self._drains += 1
-        timed = not self._drains & 63
-        t0 = time.perf_counter_ns() if timed else 0
-        handled = 0
-        self.busy = True
-        try:
-            while mailbox.size:
-                if max_batch > 1 and mailbox.size > 1:
-                    batch = mailbox.get_nowait_batch(max_batch)
-                    handled += len(batch)
-                    dones = [d for _, d in batch]
-                    if not await self._handle_batch(batch, dones):
-                        break
-                    for d in dones:
-                        if d is not None:
-                            d()
-                    continue
-                msg, done = mailbox.get_nowait()
-                clock.observe(msg.ts_event)
-                handled += 1
-                try:
-                    await actor.handle(msg)
-                except Exception as exc:
-                    if not await self._failed(exc, msg, [done]):  # settles ``done``
-                        break
-                    continue
-                if done is not None:
-                    done()
-            else:
-                return True
-            self.finished.set()  # crashed: the rest stays unhandled (and unacked)
-            return False
-        finally:
-            self.busy = False
-            self.m_handled.inc(handled)
-            if timed and handled:
-                self.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)
 
     async def _handle_batch(self, batch: list[tuple[Message, Any]], dones: list[Done]) -> bool:
         msgs = [m for m, _ in batch]
@@ -352,3 +306,72 @@ class ActorRunner:
         self.log.error("actor.crashed", message=what, error=repr(exc))
         self.on_fatal(self.name, exc)
         return False
+
+
+async def drain_ready(
+    ready: deque[ReplayMailbox], runners: dict[ReplayMailbox, ActorRunner]
+) -> int:
+    """Drain the queued replay mailboxes in order until none is queued; return how many drains.
+
+    The replay scheduler's loop (``levibot.runtime._replay``), in the caller's task: each
+    mailbox's runner handles everything pending in it, as ``run_inbox`` does between two waits
+    (batched the same way, same supervision), then the mailbox may be queued again. One
+    coroutine for the whole settle rather than one per mailbox, no latency histogram (it is
+    live-clock only) and ``handle_seconds`` timed on one drain in 64 (the mean per message of
+    that drain): this is the hot path of every backtest. A crashed actor's mailbox stays marked
+    queued, so it is never drained again.
+    """
+    drains = 0
+    while ready:
+        mailbox = ready.popleft()
+        runner = runners[mailbox]
+        actor, observe = runner.actor, runner.clock.observe
+        max_batch = actor.max_batch
+        drains += 1
+        runner._drains += 1
+        timed = not runner._drains & 63
+        t0 = time.perf_counter_ns() if timed else 0
+        handled, ok = 0, True
+        runner.busy = True
+        try:
+            while mailbox.size:
+                if max_batch > 1 and mailbox.size > 1:
+                    batch = mailbox.get_nowait_batch(max_batch)
+                    handled += len(batch)
+                    dones = [d for _, d in batch]
+                    ok = await runner._handle_batch(batch, dones)
+                    if not ok:
+                        break
+                    for d in dones:
+                        if d is not None:
+                            d()
+                    continue
+                msg, done = mailbox.get_nowait()
+                observe(msg.ts_event)
+                handled += 1
+                try:
+                    await actor.handle(msg)
+                except Exception as exc:
+                    ok = await runner._failed(exc, msg, [done])  # settles ``done``
+                    if not ok:
+                        break
+                    continue
+                if done is not None:
+                    done()
+        except BaseException:  # cancelled mid-drain: what is left stays queued
+            if mailbox.size:
+                ready.appendleft(mailbox)
+            else:
+                mailbox.queued = False
+            raise
+        finally:
+            runner.busy = False
+            runner.m_handled.value += handled
+            if timed and handled:
+                runner.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)
+        if ok:
+            mailbox.queued = False
+        else:  # crashed: the rest stays unhandled (and unacked), the mailbox marked queued
+            runner.finished.set()
+            await anyio.lowlevel.checkpoint()  # let the node's stop begin
+    return drains
