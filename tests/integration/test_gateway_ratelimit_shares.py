@@ -288,12 +288,13 @@ async def test_an_outage_ends_the_leases_and_an_emptied_redis_is_not_given_back_
     clock = Clock()
     conn = CountingRedis(redis)
     limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
-    limiter.breaker = Breaker()  # type: ignore[assignment]
+    breaker = Breaker()
+    limiter.breaker = breaker  # type: ignore[assignment]
     assert await admitted(limiter, "key:h", 40)  # a share of 10: 9 held
     assert limiter.decide_local(("key:h", 40)) == (True, None)  # 8 held
     name = limiter.counters.key("key:h", 60.0)
     await redis.delete(name)  # Redis restarted empty...
-    limiter.breaker.outages = 1  # ...after an outage the breaker saw: every lease is over
+    breaker.outages = 1  # ...after an outage the breaker saw: every lease is over
     assert limiter.decide_local(("key:h", 40)) == (False, None)
     assert await admitted(limiter, "key:h", 40)
     assert conn.round_trips == 2
@@ -301,21 +302,76 @@ async def test_an_outage_ends_the_leases_and_an_emptied_redis_is_not_given_back_
     assert int(await redis.get(name)) == 10
 
 
-async def test_a_replica_hears_from_redis_every_check_whatever_its_leases(
+async def test_a_replica_pings_redis_every_check_s_and_falls_back_when_it_fails(
     redis: Any, prefix: str
 ) -> None:
+    import structlog
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from sidecars.gateway.auth import FallbackRateLimiter, MemoryRateLimiter
+    from sidecars.gateway.redisguard import RedisBreaker
+
+    class Flaky(CountingRedis):
+        down = False
+        pings = 0
+
+        async def ping(self) -> Any:
+            self.pings += 1
+            if self.down:
+                raise RedisConnectionError("refused")
+            return await self.client.ping()
+
     clock = Clock()
-    conn = CountingRedis(redis)
-    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
-    assert limiter.check_s == 0.1
-    assert await admitted(limiter, "key:i", 40)  # a share of 10, leased for 10 s
+    conn = Flaky(redis)
+    shared = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
+    assert shared.check_s == 0.1
+    breaker = RedisBreaker(structlog.get_logger(), now=clock)
+    limiter = FallbackRateLimiter(shared, MemoryRateLimiter(60.0, now=clock), breaker)
+    assert await limiter.hit(("key:i", 40)) is None  # a share of 10, leased for 10 s
     clock.t += 0.05
-    assert limiter.decide_local(("key:i", 40)) == (True, None)
-    clock.t += 0.1  # nothing heard from Redis for 0.15 s: the next request asks, lease or not
-    assert limiter.decide_local(("key:i", 40)) == (False, None)
-    assert await admitted(limiter, "key:i", 40)
-    assert conn.round_trips == 2
-    assert limiter.decide_local(("key:i", 40)) == (True, None)
-    # The rest given back and a share taken again: Redis counts the 4 used and the 8 held.
-    assert limiter._local["key:i"].left == 8
-    assert int(await redis.get(limiter.counters.key("key:i", 60.0))) == 4 + 8
+    assert await limiter.hit(("key:i", 40)) is None
+    assert conn.pings == 0  # heard from Redis 0.05 s ago
+    clock.t += 0.1
+    assert await limiter.hit(("key:i", 40)) is None  # decided by the share, then a ping
+    assert conn.pings == 1 and conn.round_trips == 1
+    conn.down = True
+    clock.t += 0.15  # the lease holds for 10 s, yet the replica notices the outage at once
+    assert await limiter.hit(("key:i", 40)) is None
+    assert conn.pings == 2 and not breaker.up
+    assert shared.decide_local(("key:i", 40)) == (False, None)  # down: the memory decides
+    assert await limiter.hit(("key:i", 40)) is None
+    assert conn.round_trips == 1  # the open breaker answered without a round trip
+
+
+async def test_a_spent_key_stays_refused_while_it_asks_redis_again(redis: Any, prefix: str) -> None:
+    import anyio
+
+    class Held(CountingRedis):
+        release: anyio.Event | None = None
+
+        async def evalsha(self, *args: Any) -> Any:
+            if self.release is not None:
+                await self.release.wait()
+            return await super().evalsha(*args)
+
+    clock = Clock()
+    conn = Held(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4)
+    for _ in range(4):
+        assert await admitted(limiter, "key:j", 4)  # shares of 1: one round trip each
+    assert not await admitted(limiter, "key:j", 4)  # spent
+    clock.t += 0.2  # the refusal is old: the next request asks again
+    conn.release = anyio.Event()
+    results: list[bool] = []
+
+    async def again() -> None:
+        results.append(await admitted(limiter, "key:j", 4))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(again)
+        await anyio.wait_all_tasks_blocked()  # its round trip is in flight
+        decided, retry = limiter.decide_local(("key:j", 4))
+        assert decided and retry is not None  # refused meanwhile, without waiting
+        assert not await admitted(limiter, "key:j", 4)
+        conn.release.set()
+    assert results == [False] and conn.round_trips == 6

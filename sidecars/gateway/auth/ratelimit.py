@@ -118,12 +118,13 @@ class RedisRateLimiter:
     before). A longer lease costs nothing of that bound, only how soon a rest goes back for
     other replicas within a window.
 
-    A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when no
-    round trip was answered for that long, the next request's keys go to Redis whatever their
-    leases, so an outage is noticed as soon (the breaker, the memory fallback); an outage ends
-    every lease (Redis may be back empty). When Redis refuses a share (the window is spent),
-    the replica refuses that key locally for ``check_s`` too, then asks again: at most ten
-    round trips a second for a spent key.
+    A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when nothing
+    was answered for that long, the next request that its shares decide pings Redis (``check``,
+    through the breaker), so an outage is noticed as soon (the breaker, the memory fallback);
+    an outage ends every lease (Redis may be back empty). When Redis refuses a share (the
+    window is spent), the replica refuses that key locally; ``check_s`` later the next request
+    on it asks again, and the refusal stands until Redis answers: at most ten round trips a
+    second for a spent key, none of them waited for by the other requests.
 
     Round trips are batched: one script call is in flight per replica at a time, and every key
     that needs a share meanwhile (each request's IP and key, from any number of requests) goes
@@ -145,7 +146,8 @@ class RedisRateLimiter:
         self.shares = max(1, shares)
         self.lease_s = lease_s if lease_s is not None else min(1.0, window_s / self.shares)
         self.check_s = check_s
-        self._heard_at = -math.inf  # when Redis last answered a round trip
+        self._heard_at = -math.inf  # when Redis last answered a round trip or a check
+        self._checking = False
         self.counters = Counters(redis, f"{prefix}:rl", now=now)
         self._ttl_ms = max(1, math.ceil(2 * window_s * 1000))
         self._local: dict[str, _Share] = {}
@@ -172,28 +174,43 @@ class RedisRateLimiter:
         if self.breaker is not None and not self.breaker.up:
             return False, None
         now = self.now()
-        if self._in_flight is None and now - self._heard_at >= self.check_s:
-            return False, None  # time this replica heard from Redis
         window = int(now // self.window_s)
         outages = self._outages()
         held = []
         spent = False
         for key, _ in limits:
             share = self._local.get(key)
-            if (
-                share is None or share.window != window or share.outages != outages
-                or now - share.since >= self.lease_s
-            ):  # fmt: skip
+            if share is None or share.window != window or share.outages != outages:
                 return False, None
-            if share.left > 0:
+            age = now - share.since
+            if share.left > 0 and age < self.lease_s:
                 held.append(share)
-            elif share.spent and now - share.since < self.check_s:
-                spent = True
+            elif share.spent and (share.pending is not None or age < self.check_s):
+                spent = True  # a refusal stands until Redis says otherwise
             else:
                 return False, None
         for share in held:  # counted even when refused, as in memory
             share.left -= 1
         return True, self._retry(window, now) if spent else None
+
+    def check_due(self) -> bool:
+        """Whether this replica has heard nothing from Redis for ``check_s`` (and no check is
+        under way): the caller should then ``await check()``."""
+        return not self._checking and self.now() - self._heard_at >= self.check_s
+
+    async def check(self) -> None:
+        """Ping Redis (through the breaker): how a replica whose shares all hold notices an
+        outage; raise ``RedisUnavailable`` (or Redis's error, without a breaker) when it fails.
+        """
+        self._checking = True
+        try:
+            if self.breaker is None:
+                await self.redis.ping()
+            else:
+                await self.breaker.call(self.redis.ping)
+            self._heard_at = self.now()
+        finally:
+            self._checking = False
 
     def _share(self, key: str, window: int, now: float) -> _Share:
         share = self._local.get(key)
@@ -210,21 +227,20 @@ class RedisRateLimiter:
             now = self.now()
             window = int(now // self.window_s)
             outages = self._outages()
-            stale = self._in_flight is None and now - self._heard_at >= self.check_s
             held: list[_Share] = []
             need: list[tuple[str, int, _Share]] = []
             pending = None
             for key, limit in limits:
                 share = self._share(key, window, now)
-                if share.pending is not None:
+                # Once answered, this request takes what it got, however slow the answer was.
+                usable = asked or (from_shares and share.outages == outages)
+                age = 0.0 if asked else now - share.since
+                if usable and share.spent and (share.pending is not None or age < self.check_s):
+                    held.append(share)  # refused: Redis said spent, and has not said otherwise
+                elif share.pending is not None:
                     pending = share.pending
                     break
-                # Once answered, this request takes what it got, however slow the answer was.
-                age = 0.0 if asked else now - share.since
-                fresh = asked or (from_shares and not stale and share.outages == outages)
-                if fresh and (
-                    (share.left > 0 and age < self.lease_s) or (share.spent and age < self.check_s)
-                ):
+                elif usable and share.left > 0 and age < self.lease_s:
                     held.append(share)
                 else:
                     need.append((key, limit, share))
@@ -251,8 +267,8 @@ class RedisRateLimiter:
             name = self.counters.key(key, self.window_s)
             batch.entries.append((name, share.left, max(1, limit // self.shares), limit, share))
             # The rest is off at once (and the key pending), so no concurrent request uses it
-            # or gives it back a second time.
-            share.left, share.spent, share.pending = 0, False, batch
+            # or gives it back a second time. A spent key stays spent meanwhile.
+            share.left, share.pending = 0, batch
         return batch
 
     async def _answer(self, batch: _Batch) -> None:
@@ -330,7 +346,11 @@ class FallbackRateLimiter:
                 # The common case, a replica's own shares: no await, no breaker call at all;
                 # and a request waiting for another's round trip needs none either.
                 decided, retry = shared.decide_local(*limits)
-                return retry if decided else await shared.hit(*limits)
+                if not decided:
+                    return await shared.hit(*limits)
+                if shared.check_due():  # this request's decision holds; it waits for the check
+                    await shared.check()
+                return retry
             return await self.breaker.call(lambda: shared.hit(*limits))
         except RedisUnavailable:
             if self.fallbacks is not None:
