@@ -88,8 +88,14 @@ class ModelRegistry:
         ]
         return sorted(cards, key=lambda c: (c.created_at_ns, c.model_id))
 
-    def register(self, source: Path | str | Mapping[str, Path | str]) -> ModelCard:
-        """Copy a model (a directory, or a mapping file name → path) into the registry."""
+    def register(
+        self, source: Path | str | Mapping[str, Path | str], *, replace: bool = True
+    ) -> ModelCard:
+        """Copy a model (a directory, or a mapping file name → path) into the registry.
+
+        A model already there under the same id is replaced (a retrain within the same second
+        can give the same id), or kept with ``replace=False`` (a cache fetching what another
+        process fetched first: the same files)."""
         files: dict[str, Path]
         if isinstance(source, Mapping):
             files = {name: Path(p) for name, p in source.items()}
@@ -106,23 +112,28 @@ class ModelRegistry:
             if name not in MODEL_FILES:
                 raise ModelError(f"unexpected model file {name!r}")
         dest = self.root / card.model_id
-        if dest.is_dir():
-            return card  # a model is immutable under its id: the copy here is the same model
+        if dest.is_dir() and not replace:
+            return card
         # A folder of our own (two processes may share the cache), renamed into place whole:
-        # a reader never sees a model half-written or missing, and the first writer wins.
+        # a reader never sees a model half-written. Replacing moves the old one aside first, so
+        # only then is the model missing, for the instant between two renames.
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{card.model_id}.", dir=self.root))
+        old = self.root / f"{staging.name}.old"
         try:
             for name, path in files.items():
                 shutil.copyfile(path, staging / name)
+            if replace and dest.is_dir():
+                os.rename(dest, old)
             try:
                 os.rename(staging, dest)
             except OSError:
-                if not dest.is_dir():
+                if replace or not dest.is_dir():
                     raise
                 # another process put the same model there first: theirs stays
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
         return card
 
     def _pointer(self) -> tuple[str | None, builtins.list[str]]:

@@ -203,7 +203,7 @@ class PgModelRegistry:
         try:
             for r in rows:
                 (staging / r["name"]).write_bytes(bytes(r["data"]))
-            self.cache.register(staging)
+            self.cache.register(staging, replace=False)  # the same rows: a copy there stays
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.cache.path(model_id)

@@ -49,6 +49,18 @@ def test_register_list_get_and_path(tmp_path: Path) -> None:
         reg.path("../etc")
 
 
+def test_registering_an_id_again_replaces_it_unless_told_to_keep_it(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "models", schema_hash=HASH)
+    reg.register(_model(tmp_path / "first", "m", created=1))
+    # A retrain within the same second can give the same id: the newer one is the model.
+    again = reg.register(_model(tmp_path / "second", "m", created=2))
+    assert reg.get("m") == again and again.created_at_ns == 2
+    # A cache fetching what another process fetched first keeps the copy there.
+    reg.register(_model(tmp_path / "third", "m", created=3), replace=False)
+    assert reg.get("m").created_at_ns == 2
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]  # nothing staged left
+
+
 def test_activate_and_rollback_walk_the_history(tmp_path: Path) -> None:
     reg = ModelRegistry(tmp_path / "models", schema_hash=HASH)
     for i, mid in enumerate(("m1", "m2", "m3")):
