@@ -47,6 +47,11 @@ class NodeConfig(Config, frozen=True, kw_only=True):
     # What the event loop does with nothing to run while the node is live: "sleep" (block in
     # the poller, the default) or "spin" (never block: lower, steadier latency for a core).
     idle: Literal["sleep", "spin"] = "sleep"
+    # Once started (live, not replay), move every object made so far (modules, models, history)
+    # out of the garbage collector's sight (gc.freeze): a full collection then scans only what
+    # the message flow allocated instead of the whole heap (in the split bench: 10 ms of CPU at
+    # most, was 51). Unfrozen when the node stops.
+    gc_freeze: bool = True
 
     def __post_init__(self) -> None:
         if self.partition_index >= self.partition_count:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import signal
 import socket
@@ -304,7 +305,12 @@ class Node:
                 except Exception as exc:
                     self._start_failed(exc)
                 spin = anyio.CancelScope()
+                frozen = False
                 if self.exit_code == EXIT_OK and not self._stop.is_set():
+                    frozen = node.gc_freeze and not node.replay
+                    if frozen:  # what starting made lives as long as the node: out of sight
+                        gc.collect()  # (garbage first: a frozen cycle is never collected)
+                        gc.freeze()
                     self.ready = True
                     self.log.info("node.ready", groups=list(self.groups), actors=list(self.actors))
                     if node.idle == "spin" and not node.replay:
@@ -312,6 +318,8 @@ class Node:
                 await self._stop.wait()
                 spin.cancel()
                 self.ready = False
+                if frozen:
+                    gc.unfreeze()  # collectable again once this node is gone (tests, sweeps)
                 await self._drain(tg)
                 tg.cancel_scope.cancel()  # the signal watcher, tick loops
         await self.http.stop()
