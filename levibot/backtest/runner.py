@@ -62,6 +62,7 @@ class Recording(msgspec.Struct, kw_only=True):
     exit_code: int
     wall_s: float
     data: str = ""
+    cpu_s: float = 0.0  # CPU seconds of this process while the node ran (all threads)
 
 
 _SECTIONS = ("feature", "scoring", "risk", "order", "feed")
@@ -163,14 +164,14 @@ async def run_node(settings: Settings, data: str = "") -> Recording:
     node = Node(settings)
     if "recorder" not in node.actors:
         raise BacktestError("the node has no recorder actor")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     code = await node.run(handle_signals=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     if code != 0:
         raise BacktestError(f"the replay node stopped with exit code {code} (see the log)")
     return Recording(
         recorder=node.actors["recorder"], settings=settings, exit_code=code, wall_s=wall,
-        data=data,
+        data=data, cpu_s=cpu,
     )  # fmt: skip
 
 
