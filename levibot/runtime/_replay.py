@@ -13,8 +13,11 @@ when its first message arrives, as a waiting receive loop is woken then (in that
 event loop's FIFO of ready tasks); a runner handles everything in its mailbox before it gives
 the turn up, as a receive loop does before its ``get`` waits; a mailbox that gets a message
 while queued or being drained is not queued again, as a woken or running loop is not woken
-again. Handlers are awaited in place: one that really suspends (I/O) suspends the settle with
-it, and another task's settle waits for this one to finish.
+again. (That is for sources that settle after every event, as the feed and journal_replay do
+under the replay clock; what is published without a settle keeps each mailbox's FIFO order, but
+how it interleaves with its publisher differs from the receive loops', which depended on when
+the publisher yielded.) Handlers are awaited in place: one that really suspends (I/O) suspends
+the settle with it, and another task's settle waits for this one to finish.
 
 What is published outside a settle (timers, a source that never settles) is handled by the
 pump task, woken when a mailbox is queued with no drain running.
@@ -48,11 +51,6 @@ class ReplayScheduler:
         """Drain ``runner``'s mailbox (one made by ``mailbox``) with ``runner``."""
         assert isinstance(runner.mailbox, ReplayMailbox)
         self._runners[runner.mailbox] = runner
-
-    @property
-    def idle(self) -> bool:
-        """True when no mailbox is queued and no drain is running."""
-        return not self._ready and not self._running
 
     def _wake(self, mailbox: ReplayMailbox) -> None:
         self._ready.append(mailbox)
