@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from levibot.backtest import BacktestSpec
@@ -55,6 +56,36 @@ async def test_direct_replay_records_the_same_bytes_as_the_receive_loops(
     assert direct == loops
     assert node.replay is not None and node.replay.drains >= 3 * 1500  # no receive loop ran
     assert not any(r.looping for r in node.runners if r.mailbox is not None)
+
+
+async def test_a_model_backtest_with_features_records_the_same_bytes(tmp_path: Path) -> None:
+    # feed → feature → scoring (an ONNX model, batched Features) → risk → order: the scoring
+    # mailbox gets the bar from the feed and the features from the feature actor in one settle.
+    from levibot.features import SCHEMA
+    from levibot.ml.registry import ModelRegistry
+    from levibot.ml.testing import make_model
+
+    used = ("close_ema_12_ratio", "rsi_14", "bb_pctb", "ret_1")
+    reg = ModelRegistry(tmp_path / "models", schema_hash=SCHEMA.hash)
+    make_model(
+        tmp_path / "A", model_id="A", schema_hash=SCHEMA.hash, schema_size=len(SCHEMA.names),
+        columns=tuple(SCHEMA.index(n) for n in used), names=used, sign=1.0,
+        created_at_ns=1_700_000_000_000_000_000,
+    )  # fmt: skip
+    reg.register(tmp_path / "A")
+    reg.activate("A")
+    csv = write_real_bars(tmp_path / "BTCUSDT-1h.csv", 600)
+    spec = BacktestSpec(
+        data=str(csv), strategy="onnx",
+        params={"registry_dir": str(tmp_path / "models"), "model_id": "A",
+                "long_threshold": "0.5", "short_threshold": "0.5"},
+    )  # fmt: skip
+    loops, _ = await recorded(spec, csv, direct=False)
+    direct, node = await recorded(spec, csv, direct=True)
+    assert "feature" in node.actors
+    assert direct == loops
+    kinds = [m["type"] for m in msgspec.msgpack.decode(direct)]
+    assert kinds.count("levibot.Signal") > 100 and "levibot.Fill" in kinds, "a run that trades"
 
 
 def chain(count: int, **extra: Any) -> Any:
