@@ -108,16 +108,16 @@ class RedisRateLimiter:
     """Counters shared by every gateway replica, under ``levibot.storage.counters`` key names.
 
     A replica does not ask Redis on every request: it takes a share of a key's window budget at
-    once (``INCRBY`` of ``limit // shares``, at least 1) and admits requests from it locally,
-    for at most ``lease_s`` (by default ``window_s / shares``, as long as a share lasts a key at
-    its limit's pace: 1.9 s for 60 s and 32), then takes another, giving back (``DECRBY``) what
-    it did not use in the same round trip. Redis holds every share handed out, so the fleet never
-    admits more than the limit in a window; what a replica holds when the window turns is lost,
-    so the fleet may admit up to ``replicas × (share - 1)`` fewer (nothing with a small limit: a
-    limit under ``shares`` gives shares of 1, i.e. one round trip per request, as exact as
-    before). A longer lease costs nothing of that bound: it only gives a rest back later, which
-    matters only when the window is nearly spent (a replica that gives back takes a new share in
-    the same call, capped by what the others hold).
+    once (``INCRBY`` of ``limit // shares``, at least 1) and admits requests from it locally
+    until it is used up (or ``lease_s`` has passed: by default the whole window), then takes
+    another, giving back (``DECRBY``) any unused rest in the same round trip. Redis holds every
+    share handed out, so the fleet never admits more than the limit in a window; what a replica
+    holds when the window turns is lost, so the fleet may admit up to ``replicas × (share - 1)``
+    fewer (nothing with a small limit: a limit under ``shares`` gives shares of 1, i.e. one
+    round trip per request, as exact as before). A shorter lease would not shrink that: a
+    replica that gives a rest back takes a new share in the same call, and one that no longer
+    sees the key keeps its rest, lease or not; it would only make keys below their limit's
+    pace (many keys, a few requests a second each) go to Redis more often.
 
     A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when nothing
     was answered for that long, the next request that its shares decide pings Redis (``check``,
@@ -145,7 +145,7 @@ class RedisRateLimiter:
         self.window_s = window_s
         self.now = now
         self.shares = max(1, shares)
-        self.lease_s = lease_s if lease_s is not None else window_s / self.shares
+        self.lease_s = lease_s if lease_s is not None else window_s
         self.check_s = check_s
         self._heard_at = -math.inf  # when Redis last answered a round trip or a check
         self._checking = False
