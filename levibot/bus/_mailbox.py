@@ -270,3 +270,39 @@ class ReplayMailbox(Mailbox):
         if self._closed:
             raise MailboxClosed(self.name)
         self._append(msg, done)
+
+
+class TapMailbox(Mailbox):
+    """A replay mailbox that hands each message, as it is put, to a synchronous ``handle``.
+
+    For a consumer that never publishes and only keeps what it gets in arrival order (the
+    backtest recorder): arrival order through a FIFO is publish order, so handling at publish
+    time keeps it, for no queueing, no wake-up and no drain. It never holds a message.
+    """
+
+    __slots__ = ("handle",)
+
+    def __init__(self, name: str, handle: Callable[[Message], None]) -> None:
+        super().__init__(name, 1, conflate=False)
+        self.handle = handle
+
+    def try_put(self, msg: Message, done: Done = None) -> bool:
+        """Handle ``msg`` now (False once closed)."""
+        if self._closed:
+            return False
+        self.handle(msg)
+        if done is not None:
+            done()
+        return True
+
+    async def put(self, msg: Message, done: Done = None) -> None:
+        """Handle ``msg`` now; raise ``MailboxClosed`` once closed."""
+        if not self.try_put(msg, done):
+            raise MailboxClosed(self.name)
+
+    def offer(self, msg: Message, done: Done = None) -> bool:
+        """Handle ``msg`` now (False once closed, counted as dropped)."""
+        if self.try_put(msg, done):
+            return True
+        self.dropped += 1
+        return False

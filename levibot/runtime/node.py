@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from levibot.bus import LocalBus, Mailbox, NatsMirror
+from levibot.bus._mailbox import TapMailbox
 from levibot.clock import Clock, LiveClock, ReplayClock
 from levibot.errors import (
     EXIT_CANCELLED,
@@ -144,7 +145,8 @@ class Node:
         self._inbox_runners = [r for r in self.runners if r.mailbox is not None]
         for runner in self._inbox_runners:
             if self.replay is not None:
-                self.replay.attach(runner)
+                if not isinstance(runner.mailbox, TapMailbox):
+                    self.replay.attach(runner)
             else:
                 runner.on_idle = self._maybe_settled
 
@@ -176,7 +178,10 @@ class Node:
                 self.tracer.instrument(actor)
             mailbox: Mailbox | None = None
             if cls.consumes:
-                if self.replay is not None:
+                if self.replay is not None and self.tracer is None and getattr(cls, "taps", False):
+                    # It only records: handled as published (levibot.backtest.recorder).
+                    mailbox = TapMailbox(name, actor.record)
+                elif self.replay is not None:
                     mailbox = self.replay.mailbox(name, cls.mailbox_size)
                 else:
                     mailbox = Mailbox(

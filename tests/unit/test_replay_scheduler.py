@@ -16,10 +16,12 @@ import pytest
 
 from levibot.backtest import BacktestSpec
 from levibot.backtest.runner import backtest_settings
+from levibot.bus import MailboxClosed
+from levibot.bus._mailbox import TapMailbox
 from levibot.runtime.node import EXIT_CRASH, EXIT_OK, Node
 from levibot.settings import load_settings
 from levibot.testing import write_real_bars
-from tests.pipeline import GROUPS
+from tests.pipeline import GROUPS, Num
 
 pytestmark = pytest.mark.anyio
 
@@ -56,6 +58,23 @@ async def test_direct_replay_records_the_same_bytes_as_the_receive_loops(
     assert direct == loops
     assert node.replay is not None and node.replay.drains >= 3 * 1500  # no receive loop ran
     assert not any(r.looping for r in node.runners if r.mailbox is not None)
+    recorder = next(r for r in node.runners if r.name == "recorder")
+    assert isinstance(recorder.mailbox, TapMailbox)  # recorded as published
+
+
+async def test_a_tap_mailbox_hands_each_message_over_at_once_until_closed() -> None:
+    got: list[Any] = []
+    done: list[int] = []
+    tap = TapMailbox("rec", got.append)
+    first, second = (Num(ts_event=i, ts_init=i, symbol="A", value=i) for i in range(2))
+    assert tap.try_put(first, lambda: done.append(1))
+    await tap.put(second)
+    assert got == [first, second] and done == [1] and len(tap) == 0
+    tap.close()
+    assert not tap.try_put(first) and not tap.offer(first) and tap.dropped == 1
+    with pytest.raises(MailboxClosed):
+        await tap.put(first)
+    assert got == [first, second]
 
 
 async def test_a_model_backtest_with_features_records_the_same_bytes(tmp_path: Path) -> None:
