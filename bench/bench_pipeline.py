@@ -182,8 +182,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         doc["idle"] = idle_section(args, sections, bound_us, pause_ns)
     if args.partitions:
         doc["partitions"] = partition_section(args, sections, bound_us, pause_ns)
+    if args.rest_rounds:
+        doc["rest"] = rest_section(args)
     doc["ratios"] = ratios(doc)
     return doc
+
+
+def rest_section(args: argparse.Namespace) -> dict[str, Any]:
+    """REST throughput with rate limits shared through Redis against in memory
+    (``bench.bench_rest_limits``: wrk when installed, its three cases, rounds alternated)."""
+    import shutil
+
+    import anyio
+
+    from bench import bench_rest_limits as rl
+
+    rest = rl.parser().parse_args(
+        ["--rounds", str(args.rest_rounds), "--seconds", str(args.rest_seconds)]
+    )
+    rest.wrk = shutil.which("wrk")
+    t0 = time.monotonic()
+    report = anyio.run(rl.run, rest, backend_options={"use_uvloop": True})
+    print(f"  rest limits ({report['load']}): {time.monotonic() - t0:.1f}s", flush=True)
+    return report
 
 
 def partition_section(
@@ -323,6 +344,10 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
         add("hop p50 ÷ raw nats-py", lp / rp, "<=", 1.2, f"{lp:.0f} ÷ {rp:.0f} µs")
         lt, rt = hop["levibot/throughput"]["msgs_per_s"], hop["raw/throughput"]["msgs_per_s"]
         add("hop msgs/s ÷ raw nats-py", lt / rt, ">=", 0.8, f"{lt:,.0f} ÷ {rt:,.0f} msg/s")
+    if "rest" in doc:
+        from bench.bench_rest_limits import ratios as rest_ratios
+
+        out += rest_ratios(doc["rest"])
     idle = doc.get("idle")
     if idle:
         sp, zp = idle["spin"]["e2e"]["p50_us"], idle["sleep"]["e2e"]["p50_us"]
@@ -465,12 +490,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-repeats", type=int, default=1)
     p.add_argument("--partitions", type=int, nargs="*", default=[],
                    help="also run the split with scoring as N replicas (1 2 4)")  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="two short steps (about 2 min in all)")
+    p.add_argument("--rest-rounds", type=int, default=3,
+                   help="rounds of bench_rest_limits (REST limits in Redis); 0: none")  # fmt: skip
+    p.add_argument("--rest-seconds", type=int, default=2, help="per REST round and side")
+    p.add_argument("--quick", action="store_true", help="two short steps (about 4 min in all)")
     args = p.parse_args(argv)
     if args.quick:
         args.rates, args.step_s, args.pause_s = [1_000.0, 2_000.0], 1.0, 0.5
         args.symbols, args.warmup_bars, args.settle_s = 8, 210, 0.5
-        args.hop_count, args.idle_step_s = 1000, 3.0
+        args.idle_step_s, args.rest_seconds = 3.0, 1
+        args.hop_count = min(args.hop_count, 1000)  # an explicit 0 still means none
+        args.rest_rounds = min(args.rest_rounds, 2)
     return args
 
 

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="two short steps (under 40 s)")
+    p.add_argument("--quick", action="store_true", help="short steps and rounds (a few minutes)")
     p.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
                    help="configurations to measure (default: all three)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", default=None, help="results folder (bench/results)")

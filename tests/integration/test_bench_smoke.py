@@ -60,7 +60,9 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
     assert {"split CPU/bar ÷ single", "split sustained ÷ single", "split e2e p99 ÷ single",
             "split e2e p50 ÷ (single p50 + 2 raw hops)", "hop p50 ÷ raw nats-py",
             "hop msgs/s ÷ raw nats-py", "idle=spin e2e p50 µs (1 symbol)",
-            "floor: (single + raw split traffic) ÷ single CPU/bar"} <= names  # fmt: skip
+            "floor: (single + raw split traffic) ÷ single CPU/bar",
+            "REST rps, limits in Redis ÷ memory (under the limits)",
+            "REST rps, limits in Redis ÷ memory (at the limits, 429s)"} <= names  # fmt: skip
     assert "| ratio (this run) |" in proc.stdout
     assert set(doc["hop"]) == {f"{s}/{m}" for s in ("raw", "levibot")
                                for m in ("latency", "throughput")}  # fmt: skip
