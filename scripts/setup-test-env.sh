@@ -85,6 +85,13 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   apt_install --no-install-recommends prometheus || say "no prometheus: tests/monitoring will fail"
 fi
 
+# -- wrk (the load generator of bench/bench_rest_limits.py, run by levibot bench) ----------
+# Without it the bench falls back to bench/gateway_load.py, whose one Python process is the
+# bottleneck rather than the gateway; the report names which one ran.
+if ! command -v wrk >/dev/null; then
+  apt_install wrk || say "no wrk: the REST bench loads with bench/gateway_load.py"
+fi
+
 # -- podman, runc, debootstrap (tests/containers: the image built and run here) ------------
 # runc, not crun: see containers/containers.conf. debootstrap makes the base image when no
 # registry serves one (scripts/make-base-image.sh).
