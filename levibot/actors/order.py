@@ -161,6 +161,7 @@ class OrderActor(Actor[OrderConfig]):
         self._bars = self._ticks = 0
         self._now = 0
         self._lock = asyncio.Lock()  # handle, the user stream and timers take turns
+        self._held: list[Message] | None = None  # what handling a message published (``handle``)
         self._kill = False
         m = self.ctx.metrics
         fills = m.counter("levibot_order_fills_total", "Fills executed")
@@ -228,10 +229,34 @@ class OrderActor(Actor[OrderConfig]):
     ) -> None:
         """Take an intent, or move the market: fill pending orders, run exits, mark."""
         if self.desk is None:  # paper: nothing else runs beside handle, no turns to take
-            await self._dispatch(msg)
+            await self._persist_then_publish(msg)
             return
         async with self._lock:
+            await self._persist_then_publish(msg)
+
+    async def _persist_then_publish(
+        self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
+    ) -> None:
+        """Handle ``msg``; what it publishes goes out once the state that made it is saved.
+
+        Handling saves whenever it filled or closed something, and the outbox in the saved
+        state holds what it published. Published at once instead, a fill could reach the stream
+        before its save, and a kill -9 between the two left a fill the restarted actor did not
+        know of: the intent, redelivered, filled again at a later price under the same fill id,
+        which the stream dropped as a duplicate (the state's cash then differed from the fills).
+        Now a kill before the save loses the fill everywhere (the redelivery makes it), and one
+        after it leaves the outbox to re-send it under its id.
+        """
+        if not self.config.persist:  # nothing saved (replay, backtest): nothing to wait for
             await self._dispatch(msg)
+            return
+        self._held = []
+        try:
+            await self._dispatch(msg)
+        finally:
+            held, self._held = self._held, None
+            for out in held:
+                await self.ctx.publish(out)
 
     async def _dispatch(
         self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
@@ -469,6 +494,9 @@ class OrderActor(Actor[OrderConfig]):
 
     async def _publish(self, msg: Message) -> None:
         self.outbox.record(msg)  # type: ignore[arg-type]  # only durable ones are kept
+        if self._held is not None:
+            self._held.append(msg)  # after the save (``_persist_then_publish``)
+            return
         await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:

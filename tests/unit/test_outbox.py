@@ -65,6 +65,33 @@ async def test_a_restarted_order_actor_republishes_the_fills_it_saved(tmp_path: 
     assert again.portfolio.state.fills == 1
 
 
+async def test_a_fill_is_published_only_once_the_state_that_holds_it_is_saved(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    actor, ctx = await order(tmp_path)
+    await actor.handle(bar(T0))
+    saving, release = anyio.Event(), anyio.Event()
+    write = actor._writer.save
+
+    async def slow_save(data: bytes) -> None:  # the fsync of a loaded disk
+        saving.set()
+        await release.wait()
+        await write(data)
+
+    actor._writer.save = slow_save  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(actor.handle, intent("c1", T0 + 1))
+        await saving.wait()
+        # A kill -9 now must not leave a fill on the wire that the state file lacks (the
+        # redelivered intent would fill again, at another price, under the same fill id).
+        assert not ctx.of_type(Fill) and not ctx.of_type(OrderAccepted)
+        release.set()
+    (fill,) = ctx.of_type(Fill)
+    assert fill.client_order_id == "c1"
+
+
 async def test_the_outbox_keeps_only_the_last_durable_messages(tmp_path: Path) -> None:
     actor, ctx = await order(tmp_path, outbox_max=4)
     await actor.handle(bar(T0))
