@@ -53,15 +53,14 @@ EXIT_CRASH = EXIT_SOFTWARE  # an actor crashed or exhausted its restart budget
 WARM_EVERY_S = 0.0005
 
 
-def _active(boxes: list[Any], runners: list[ActorRunner]) -> bool:
-    """``Node._idle``'s negation for the spinning task, which pays it on every loop pass (and
-    so does a message arriving meanwhile): plain loops, no finished check (none has finished
-    while the node spins), 0.4 µs for 8 actors where ``_idle`` takes 4."""
-    for box in boxes:
-        if box.size:
-            return True
-    for runner in runners:  # noqa: SIM110 (a loop: any() and a generator cost 3x)
-        if runner.busy:
+def _busy(runners: list[ActorRunner]) -> bool:
+    """True while a local mailbox holds a message or an actor is handling one; what a finished
+    (crashed) actor left in its mailbox does not count. A spinning node pays this on every loop
+    pass and NATS egress on every turn it waits: plain loops, about 0.4 µs for 8 actors
+    (``all()`` over a generator took 4)."""
+    for runner in runners:
+        box: Any = runner.mailbox  # every runner here has one
+        if runner.busy or (box.size and not runner.finished.is_set()):
             return True
     return False
 
@@ -213,7 +212,7 @@ class Node:
                 partition=self.partition,
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
                 tracer=self.tracer,
-                local_busy=lambda: not self._idle(),
+                local_busy=lambda: _busy(self._inbox_runners),
             )
             self.bus.egress = self.mirror.enqueue
 
@@ -230,10 +229,7 @@ class Node:
 
     def _idle(self) -> bool:
         """True when no local mailbox holds a message and no actor is handling one."""
-        return all(
-            r.finished.is_set() or (not r.busy and not len(r.mailbox))  # type: ignore[arg-type]
-            for r in self._inbox_runners
-        )
+        return not _busy(self._inbox_runners)
 
     async def _settle_local(self) -> None:
         """Wait until no local mailbox holds a message and no actor is handling one.
@@ -347,7 +343,6 @@ class Node:
         """
         warmers = [r.actor for r in self._inbox_runners if type(r.actor).warm is not Actor.warm]
         runners = self._inbox_runners
-        boxes = [r.mailbox for r in runners]
         clock = time.perf_counter
         quiet_since, turn = clock(), 0
         with scope:
@@ -358,7 +353,7 @@ class Node:
                 await asyncio.sleep(0)
                 if not warmers:
                     continue
-                if _active(boxes, runners):
+                if _busy(runners):
                     quiet_since = clock()
                     continue
                 if clock() - quiet_since < WARM_EVERY_S:
