@@ -43,7 +43,7 @@ import nats
 import numpy as np
 import uvloop
 
-from bench.raw_nats_hop import WARMUP, stats
+from bench.raw_nats_hop import WARMUP, stats, wait_ready
 from levibot.testenv import NATS_URL
 
 try:
@@ -152,11 +152,7 @@ def hop(variant: str, count: int, rate: float, warmup: int = WARMUP) -> dict[str
            "--out", str(out), "--ready", str(ready)]  # fmt: skip
     proc = subprocess.Popen(cmd)
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {variant} sink did not start (exit {proc.poll()})")
-            time.sleep(0.01)
+        wait_ready(proc, ready, f"the {variant} sink")
         src_cpu = uvloop.run(_source(variant, subject, total, rate))
         if proc.wait(60) != 0:
             raise RuntimeError(f"the {variant} sink failed (exit {proc.returncode})")

@@ -133,7 +133,7 @@ def _dropped(port: int) -> float:
     )
 
 
-def _cpu_s(pid: int, last: float) -> float:
+def process_cpu_s(pid: int, last: float) -> float:
     """Return a process's user + system CPU seconds (``last`` once it has exited)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -178,7 +178,7 @@ def run_procs(sections: dict[str, Any], nats: str, scoring_partitions: int = 1) 
                 drops.append((now, float(np.nansum(values))))
             passes += 1
             for n in list(nodes.values()):
-                last_cpu[n.proc.pid] = _cpu_s(n.proc.pid, last_cpu.get(n.proc.pid, 0.0))
+                last_cpu[n.proc.pid] = process_cpu_s(n.proc.pid, last_cpu.get(n.proc.pid, 0.0))
             cpu.append((now, sum(last_cpu.values())))
             stop.wait(0.1)
 

@@ -85,6 +85,15 @@ async def _source(url: str, subject: str, total: int, rate: float) -> None:
     await nc.close()
 
 
+def wait_ready(proc: subprocess.Popen[Any], ready: Path, what: str, timeout_s: float = 30) -> None:
+    """Wait until ``proc`` creates ``ready`` (it has subscribed); raise if it exits or is late."""
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start (exit {proc.poll()})")
+        time.sleep(0.01)
+
+
 def hop(url: str, count: int, rate: float, warmup: int = WARMUP) -> dict[str, float]:
     """Return p50/p99 µs and msgs/s of ``count + warmup`` messages over one raw hop."""
     tmp = Path(tempfile.mkdtemp(prefix="lbraw"))
@@ -96,11 +105,7 @@ def hop(url: str, count: int, rate: float, warmup: int = WARMUP) -> dict[str, fl
            "--out", str(out), "--ready", str(ready)]  # fmt: skip
     proc = subprocess.Popen(cmd)
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the raw NATS sink did not start (exit {proc.poll()})")
-            time.sleep(0.01)
+        wait_ready(proc, ready, "the raw NATS sink")
         uvloop.run(_source(url, subject, total, rate))
         if proc.wait(60) != 0:
             raise RuntimeError(f"the raw NATS sink failed (exit {proc.returncode})")

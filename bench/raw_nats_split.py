@@ -48,15 +48,6 @@ from levibot.testenv import NATS_URL
 ROLES = ("ingest", "scoring", "execution")
 
 
-def _cpu_s(pid: int, last: float) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return last
-    return (int(fields[11]) + int(fields[12])) / 100.0  # clock ticks (USER_HZ is 100 on Linux)
-
-
 async def _ingest(url: str, ns: str, p: dict[str, Any], out: Path) -> None:
     from levibot.features import SCHEMA
 
@@ -151,6 +142,9 @@ async def _serve(nc: Any, subs: list[tuple[str, Any]], ready: Path) -> None:
 def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...]:
     """Run the three raw processes through ``params``' warm-up and ladder (``bench_pipeline``'s
     ``pbars`` parameters); return (records, steps, drops, cpu, error) as ``run_procs`` does."""
+    from bench.pipeline_engine import process_cpu_s
+    from bench.raw_nats_hop import wait_ready
+
     tmp = Path(tempfile.mkdtemp(prefix="lbrawsplit"))
     ns = f"lbrs{uuid.uuid4().hex[:8]}"
     files = {r: tmp / f"{r}.npy" for r in ROLES}
@@ -164,7 +158,7 @@ def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...
     def scrape() -> None:
         while not stop.is_set():
             for p in list(procs.values()):
-                last[p.pid] = _cpu_s(p.pid, last.get(p.pid, 0.0))
+                last[p.pid] = process_cpu_s(p.pid, last.get(p.pid, 0.0))
             cpu.append((time.time_ns(), sum(last.values())))
             stop.wait(0.1)
 
@@ -177,11 +171,7 @@ def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...
     try:
         for role in ("execution", "scoring"):
             procs[role] = start(role)
-            deadline = time.monotonic() + 30
-            while not (tmp / f"{role}.ready").exists():
-                if procs[role].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"raw split {role} did not start")
-                time.sleep(0.01)
+            wait_ready(procs[role], tmp / f"{role}.ready", f"raw split {role}")
         procs["ingest"] = start("ingest")
         scraper.start()
         if procs["ingest"].wait(600) != 0:
