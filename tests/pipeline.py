@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from levibot.config import Config
 from levibot.messages import Message, Overflow
 from levibot.registry import register
 from levibot.runtime import Actor, Policy, SourceActor, Supervision
+from levibot.settings import Settings, load_settings
 
 
 class Num(Message, frozen=True, kw_only=True):
@@ -161,6 +162,20 @@ for _cls in (CounterSource, Square, Sink, CrashySink, FatalSink):
     register(_cls.name, f"{__name__}:{_cls.__name__}")
 
 GROUPS = {"source": ("counter",), "work": ("square",), "out": ("sink",)}
+
+
+def chain_settings(count: int, **node: Any) -> Settings:
+    """Return the settings of one node running counter → square → sink over ``count`` numbers,
+    in group ``all``, with no HTTP; ``node``: more ``[node]`` settings (``idle="spin"``)."""
+    return load_settings(
+        None,
+        environ={},
+        overrides={
+            "groups": {"all": ("counter", "square", "sink"), **GROUPS},
+            "node": {"groups": ["all"], "http_port": -1, **node},
+            "counter": {"count": count},
+        },
+    )
 
 
 class OrderLogConfig(Config, frozen=True, kw_only=True):

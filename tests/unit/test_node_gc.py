@@ -11,21 +11,13 @@ import pytest
 from levibot.runtime.node import EXIT_OK, Node
 from levibot.settings import load_settings
 from levibot.testing import eventually
-from tests.pipeline import GROUPS
+from tests.pipeline import chain_settings
 
 pytestmark = pytest.mark.anyio
 
 
 def settings(**node: Any) -> Any:
-    return load_settings(
-        None,
-        environ={},
-        overrides={
-            "groups": {"all": ("counter", "square", "sink"), **GROUPS},
-            "node": {"groups": ["all"], "http_port": -1, **node},
-            "counter": {"count": 50},
-        },
-    )
+    return chain_settings(50, **node)
 
 
 async def frozen_while_live(node: Node) -> int:
