@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -161,7 +162,7 @@ class OrderActor(Actor[OrderConfig]):
         self._bars = self._ticks = 0
         self._now = 0
         self._lock = asyncio.Lock()  # handle, the user stream and timers take turns
-        self._held: list[Message] | None = None  # what handling a message published (``handle``)
+        self._held: list[Message] | None = None  # what this turn published (``_turn``)
         self._kill = False
         m = self.ctx.metrics
         fills = m.counter("levibot_order_fills_total", "Fills executed")
@@ -221,42 +222,43 @@ class OrderActor(Actor[OrderConfig]):
         except TimeoutError:
             # No stream yet (it keeps trying): reconcile by REST now, again once it connects.
             self.ctx.log.warning("order.stream_not_connected", after_s=cfg.timeout_s)
-            async with self._lock:
+            async with self._turn():
                 await self.desk.reconcile("start")
 
     async def handle(
         self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
     ) -> None:
         """Take an intent, or move the market: fill pending orders, run exits, mark."""
-        if self.desk is None:  # paper: nothing else runs beside handle, no turns to take
-            await self._persist_then_publish(msg)
+        if self.desk is None and not self.config.persist:
+            await self._dispatch(msg)  # a replay or backtest: nothing beside it, nothing saved
             return
-        async with self._lock:
-            await self._persist_then_publish(msg)
+        async with self._turn():
+            await self._dispatch(msg)
 
-    async def _persist_then_publish(
-        self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
-    ) -> None:
-        """Handle ``msg``; what it publishes goes out once the state that made it is saved.
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One turn at the state: handle, the live venue's stream and the timers take turns, and
+        what a turn publishes goes out once the state it changed is saved.
 
-        Handling saves whenever it filled or closed something, and the outbox in the saved
-        state holds what it published. Published at once instead, a fill could reach the stream
-        before its save, and a kill -9 between the two left a fill the restarted actor did not
-        know of: the intent, redelivered, filled again at a later price under the same fill id,
-        which the stream dropped as a duplicate (the state's cash then differed from the fills).
-        Now a kill before the save loses the fill everywhere (the redelivery makes it), and one
-        after it leaves the outbox to re-send it under its id.
+        Every turn that fills or closes something saves, and the outbox in the saved state holds
+        what it published. Published at once instead, a fill could reach the stream before its
+        save, and a kill -9 between the two left a fill the restarted actor did not know of: the
+        intent, redelivered, filled again at a later price under the same fill id, which the
+        stream dropped as a duplicate (the state's cash then differed from the fills). Now a
+        kill before the save loses the fill everywhere (the redelivery makes it), and one after
+        it leaves the outbox to re-send it under its id.
         """
-        if not self.config.persist:  # nothing saved (replay, backtest): nothing to wait for
-            await self._dispatch(msg)
-            return
-        self._held = []
-        try:
-            await self._dispatch(msg)
-        finally:
-            held, self._held = self._held, None
-            for out in held:
-                await self.ctx.publish(out)
+        async with self._lock:
+            if not self.config.persist:  # nothing saved: nothing to wait for
+                yield
+                return
+            self._held = []
+            try:
+                yield
+            finally:
+                held, self._held = self._held, None
+                for out in held:
+                    await self.ctx.publish(out)
 
     async def _dispatch(
         self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
@@ -406,7 +408,7 @@ class OrderActor(Actor[OrderConfig]):
 
     async def _on_stream(self, events: list) -> None:  # type: ignore[type-arg]
         assert self.desk is not None
-        async with self._lock:
+        async with self._turn():
             self._stamp()
             if await self.desk.apply(events):
                 await self._snapshot_now()
@@ -414,7 +416,7 @@ class OrderActor(Actor[OrderConfig]):
 
     async def _on_connect(self) -> None:
         assert self.desk is not None
-        async with self._lock:
+        async with self._turn():
             self._stamp()
             await self.desk.reconcile("start" if self.desk.reconciles == 0 else "reconnect")
         self._connected.set()
@@ -463,7 +465,7 @@ class OrderActor(Actor[OrderConfig]):
         """Cancel timed-out live orders (the clock moves even when the market is quiet)."""
         if self.desk is None or self.ctx.clock.is_replay or not self.orders:
             return
-        async with self._lock:
+        async with self._turn():
             self._stamp()
             if await self.desk.expire(self.config.order_timeout_s):
                 await self._snapshot_now()
@@ -495,7 +497,7 @@ class OrderActor(Actor[OrderConfig]):
     async def _publish(self, msg: Message) -> None:
         self.outbox.record(msg)  # type: ignore[arg-type]  # only durable ones are kept
         if self._held is not None:
-            self._held.append(msg)  # after the save (``_persist_then_publish``)
+            self._held.append(msg)  # out at the turn's end, after its save (``_turn``)
             return
         await self.ctx.publish(msg)
 

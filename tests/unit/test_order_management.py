@@ -202,6 +202,35 @@ async def test_a_cancel_the_venue_refuses_is_alerted_and_the_order_stays_open(
         await h.actor.on_stop()
 
 
+async def test_a_fill_from_the_user_stream_is_published_only_once_it_is_saved(
+    tmp_path: Path, spot: tuple[BinanceSpot, str, str]
+) -> None:
+    import anyio
+
+    s, *_ = spot
+    h = await started(tmp_path, spot)
+    try:
+        await h.send(intent(T0, 2.0, limit=95.0, coid="held"))
+        saving, release = anyio.Event(), anyio.Event()
+        write = h.actor._writer.save
+
+        async def slow_save(data: bytes) -> None:  # the fsync of a loaded disk
+            if "held" not in h.actor.orders:  # the save of the turn that filled it
+                saving.set()
+                await release.wait()
+            await write(data)
+
+        h.actor._writer.save = slow_save  # type: ignore[method-assign]
+        await s.trade("BTCUSDT", 94.0)  # fills at the venue: the stream reports it
+        await saving.wait()
+        assert not h.of(Fill)  # a kill -9 now leaves no fill the state file lacks
+        release.set()
+        await eventually(lambda: len(h.of(Fill)) == 1)
+    finally:
+        release.set()  # a failed assertion must not leave the last save waiting
+        await h.actor.on_stop()
+
+
 # ---- reconciliation -----------------------------------------------------------------------
 async def test_a_dropped_user_stream_reconnects_and_reconciles_what_it_missed(
     tmp_path: Path, spot: tuple[BinanceSpot, str, str]
