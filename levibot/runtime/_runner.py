@@ -366,7 +366,7 @@ async def drain_ready(
             raise
         finally:
             runner.busy = False
-            runner.m_handled.value += handled
+            runner.m_handled.inc(handled)
             if timed and handled:
                 runner.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)
         if ok:
