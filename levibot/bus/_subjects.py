@@ -58,25 +58,52 @@ def consumer_name(prefix: str, pattern: str, ns: str) -> str:
 
 
 async def ensure_stream(js: Any, config: NatsConfig, types: Iterable[type[Message]]) -> None:
-    """Create the stream for the durable ``types``, or add their subjects to it."""
+    """Create the stream for the durable ``types``, or add their subjects to it.
+
+    Nodes that start at once race for the stream: a create that lost (the server then says the
+    name or the subjects are taken) and an update that another node's overwrote are tried again
+    from what the server holds, until the stream carries this node's subjects. (Two nodes whose
+    subjects differ, only with ``durable_all``, can still overwrite each other's update after
+    both saw theirs there: JetStream has no compare-and-set for a stream's configuration.)
+    """
     ns = namespace(config)
     durable_types = [t for t in types if (t.durable or config.durable_all) and t.subject_root]
     subjects = {ns + s for s in DURABLE_SUBJECTS}
     for pattern in patterns(durable_types, config.durable_all):
         subjects.add(ns + pattern)
-    try:
-        info = await js.stream_info(config.stream)
-        missing = set(minimal(subjects)) - set(info.config.subjects or ())
-        if missing:  # another node's types: the stream carries the union
-            info.config.subjects = minimal(set(info.config.subjects or ()) | subjects)
+    refused: Exception | None = None  # the server's last word, for the error if it never works
+    for _ in range(_STREAM_TRIES):
+        try:
+            info = await js.stream_info(config.stream)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(
+                    api.StreamConfig(
+                        name=config.stream,
+                        subjects=minimal(subjects),
+                        storage=api.StorageType.FILE,
+                        duplicate_window=config.duplicate_window_s,
+                        max_age=86_400.0,
+                    )
+                )
+            except nats.js.errors.BadRequestError as exc:
+                refused = exc  # another node made it first: the next pass merges into theirs
+            continue
+        have = set(info.config.subjects or ())
+        merged = minimal(have | subjects)
+        missing = set(merged) - have
+        if not missing:  # this node's subjects are there, or under wider ones
+            return
+        info.config.subjects = merged  # another node's types: the stream carries the union
+        try:
             await js.update_stream(info.config)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            api.StreamConfig(
-                name=config.stream,
-                subjects=minimal(subjects),
-                storage=api.StorageType.FILE,
-                duplicate_window=config.duplicate_window_s,
-                max_age=86_400.0,
-            )
-        )
+        except nats.js.errors.BadRequestError as exc:
+            refused = exc  # changed meanwhile by another node: read it again
+    raise RuntimeError(
+        f"cannot create or extend the JetStream stream {config.stream} with {minimal(subjects)} "
+        f"in {_STREAM_TRIES} tries: {refused!r}"
+    )
+
+
+#: Reads and writes of the stream one node tries before giving up (``ensure_stream``).
+_STREAM_TRIES = 20
