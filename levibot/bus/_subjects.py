@@ -2,7 +2,8 @@
 
 Every message type with a ``subject_root`` crosses NATS under ``<namespace>.<root>``. Durable
 types (and every type with ``[nats] durable_all``) go through the JetStream stream, whose
-subjects are the union of what every node of the namespace needs; the others ride core NATS.
+subjects are those of every durable type levibot defines plus the durable types that nodes of
+the namespace define themselves; the others ride core NATS.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import nats.js.errors
 from nats.js import api
 
-from levibot.messages import Message
+from levibot.messages import CORE_TYPES, Message
 from levibot.settings import NatsConfig
 
 #: The header naming the node that published a JetStream message (its redeliveries skip it).
@@ -57,20 +58,37 @@ def consumer_name(prefix: str, pattern: str, ns: str) -> str:
     return f"{prefix}_{suffix}"
 
 
+def stream_subjects(config: NatsConfig, types: Iterable[type[Message]]) -> set[str]:
+    """Return the subjects the stream must carry for a node of ``types``.
+
+    That is every durable type levibot defines (``CORE_TYPES``; with ``durable_all`` all of
+    them), whatever the node's own types, plus this node's other durable ``types``. Nodes that
+    differ only in which of levibot's types they take thus write the same set, and an update
+    that overwrites another's (see ``ensure_stream``) removes nothing; a type defined outside
+    ``levibot.messages`` is added by its own nodes only.
+    """
+    ns = namespace(config)
+    durable = [
+        t for t in (*CORE_TYPES, *types) if (t.durable or config.durable_all) and t.subject_root
+    ]
+    subjects = {ns + s for s in DURABLE_SUBJECTS}
+    subjects.update(ns + pattern for pattern in patterns(durable, config.durable_all))
+    return subjects
+
+
 async def ensure_stream(js: Any, config: NatsConfig, types: Iterable[type[Message]]) -> None:
-    """Create the stream for the durable ``types``, or add their subjects to it.
+    """Create the stream with ``stream_subjects(config, types)``, or add those to it.
 
     Nodes that start at once race for the stream: a create that lost (the server then says the
     name or the subjects are taken) and an update that another node's overwrote are tried again
-    from what the server holds, until the stream carries this node's subjects. (Two nodes whose
-    subjects differ, only with ``durable_all``, can still overwrite each other's update after
-    both saw theirs there: JetStream has no compare-and-set for a stream's configuration.)
+    from what the server holds, until the stream carries this node's subjects. JetStream has no
+    compare-and-set for a stream's configuration, so an update written from an older read can
+    still remove subjects another node saw there and returned on. ``stream_subjects`` makes
+    every node of one levibot version write the same set, so only the subjects of types defined
+    outside ``levibot.messages`` (plugins, tests) can be lost this way, between nodes that
+    differ in them, or those of new types while nodes of two versions start at once.
     """
-    ns = namespace(config)
-    durable_types = [t for t in types if (t.durable or config.durable_all) and t.subject_root]
-    subjects = {ns + s for s in DURABLE_SUBJECTS}
-    for pattern in patterns(durable_types, config.durable_all):
-        subjects.add(ns + pattern)
+    subjects = stream_subjects(config, types)
     refused: Exception | None = None  # the server's last word, for the error if it never works
     for _ in range(_STREAM_TRIES):
         try:

@@ -16,8 +16,8 @@ from levibot.testenv import NATS_URL
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 #: Each node's types (as pods of different groups): their durable subjects are the same, and
-#: they race to create the stream. (With durable_all and different types, two updates can still
-#: overwrite each other: not covered here, see ensure_stream.)
+#: they race to create the stream. With durable_all their core types differ, which the stream's
+#: subjects must not (JetStream has no compare-and-set: an update from an older read wins).
 NODES = [(Tick,), (Bar,), (Features,), (Signal,), (OrderIntent,), (Fill,), (PortfolioSnapshot,),
          (Tick, Fill)]  # fmt: skip
 
@@ -46,6 +46,29 @@ async def test_nodes_creating_one_stream_at_once_all_start_and_it_carries_every_
             have = set(info.config.subjects or ())
             assert set(minimal(have | union)) == have  # every node's subjects are covered
             await conns[0].jetstream().delete_stream(config.stream)
+    finally:
+        for nc in conns:
+            await nc.close()
+
+
+async def test_durable_all_nodes_of_different_types_never_remove_each_others_subjects() -> None:
+    ns = f"raceall{uuid.uuid4().hex[:8]}"
+    config = NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper(), durable_all=True)
+    narrow = NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper())
+    conns = [await nats.connect(NATS_URL) for _ in NODES]
+    js = conns[0].jetstream()
+    union = {namespace(config) + p for t in NODES for p in patterns(t, True)}
+    try:
+        for round_ in range(6):
+            if round_ % 2:  # a stream made without durable_all: every node must update it
+                await ensure_stream(js, narrow, ())
+            async with anyio.create_task_group() as tg:
+                for nc, types in zip(conns, NODES, strict=True):
+                    tg.start_soon(ensure_stream, nc.jetstream(), config, types)
+            have = set((await js.stream_info(config.stream)).config.subjects or ())
+            lost = set(minimal(have | union)) - have
+            assert not lost, f"round {round_}: another node's update removed {sorted(lost)}"
+            await js.delete_stream(config.stream)
     finally:
         for nc in conns:
             await nc.close()
