@@ -316,22 +316,26 @@ class OrderActor(Actor[OrderConfig]):
         if not (math.isfinite(last) and last > 0):
             self.ctx.log.warning("order.bad_price", symbol=msg.symbol, price=last)
             return
-        view = self.market.setdefault(msg.symbol, MarketView())
+        bar = msg if isinstance(msg, Bar) else None
+        view = self.market.get(msg.symbol)
+        if view is None:  # not setdefault: it would build a view per message (the hot path)
+            view = self.market[msg.symbol] = MarketView()
         view.kind, view.last_price = kind, last
-        if isinstance(msg, Bar):
-            view.last_bar = msg
-        filled = await self._execute(self.venue.on_market(msg))
+        if bar is not None:
+            view.last_bar = bar
+        executions = self.venue.on_market(msg)
+        filled = await self._execute(executions) if executions else False
         if self.desk is not None:
             self.desk.venue.mark(msg.symbol, last)
             filled |= await self.desk.expire(self.config.order_timeout_s)
         holding = self.portfolio.state.holdings.get(msg.symbol)
         if holding is not None:
-            hit = bar_exit(holding, msg) if isinstance(msg, Bar) else tick_exit(holding, last, ts)
+            hit = bar_exit(holding, bar) if bar is not None else tick_exit(holding, last, ts)
             if hit is not None:
                 filled |= await self._exit(holding.entry_order_id, msg, hit[0], hit[1])
-        self.portfolio.mark(msg.symbol, last)
+            self.portfolio.mark(msg.symbol, last)
         due = False
-        if isinstance(msg, Bar):
+        if bar is not None:
             self._bars += 1
             self.portfolio.record(ts)
             due = self._bars % self.config.snapshot_every_bars == 0

@@ -214,7 +214,7 @@ class RiskActor(Actor[RiskConfig]):
         self._denied: dict[str, Any] = {}
         self._denied_family = m
         self._announced: tuple[object, ...] = ()
-        await self._announce(self.ctx.clock.now_ns(), force=True)
+        await self._announce(self.ctx.clock.now_ns())
         # Outputs the last process saved but may have died before NATS confirmed.
         resent = await self.outbox.replay(self.ctx.publish)
         self.ctx.log.info(
@@ -248,14 +248,22 @@ class RiskActor(Actor[RiskConfig]):
         # a shared replay clock has been pushed by other actors: bit-for-bit repeatable.
         now = msg.ts_event if clock.is_replay else clock.now_ns()
         eng = self.engine
-        match msg:
+        match msg:  # the per-bar cases first: every case tried is an isinstance
+            case Bar():
+                eng.on_bar(msg, now)  # the market price; saved with the next real change
+            case PortfolioSnapshot() if not sane_snapshot(msg):
+                self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
+            case PortfolioSnapshot():
+                breaches = eng.on_snapshot(msg, now)
+                if breaches:
+                    await self._alert_breaches(breaches, msg, now)
+                if eng.state.held:
+                    await self._release_held()
             case Signal() if (
                 self.config.decide_after_portfolio and msg.ts_event > eng.state.snapshot_ts
             ):
                 eng.state.held.append(msg)
                 eng.dirty = True
-            case Bar():
-                eng.on_bar(msg, now)  # the market price; saved with the next real change
             case Signal():
                 await self._emit(eng.decide_signal(msg, now))
             case SubmitOrder():
@@ -264,11 +272,6 @@ class RiskActor(Actor[RiskConfig]):
                 self.ctx.log.warning("risk.bad_input", type="Fill", fill_id=msg.fill_id)
             case Fill():
                 await self._alert_breaches(eng.on_fill(msg, now), msg, now)
-            case PortfolioSnapshot() if not sane_snapshot(msg):
-                self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
-            case PortfolioSnapshot():
-                await self._alert_breaches(eng.on_snapshot(msg, now), msg, now)
-                await self._release_held()
             case OrderClosed():
                 eng.on_closed(msg)
             case SetKillSwitch():
@@ -297,19 +300,21 @@ class RiskActor(Actor[RiskConfig]):
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
         if eng.dirty:
             await self.save()
-        await self._announce(now)
+        if self._controls() != self._announced:
+            await self._announce(now)
 
     async def on_tick(self) -> None:
         """Re-announce the status, so a gateway or bot that started later knows it."""
-        await self._announce(self.ctx.clock.now_ns(), force=True)
+        await self._announce(self.ctx.clock.now_ns())
 
-    async def _announce(self, now: int, *, force: bool = False) -> None:
-        """Publish ``RiskStatus`` when a control changed (or when ``force``)."""
+    def _controls(self) -> tuple[object, ...]:
         s = self.engine.state
-        controls = (s.kill_switch, s.trading_state, s.policy)
-        if controls == self._announced and not force:
-            return
-        self._announced = controls
+        return (s.kill_switch, s.trading_state, s.policy)
+
+    async def _announce(self, now: int) -> None:
+        """Publish ``RiskStatus`` (``handle`` does when a control changed)."""
+        s = self.engine.state
+        self._announced = self._controls()
         await self._publish(
             RiskStatus(
                 ts_event=now, ts_init=self.ctx.clock.now_ns(), kill_switch=s.kill_switch,

@@ -128,7 +128,10 @@ class Portfolio:
     @property
     def unrealized(self) -> float:
         """Return the open PnL of every position, net of its entry fees."""
-        return sum(h.unrealized for h in self.state.holdings.values())
+        total = 0  # a loop, as in levibot.valuation: the same bits on every Python
+        for h in self.state.holdings.values():
+            total += h.unrealized
+        return total
 
     def mark(self, symbol: str, price: float) -> None:
         """Set the last price of ``symbol``'s position (when there is one)."""
@@ -229,8 +232,10 @@ class Portfolio:
                     last_price=h.last_price,
                     unrealized_pnl=h.unrealized,
                 )
-                for h in sorted(s.holdings.values(), key=lambda h: h.symbol)
-            ),
+                for h in sorted(s.holdings.values(), key=_by_symbol)
+            )
+            if s.holdings
+            else (),  # flat: most snapshots of a backtest, one per bar
         )
 
     def to_state(self, pending: list[OrderIntent]) -> PortfolioState:
@@ -238,6 +243,10 @@ class Portfolio:
         self.state.seen_ids = list(self._seen)
         self.state.pending = pending
         return self.state
+
+
+def _by_symbol(h: Holding) -> str:
+    return h.symbol
 
 
 def _floor(quantity: float, step: float) -> float:

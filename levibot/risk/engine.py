@@ -546,9 +546,13 @@ class RiskEngine:
 
 def sane_snapshot(snap: PortfolioSnapshot) -> bool:
     """Return True when every number the engine reads from ``snap`` is finite."""
-    return math.isfinite(snap.cash) and all(
-        math.isfinite(p.quantity) and math.isfinite(p.last_price) for p in snap.positions
-    )
+    isfinite = math.isfinite
+    if not isfinite(snap.cash):
+        return False
+    for p in snap.positions:  # noqa: SIM110  (a loop, not all(genexpr): once or twice per bar)
+        if not (isfinite(p.quantity) and isfinite(p.last_price)):
+            return False
+    return True
 
 
 def sane_fill(fill: Fill) -> bool:
