@@ -266,13 +266,13 @@ class OrderActor(Actor[OrderConfig]):
         clock = self.ctx.clock
         # Replay stamps with the message's own event time: repeatable whatever the clock saw.
         self._now = msg.ts_event if clock.is_replay else clock.now_ns()
-        match msg:
-            case OrderIntent():
-                await self._on_intent(msg)
-            case Tick():
-                await self._on_market(msg, msg.price, msg.ts_event, "tick")
+        match msg:  # market data first: every case tried is an isinstance
             case Bar():
                 await self._on_market(msg, msg.close, msg.ts_event, "bar")
+            case Tick():
+                await self._on_market(msg, msg.price, msg.ts_event, "tick")
+            case OrderIntent():
+                await self._on_intent(msg)
             case Quote():
                 mid = (msg.bid + msg.ask) / 2.0
                 self.portfolio.mark(msg.symbol, mid)

@@ -275,7 +275,10 @@ class ScoringActor(Actor[ScoringConfig]):
     # -- messages --------------------------------------------------------------------------
 
     async def handle(self, msg: Any) -> None:
-        await self.handle_batch([msg])
+        if isinstance(msg, Bar):  # what handle_batch([msg]) does, without the list (per bar)
+            await self._on_bar(msg)
+        else:
+            await self.handle_batch([msg])
 
     async def handle_batch(self, msgs: Sequence[Any]) -> None:
         pending: list[Features] = []

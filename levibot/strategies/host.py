@@ -10,7 +10,7 @@ refused with a reason: it would poison an EMA for good. Pure: no bus, no clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +81,7 @@ class RuleHost:
         if track is not None:
             track.spread_bps = spread_bps
 
-    def on_bar(self, bar: Bar, running: Iterable[str]) -> tuple[str, list[RuleDecision]]:
+    def on_bar(self, bar: Bar, running: Container[str]) -> tuple[str, list[RuleDecision]]:
         """Feed ``bar`` to the running rules; return (refusal reason or "", decisions)."""
         track = self._tracks.get(bar.symbol)
         if track is None:
@@ -97,9 +97,8 @@ class RuleHost:
         atr = track.atr.update(h, lo, c)
         track.last_atr = atr if atr == atr else 0.0
         out = []
-        active = set(running)
         for name, rule in self.rules.items():  # a fixed order: replays repeat bit for bit
-            if name in active:
+            if name in running:
                 d = rule.update(bar.symbol, h, lo, c)
                 if d is not None:
                     out.append(RuleDecision(name, d, c, track.last_atr, track.spread_bps))
