@@ -6,7 +6,8 @@ messages and the clock, publishes what it decides, and persists its state to
 ``on_start``: kill switch, trading state, policy, daily counters, cooldowns and the equity peak
 survive a restart. The write and its fsync run in a worker thread (the event loop never waits
 for the disk), but ``handle`` awaits it: a decision is on disk before the transport acks the
-message that caused it. The persisted policy and trading state win over the config's on restart.
+message that caused it, and before the decision itself is published (persist, then publish).
+The persisted policy and trading state win over the config's on restart.
 
 Equity and positions come only from the order actor (``PortfolioSnapshot`` and ``Fill``):
 there is one portfolio, and it is not here. A drawdown or daily-loss breach publishes a
@@ -208,6 +209,9 @@ class RiskActor(Actor[RiskConfig]):
         self.outbox: Outbox[OrderIntent | OrderDenied | Alert] = Outbox(
             cfg.outbox_max, state.outbox
         )
+        # What handling published, sent once its save is on disk (``_send_unsent``); None
+        # without persistence: nothing is saved, so nothing waits (replays, backtests).
+        self._unsent: list[OrderIntent | OrderDenied | Alert] | None = [] if cfg.persist else None
         m = self.ctx.metrics
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
         self._register_gauges()
@@ -298,8 +302,10 @@ class RiskActor(Actor[RiskConfig]):
                     )
             case _:
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
-        if eng.dirty:
+        if eng.dirty or self._unsent:  # an output is a change too: the outbox holds it
             await self.save()
+            if self._unsent:
+                await self._send_unsent()
         if self._controls() != self._announced:
             await self._announce(now)
 
@@ -312,10 +318,14 @@ class RiskActor(Actor[RiskConfig]):
         return (s.kill_switch, s.trading_state, s.policy)
 
     async def _announce(self, now: int) -> None:
-        """Publish ``RiskStatus`` (``handle`` does when a control changed)."""
+        """Publish ``RiskStatus`` (``handle`` does when a control changed).
+
+        At once, even in ``handle`` (after its save): a status is not durable, and the next
+        one corrects it.
+        """
         s = self.engine.state
         self._announced = self._controls()
-        await self._publish(
+        await self.ctx.publish(
             RiskStatus(
                 ts_event=now, ts_init=self.ctx.clock.now_ns(), kill_switch=s.kill_switch,
                 trading_state=s.trading_state, policy=s.policy, equity=self.engine.equity,
@@ -347,9 +357,34 @@ class RiskActor(Actor[RiskConfig]):
             self.engine.state.outbox = self.outbox.to_list()
             await self._writer.save(msgspec.json.encode(self.engine.state))
 
-    async def _publish(self, msg: Message) -> None:
-        self.outbox.record(msg)  # type: ignore[arg-type]  # only durable ones are kept
+    async def _publish(self, msg: OrderIntent | OrderDenied | Alert) -> None:
+        self.outbox.record(msg)
+        unsent = self._unsent
+        if unsent is not None:
+            unsent.append(msg)  # out after this handling's save (``_send_unsent``)
+            return
         await self.ctx.publish(msg)
+
+    async def _send_unsent(self) -> None:
+        """Publish what handling decided, now that the state which decided it is on disk.
+
+        Published before the save instead, an intent (a denial, an alert) could be confirmed by
+        JetStream and then be missing from the state after a kill -9: the restarted actor knew
+        neither the pending order nor the decided id, and a redelivered ``SubmitOrder`` was
+        decided again, perhaps otherwise, under the same order id. Now a kill before the save
+        loses the decision everywhere (a redelivered input makes it again), and one after it
+        leaves the outbox to re-send it at start.
+
+        A save that raised sends nothing: the outputs stay here, recorded in the outbox, and go
+        out after the next save that succeeds. The runtime applies the policy to the failed
+        input: a local one (signal, snapshot) crashes the node, whose ``on_stop`` saves once
+        more for the next start to re-publish; a durable one (fill, command) is redelivered and
+        changes nothing new (a seen fill, a decided order id, the same control set again), but
+        its handling saves because outputs are waiting, then sends them.
+        """
+        unsent, self._unsent = self._unsent, []
+        for msg in unsent or ():
+            await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:
         """Write the state one last time (the book marks may have moved)."""

@@ -19,12 +19,15 @@ from levibot.messages import (
     Bar,
     Fill,
     OrderAccepted,
+    OrderDenied,
     OrderIntent,
     PortfolioSnapshot,
+    SetKillSwitch,
     Side,
     Signal,
     SignalSide,
 )
+from levibot.risk import RiskState, read_state
 from levibot.runtime.outbox import Outbox
 from levibot.testing import RecordingContext
 
@@ -102,20 +105,84 @@ async def test_the_outbox_keeps_only_the_last_durable_messages(tmp_path: Path) -
     assert kept[-1] == ctx.of_type(Fill)[-1]
 
 
-async def test_a_restarted_risk_actor_republishes_the_intents_it_saved(tmp_path: Path) -> None:
-    def risk() -> tuple[RiskActor, RecordingContext]:
-        ctx = RecordingContext("risk", clock=ReplayClock())
-        return RiskActor(ctx, RiskConfig(state_dir=str(tmp_path), fsync=False, preset="off")), ctx
+def risk(tmp: Path) -> tuple[RiskActor, RecordingContext]:
+    ctx = RecordingContext("risk", clock=ReplayClock())
+    return RiskActor(ctx, RiskConfig(state_dir=str(tmp), fsync=False, preset="off")), ctx
 
-    actor, ctx = risk()
+
+def long(ts: int = T0) -> Signal:
+    return Signal(ts_event=ts, ts_init=ts, symbol="BTCUSDT", strategy="ema",
+                  side=SignalSide.LONG, probability=0.8, confidence=0.6, price=100.0)  # fmt: skip
+
+
+async def test_a_restarted_risk_actor_republishes_the_intents_it_saved(tmp_path: Path) -> None:
+    actor, ctx = risk(tmp_path)
     await actor.on_start()
-    await actor.handle(Signal(ts_event=T0, ts_init=T0, symbol="BTCUSDT", strategy="ema",
-                              side=SignalSide.LONG, probability=0.8, confidence=0.6,
-                              price=100.0))  # fmt: skip
+    await actor.handle(long())
     (sent,) = ctx.of_type(OrderIntent)
-    again, ctx2 = risk()
+    again, ctx2 = risk(tmp_path)
     await again.on_start()
     assert ctx2.of_type(OrderIntent) == [sent]
+
+
+async def test_a_risk_intent_is_published_only_once_the_state_that_decided_it_is_saved(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    actor, ctx = risk(tmp_path)
+    await actor.on_start()
+    saving, release = anyio.Event(), anyio.Event()
+    write = actor._writer.save
+
+    async def slow_save(data: bytes) -> None:
+        saving.set()
+        await release.wait()
+        await write(data)
+
+    actor._writer.save = slow_save  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(actor.handle, long())
+        await saving.wait()
+        # A kill -9 now must not leave an intent on the wire whose pending order and decided
+        # id the restarted actor lacks.
+        assert not ctx.of_type(OrderIntent)
+        release.set()
+    (sent,) = ctx.of_type(OrderIntent)
+    saved = read_state(actor.state_path, RiskState)
+    assert saved is not None and saved.outbox == [sent]
+
+
+async def test_a_risk_output_waits_for_a_save_that_succeeds(tmp_path: Path) -> None:
+    actor, ctx = risk(tmp_path)
+    await actor.on_start()
+    write = actor._writer.save
+
+    async def full_disk(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    actor._writer.save = full_disk  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await actor.handle(long())
+    assert not ctx.of_type(OrderIntent)  # not on the wire while the state lacks it
+    actor._writer.save = write  # type: ignore[method-assign]
+    await actor.handle(bar(T0 + 1))  # a bar alone saves nothing, but an output is waiting
+    (sent,) = ctx.of_type(OrderIntent)
+    saved = read_state(actor.state_path, RiskState)
+    assert saved is not None and saved.outbox == [sent]
+
+
+async def test_a_risk_denial_is_saved_before_it_is_published(tmp_path: Path) -> None:
+    actor, ctx = risk(tmp_path)
+    await actor.on_start()
+    await actor.handle(SetKillSwitch(ts_event=T0, ts_init=T0, command_id="k", on=True))
+    await actor.handle(long(T0 + 1))
+    await actor.handle(long(T0 + 2))  # the same day, the same switch: nothing else to save
+    denied = ctx.of_type(OrderDenied)
+    assert len(denied) == 2
+    again, ctx2 = risk(tmp_path)  # kill -9: no on_stop
+    await again.on_start()
+    assert ctx2.of_type(OrderDenied) == denied
 
 
 async def test_outbox_records_durable_messages_only() -> None:
