@@ -196,3 +196,23 @@ async def test_outbox_records_durable_messages_only() -> None:
         sent.append(msg)
 
     assert await box.replay(publish) == 1 and sent == [intent("a")]
+
+
+async def test_a_fill_whose_save_failed_waits_for_a_save_that_succeeds(tmp_path: Path) -> None:
+    actor, ctx = await order(tmp_path)
+    await actor.handle(bar(T0))
+    write = actor._writer.save
+
+    async def full_disk(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    actor._writer.save = full_disk  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await actor.handle(intent("c1", T0 + 1))
+    # Not on the wire while the state file lacks it (before: published as the turn ended).
+    assert not ctx.of_type(Fill) and not ctx.of_type(OrderAccepted)
+    actor._writer.save = write  # type: ignore[method-assign]
+    await actor.handle(bar(T0 + 2 * S))  # a bar alone saves nothing, but a fill is waiting
+    (fill,) = ctx.of_type(Fill)
+    again, ctx2 = await order(tmp_path)  # kill -9 now: the saved outbox holds the fill
+    assert fill in ctx2.of_type(Fill) and again.portfolio.state.fills == 1
