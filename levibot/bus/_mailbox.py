@@ -213,7 +213,7 @@ class ReplayMailbox(Mailbox):
     itself, and a replay settles after every event, so what one event causes bounds the excess.
     """
 
-    __slots__ = ("queued", "relieve", "wake")
+    __slots__ = ("pending", "queued", "relieve", "wake")
 
     def __init__(
         self,
@@ -224,6 +224,9 @@ class ReplayMailbox(Mailbox):
         relieve: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(name, capacity, conflate=False)
+        # The queued (msg, done) pairs, oldest first: ``drain_ready`` pops them itself (with
+        # ``size``), as ``get_nowait`` does, without a call per message.
+        self.pending = self._slots
         self.queued = False
         self.wake = wake
         self.relieve = relieve

@@ -41,6 +41,7 @@ class ReplayScheduler:
         self._running = False
         self._waiters: list[asyncio.Future[None]] = []
         self._pump: asyncio.Future[None] | None = None
+        self._pumping = False  # the pump was woken (or is settling) since it last waited
         self.drains = 0  # runner drains so far (one per queued mailbox)
 
     def mailbox(self, name: str, capacity: int) -> ReplayMailbox:
@@ -54,9 +55,11 @@ class ReplayScheduler:
 
     def _wake(self, mailbox: ReplayMailbox) -> None:
         self._ready.append(mailbox)
-        pump = self._pump
-        if pump is not None and not self._running and not pump.done():
-            pump.set_result(None)
+        if not self._running and not self._pumping:
+            self._pumping = True  # once per pump pass, not a Future.done() per wake-up
+            pump = self._pump
+            if pump is not None and not pump.done():
+                pump.set_result(None)
 
     async def _relieve(self) -> None:
         if not self._running:  # from inside a drain the mailbox just grows past its capacity
@@ -85,7 +88,9 @@ class ReplayScheduler:
         loop = asyncio.get_running_loop()
         while True:
             self._pump = loop.create_future()
+            self._pumping = False
             if self._ready and not self._running:
                 self._pump.set_result(None)
             await self._pump
+            self._pumping = True
             await self.settle()
