@@ -85,6 +85,12 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # Every type over JetStream (deduplicated, acked after handling), not only the durable ones:
     # a replay split across processes then survives a kill -9 of any process. Slower.
     durable_all: bool = False
+    # Which core (non-durable) types go out on NATS. "consumed": those some actor outside this
+    # node consumes, as [groups] describes the deployment (the actors of the groups this node
+    # does not run; this node's partitioned ones when partition_count > 1); every pod runs the
+    # same [groups] with its own [node] groups. "all": every core type, for clients outside
+    # levibot that subscribe to core subjects. Durable types always go out.
+    mirror: Literal["consumed", "all"] = "consumed"
     # A durable message whose handler raises is redelivered after redeliver_delay_s (doubling,
     # at most 30 s); a failure on its max_deliver-th delivery moves it to the dead-letter stream.
     max_deliver: PositiveInt = 5

@@ -60,8 +60,14 @@ class NatsMirror(SettleMixin):
         data_dir: str | Path = "var",
         tracer: Any = None,
         local_busy: LocalBusy | None = None,
+        consumed_elsewhere: tuple[type[Message], ...] = (Message,),
     ) -> None:
         self.config = config
+        # The core types some actor outside this node consumes (``[nats] mirror``, the node
+        # works them out); ``(Message,)``: all. Per concrete type, whether it goes out: decided
+        # at its first message by the rule the local bus routes by (``issubclass``).
+        self.consumed_elsewhere = consumed_elsewhere
+        self._core_out: dict[type[Message], bool] = {}
         self.tracer = tracer  # levibot.tracing.Tracer when [tracing] is on (``_trace``)
         self.node = node
         self.consumer_name = consumer_name
@@ -169,12 +175,24 @@ class NatsMirror(SettleMixin):
 
     # -- egress ---------------------------------------------------------------------------
 
+    def mirrors(self, type_: type[Message]) -> bool:
+        """Return True when core messages of ``type_`` go out (durable ones always do)."""
+        out = self._core_out.get(type_)
+        if out is None:
+            out = self._core_out[type_] = issubclass(type_, self.consumed_elsewhere)
+        return out
+
     async def enqueue(self, msg: Message) -> None:
-        """Queue ``msg`` for publishing. Market data is dropped when full; durable waits."""
+        """Queue ``msg`` for publishing. Market data is dropped when full, and not sent when
+        no actor elsewhere consumes it (``mirrors``); durable waits."""
         if msg.durable or self.config.durable_all:
             await self.durable.put(msg)
         else:
-            self.core.put(msg)
+            out = self._core_out.get(type(msg))
+            if out is None:
+                out = self.mirrors(type(msg))
+            if out:
+                self.core.put(msg)
 
     async def run_egress(self) -> None:
         """Publish queued messages until ``close`` and the queues are empty.

@@ -65,6 +65,25 @@ def _busy(runners: list[ActorRunner]) -> bool:
     return False
 
 
+def consumed_elsewhere(settings: Settings, groups: tuple[str, ...]) -> tuple[type[Message], ...]:
+    """Return the types that actors outside a node running ``groups`` consume: what it mirrors.
+
+    Every pod runs the same ``[groups]`` with its own ``[node] groups``, so the actors of the
+    groups it does not run are elsewhere, and with ``partition_count`` > 1 so are the other
+    replicas of its partitioned actors. A message goes to them as the local bus routes it, when
+    its type is a subclass of one of these. ``[nats] mirror = "all"``: ``(Message,)``.
+    """
+    if settings.nats.mirror == "all":
+        return (Message,)
+    names = settings.actors_of(tuple(g for g in settings.groups if g not in groups))
+    if settings.node.partition_count > 1:
+        names += [n for n in settings.actors_of(groups) if resolve(n).partitioned]
+    types: dict[type[Message], None] = {}
+    for name in names:
+        types.update(dict.fromkeys(resolve(name).consumes))
+    return tuple(types)
+
+
 def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
     """Return ``actors`` upstream first (sources, then by the consumes/emits graph).
 
@@ -213,8 +232,17 @@ class Node:
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
                 tracer=self.tracer,
                 local_busy=lambda: _busy(self._inbox_runners),
+                consumed_elsewhere=consumed_elsewhere(self.settings, self.groups),
             )
             self.bus.egress = self.mirror.enqueue
+            cfg = self.settings.nats
+            emitted = {t for a in self.actors.values() for t in a.emits if not t.durable}
+            sent = {t for t in emitted if cfg.durable_all or self.mirror.mirrors(t)}
+            self.log.info(
+                "nats.mirror", mode=cfg.mirror, durable_all=cfg.durable_all,
+                core_sent=sorted(t.__name__ for t in sent),
+                core_kept=sorted(t.__name__ for t in emitted - sent),
+            )  # fmt: skip
 
     async def settle(self) -> None:
         """Wait until everything published so far is handled, across nodes when configured.
@@ -512,4 +540,4 @@ class Node:
         self.log.warning("node.drain_timeout", pending=pending)
 
 
-__all__ = ["EXIT_CANCELLED", "EXIT_CRASH", "EXIT_OK", "Node", "drain_order"]
+__all__ = ["EXIT_CANCELLED", "EXIT_CRASH", "EXIT_OK", "Node", "consumed_elsewhere", "drain_order"]
