@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from levibot.data import (
+    Klines,
     KlinesError,
     find_gaps,
     load_klines,
@@ -155,3 +156,79 @@ def test_write_then_load_round_trips_exactly(tmp_path: Path) -> None:
     for name in ("ts", "open", "high", "low", "close", "volume"):
         assert getattr(again, name).tolist() == getattr(k, name).tolist()
     assert out.read_text().splitlines()[0] == "timestamp,open,high,low,close,volume"
+
+
+def _careful(path: Path) -> Klines:
+    """``load_klines`` the row-by-row way only (the numpy path refused)."""
+    from unittest.mock import patch
+
+    from levibot.data import _klines
+
+    with patch.object(_klines, "_load_plain", return_value=None):
+        return load_klines(path)
+
+
+def _same(a: Klines, b: Klines) -> None:
+    for name in ("ts", "open", "high", "low", "close", "volume"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name  # to the bit
+    assert a.dropped == b.dropped and a.rejects == b.rejects
+
+
+PLAIN = "timestamp,open,high,low,close,volume\n" + "".join(
+    f"{T0_S * 1000 + i * 3_600_000},{100 + i}.5,{102 + i}.25,{99 + i}.125,{101 + i}.0,1.5e{i % 3}\n"
+    for i in range(50)
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PLAIN,  # the numpy path
+        PLAIN.rstrip("\n"),  # no newline at the end
+        PLAIN.replace("\n", "\n\n", 3),  # blank lines
+        "# a comment\n" + PLAIN,
+        PLAIN + "# a comment at the end\n",
+        PLAIN.replace(",101.0,", ",1_01.0,", 1),  # float() takes underscores: careful path
+        PLAIN + f"{T0_S * 1000 + 60 * 3_600_000},1,2,0.5,1.5,nan\n",  # non_finite
+        PLAIN + f"{T0_S * 1000 + 60 * 3_600_000},1,2,0.5,3,1\n",  # inconsistent
+        PLAIN + f"{T0_S * 1000},1,2,0.5,1.5,1\n",  # out of order
+        PLAIN + f"+{T0_S * 1000 + 60 * 3_600_000},1,2,0.5,1.5,1\n",  # '+': malformed
+        PLAIN + f"{T0_S * 1000 + 60 * 3_600_000}.0,1,2,0.5,1.5,1\n",  # float epoch: malformed
+        PLAIN + f"{T0_S * 1000 + 60 * 3_600_000},1,2,0.5\n",  # missing fields
+        PLAIN + f"{T0_S * 1000 + 60 * 3_600_000},1,,0.5,1.5,1\n",  # empty field
+        PLAIN.replace("\n", "\r\n"),  # Windows line ends
+        PLAIN.replace(f"{T0_S * 1000}", f"{T0_S}", 1),  # seconds then milliseconds
+        f"time,volume,open,high,low,close\n{T0_S},1,1,2,0.5,1.5\n{T0_S + 3600},1,1,2,0.5,1.5\n",
+        f"timestamp,open,high,low,close,volume\n{10**12 * 10**6},1,2,0.5,1.5,1\n",  # ns
+        f"timestamp,open,high,low,close,volume\n-{T0_S},1,2,0.5,1.5,1\n",
+        "timestamp,open,high,low,close,volume\n99999999999,1,2,0.5,1.5,1\n",  # no int64 in ns
+    ],
+)
+def test_the_numpy_path_loads_exactly_what_the_careful_path_loads(
+    tmp_path: Path, text: str
+) -> None:
+    path = write(tmp_path, text)
+    _same(load_klines(path), _careful(path))
+
+
+def test_a_clean_file_takes_the_numpy_path_and_a_bad_one_does_not(tmp_path: Path) -> None:
+    from levibot.data._klines import _header_index, _load_plain
+
+    cols = _header_index(tmp_path, ["timestamp", "open", "high", "low", "close", "volume"], 1)
+    assert _load_plain(PLAIN, cols) is not None
+    assert _load_plain(PLAIN + f"{T0_S * 1000},1,2,0.5,1.5,1\n", cols) is None  # out of order
+    assert _load_plain(PLAIN.replace(",1.5e0\n", ",-1\n", 1), cols) is None  # negative volume
+
+
+def test_the_real_history_loads_the_same_both_ways() -> None:
+    from levibot.data import ensure_btcusdt
+
+    path = ensure_btcusdt(None, False)
+    _same(load_klines(path), _careful(path))
+
+
+def test_a_time_no_int64_holds_in_ns_is_a_malformed_row_not_a_crash(tmp_path: Path) -> None:
+    text = PLAIN + "99999999999,1,2,0.5,1.5,1\n"  # seconds in the year 5138: 1e20 ns
+    k = load_klines(write(tmp_path, text))  # before: OverflowError building the array
+    assert len(k) == 50 and k.dropped == {"malformed": 1}
