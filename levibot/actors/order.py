@@ -343,18 +343,18 @@ class OrderActor(Actor[OrderConfig]):
             if hit is not None:
                 filled |= await self._exit(holding.entry_order_id, msg, hit[0], hit[1])
             self.portfolio.mark(msg.symbol, last)
-        due = False
+        due, equity = False, None
         if bar is not None:
             self._bars += 1
-            self.portfolio.record(ts)
+            equity = self.portfolio.record(ts)
             due = self._bars % self.config.snapshot_every_bars == 0
         else:
             self._ticks += 1
             due = self._ticks % self.config.snapshot_every_ticks == 0
             if due:
-                self.portfolio.record(ts)
+                equity = self.portfolio.record(ts)
         if filled or due:
-            await self._snapshot(msg)
+            await self._snapshot(msg, equity)
         if filled:
             await self.save()
 
@@ -488,9 +488,9 @@ class OrderActor(Actor[OrderConfig]):
     async def _snapshot_now(self) -> None:
         await self._publish(self.portfolio.snapshot(self._now, self._now, 0))
 
-    async def _snapshot(self, cause: Message) -> None:
+    async def _snapshot(self, cause: Message, equity: float | None = None) -> None:
         snap: PortfolioSnapshot = self.portfolio.snapshot(
-            cause.ts_event, self._now, cause.ts_ingress
+            cause.ts_event, self._now, cause.ts_ingress, equity
         )
         await self._publish(snap)
 

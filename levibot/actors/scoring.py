@@ -131,6 +131,7 @@ class ScoringActor(Actor[ScoringConfig]):
         )
         self.models = ModelSet(self.policy)
         self.running: set[str] = set()
+        self._owned: dict[str, bool] = {}  # symbol -> this replica owns it (``_on_bar``)
         self._warned: set[tuple[str, str]] = set()
         self._alerts = 0
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
@@ -298,8 +299,13 @@ class ScoringActor(Actor[ScoringConfig]):
 
     async def _on_bar(self, bar: Bar) -> None:
         """Feed a closed bar to every running rule strategy of its symbol."""
-        if self.running.isdisjoint(RULES) or not self.ctx.owns(bar.symbol):
+        if self.running.isdisjoint(RULES):
             return  # no rule is running: the model's hot path pays nothing for bars
+        owned = self._owned.get(bar.symbol)
+        if owned is None:  # per symbol once (a crc32 of its name per bar otherwise)
+            owned = self._owned[bar.symbol] = self.ctx.owns(bar.symbol)
+        if not owned:
+            return
         refused, decisions = self.rules.on_bar(bar, self.running)
         if refused:
             self._counter("scoring_bars_dropped_total", "Bars refused", reason=refused).inc()

@@ -139,15 +139,18 @@ class Portfolio:
         if holding is not None and math.isfinite(price) and price > 0:
             holding.last_price = price
 
-    def record(self, ts: int) -> None:
-        """Append ``(ts, equity)`` to the equity curve (bounded: the oldest half is dropped)."""
+    def record(self, ts: int) -> float:
+        """Append ``(ts, equity)`` to the equity curve (bounded: the oldest half is dropped);
+        return the equity."""
         curve = self.state.curve
+        equity = self.equity
         if curve and curve[-1][0] == ts:
-            curve[-1] = (ts, self.equity)
+            curve[-1] = (ts, equity)
         else:
-            curve.append((ts, self.equity))
+            curve.append((ts, equity))
         if len(curve) > self.curve_max:
             del curve[: len(curve) - self.curve_max]
+        return equity
 
     # ---- executions ------------------------------------------------------------------------
     def apply(
@@ -212,15 +215,18 @@ class Portfolio:
         return Applied(qty, price, fee, realized, holding.quantity)
 
     # ---- views -----------------------------------------------------------------------------
-    def snapshot(self, ts_event: int, ts_init: int, ts_ingress: int = 0) -> PortfolioSnapshot:
-        """Return the portfolio as a ``PortfolioSnapshot`` message."""
+    def snapshot(
+        self, ts_event: int, ts_init: int, ts_ingress: int = 0, equity: float | None = None
+    ) -> PortfolioSnapshot:
+        """Return the portfolio as a ``PortfolioSnapshot`` message (``equity``: as ``record``
+        just returned it, nothing having changed since)."""
         s = self.state
         return PortfolioSnapshot(
             ts_event=ts_event,
             ts_init=ts_init,
             ts_ingress=ts_ingress,
             cash=s.cash,
-            equity=self.equity,
+            equity=self.equity if equity is None else equity,
             realized_pnl=s.realized_pnl,
             unrealized_pnl=self.unrealized,
             fees=s.fees,

@@ -44,6 +44,10 @@ class EmptyConfig(Config, frozen=True, kw_only=True):
     """The config of an actor that has none."""
 
 
+async def _settled() -> None:
+    """Nothing to wait for (a context outside a node)."""
+
+
 class ActorContext:
     """Everything an actor may touch of the world outside itself."""
 
@@ -64,7 +68,12 @@ class ActorContext:
         self.name = name
         self.config = config  # the actor's own section (also ``Actor.config``)
         self.publish = publish
-        self._settle = settle
+        #: Wait until everything published so far has been handled, downstream included. A
+        #: replay source awaits it after each event so that the pipeline processes events one at
+        #: a time, as they happened: the bit-for-bit determinism of replay and backtest rests on
+        #: it. Outside a node (unit tests) it returns at once. The node's own callable, not a
+        #: method around it: one coroutine less per event of every replay.
+        self.settle: Callable[[], Awaitable[None]] = settle if settle is not None else _settled
         self.storage = storage  # the shared [storage] section: data_dir, postgres_dsn, redis_url
         self.clock = clock
         self.metrics = metrics
@@ -75,16 +84,6 @@ class ActorContext:
     def owns(self, symbol: str) -> bool:
         """Return True when this actor's replica owns ``symbol``."""
         return self.partition.owns(symbol)
-
-    async def settle(self) -> None:
-        """Wait until everything published so far has been handled, downstream included.
-
-        A replay source calls this after each event so that the pipeline processes events one
-        at a time, as they happened: the bit-for-bit determinism of replay and backtest rests
-        on it. Outside a node (unit tests) it returns at once.
-        """
-        if self._settle is not None:
-            await self._settle()
 
 
 class Actor(Generic[ConfigT]):
