@@ -270,8 +270,10 @@ class LiveCluster:
             {
                 "node": {"plugins": ["tests.e2e.chaos_actors"], "drain_timeout_s": 20.0},
                 "storage": {"data_dir": str(tmp / "data")},
+                # mirror "all": the Recorder reads PortfolioSnapshot, which only risk consumes.
                 "nats": {"url": "nats://127.0.0.1:1", "namespace": self.ns,
-                         "stream": self.ns.upper(), "ack_wait_s": 2.0, "connect_timeout_s": 2.0},
+                         "stream": self.ns.upper(), "ack_wait_s": 2.0, "connect_timeout_s": 2.0,
+                         "mirror": "all"},
                 "groups": {"ingest": ["feed", "feature", "tally_out"], "scoring": ["scoring"],
                            "execution": ["risk", "order", "tally_in"]},
                 "feed": {},

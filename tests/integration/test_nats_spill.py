@@ -79,6 +79,7 @@ async def test_a_refusing_stream_spills_durable_messages_and_never_stalls_market
                 "stream": stream,
                 "connect_timeout_s": 0.5,
                 "publish_retry_s": BUDGET_S,
+                "mirror": "all",  # the ticks, which no actor consumes, for this test's client
             },
             "storage": {"data_dir": str(tmp_path / "var")},
         },
