@@ -165,11 +165,13 @@ class RiskEngine:
         syms.discard(other_than)
         return len(syms)
 
-    def _track_peak(self) -> None:
+    def _track_peak(self) -> float:
+        """Raise the peak to the equity if above it; return the equity (``_breaches`` takes it)."""
         equity = self.equity
         if equity > self.state.peak_equity:
             self.state.peak_equity = equity
             self.dirty = True
+        return equity
 
     def roll_day(self, now: int) -> None:
         """Reset the daily counters when ``now`` is in a new UTC day."""
@@ -244,8 +246,7 @@ class RiskEngine:
             # was only a placeholder, and must not read as a drawdown (or a profit).
             s.peak_equity = s.day_start_equity = self.equity
             self.dirty = True
-        self._track_peak()
-        return self._breaches(fill=None)
+        return self._breaches(None, self._track_peak())
 
     def on_fill(self, fill: Fill, now: int) -> list[Breach]:
         """Apply a fill to the book and the counters (once per ``fill_id``); return breaches."""
@@ -272,25 +273,26 @@ class RiskEngine:
         if fill.reason == "stop_loss":
             s.last_stop_ns[fill.symbol] = fill.ts_event
             s.last_stop_global_ns = max(s.last_stop_global_ns, fill.ts_event)
-        self._track_peak()
+        equity = self._track_peak()
         self.dirty = True
-        return self._breaches(fill=fill)
+        return self._breaches(fill, equity)
 
     def on_closed(self, closed: OrderClosed) -> None:
         """Forget a pending order the venue closed without filling (rejected)."""
         if self.state.pending.pop(closed.client_order_id, None) is not None:
             self.dirty = True
 
-    def _breaches(self, fill: Fill | None) -> list[Breach]:
+    def _breaches(self, fill: Fill | None, equity: float) -> list[Breach]:
         s, lim = self.state, self.limits
         out: list[Breach] = []
         if s.trading_state is TradingState.HALTED or not self.halt_on_breach:
             return out
-        if lim.max_drawdown_pct > 0 and self.drawdown >= lim.max_drawdown_pct:
+        drawdown = valuation.drawdown(s.peak_equity, equity)  # ``self.drawdown``, at hand
+        if lim.max_drawdown_pct > 0 and drawdown >= lim.max_drawdown_pct:
             out.append(
                 Breach(
                     DenyCode.MAX_DRAWDOWN,
-                    f"drawdown {self.drawdown:.2%} from peak "
+                    f"drawdown {drawdown:.2%} from peak "
                     f"{s.peak_equity:.2f} reached the limit {lim.max_drawdown_pct:.2%}",
                 )
             )
