@@ -47,6 +47,11 @@ def bar(ts: int, price: float = 100.0) -> Bar:
                volume=1.0)  # fmt: skip
 
 
+async def full_disk(data: bytes) -> None:
+    """A state writer's save on a full disk."""
+    raise OSError(28, "No space left on device")
+
+
 async def order(tmp: Path, outbox_max: int = 64) -> tuple[OrderActor, RecordingContext]:
     ctx = RecordingContext("order", clock=ReplayClock())
     actor = OrderActor(ctx, OrderConfig(state_dir=str(tmp), fsync=False, fill="close",
@@ -157,10 +162,6 @@ async def test_a_risk_output_waits_for_a_save_that_succeeds(tmp_path: Path) -> N
     actor, ctx = risk(tmp_path)
     await actor.on_start()
     write = actor._writer.save
-
-    async def full_disk(data: bytes) -> None:
-        raise OSError(28, "No space left on device")
-
     actor._writer.save = full_disk  # type: ignore[method-assign]
     with pytest.raises(OSError):
         await actor.handle(long())
@@ -202,10 +203,6 @@ async def test_a_fill_whose_save_failed_waits_for_a_save_that_succeeds(tmp_path:
     actor, ctx = await order(tmp_path)
     await actor.handle(bar(T0))
     write = actor._writer.save
-
-    async def full_disk(data: bytes) -> None:
-        raise OSError(28, "No space left on device")
-
     actor._writer.save = full_disk  # type: ignore[method-assign]
     with pytest.raises(OSError):
         await actor.handle(intent("c1", T0 + 1))
