@@ -3,8 +3,8 @@
 Against the real Redis: several ``RedisRateLimiter`` instances on one prefix stand for gateway
 replicas. A replica takes a share of a key's window budget per round trip and admits from it
 locally; the fleet never admits more than the limit, and at most ``replicas × (share - 1)``
-fewer. A refused share is remembered for the lease; one round trip per key is in flight at a
-time.
+fewer (``share + share // 4 - 1`` with the next share asked ahead of need). A refused share is
+remembered for the lease; one round trip per key is in flight at a time.
 """
 
 from __future__ import annotations
@@ -375,3 +375,128 @@ async def test_a_spent_key_stays_refused_while_it_asks_redis_again(redis: Any, p
         assert not await admitted(limiter, "key:j", 4)
         conn.release.set()
     assert results == [False] and conn.round_trips == 6
+
+
+class Waiting(RedisRateLimiter):
+    """The limiter, counting the requests that could not be decided from the shares held:
+    each waits for a round trip (its own, or one in flight) before its answer."""
+
+    waits = 0
+
+    async def hit(self, *limits: tuple[str, int]) -> float | None:
+        self.waits += 1
+        return await super().hit(*limits)
+
+
+class Pinged(CountingRedis):
+    pings = 0
+
+    async def ping(self) -> Any:
+        self.pings += 1
+        return await self.client.ping()
+
+
+def fallback(shared: RedisRateLimiter, clock: Clock) -> Any:
+    """The limiter as the gateway builds it: shares through Redis, memory while it is down."""
+    import structlog
+
+    from sidecars.gateway.auth import FallbackRateLimiter, MemoryRateLimiter
+    from sidecars.gateway.redisguard import RedisBreaker
+
+    breaker = RedisBreaker(structlog.get_logger(), now=clock)
+    return FallbackRateLimiter(shared, MemoryRateLimiter(shared.window_s, now=clock), breaker)
+
+
+async def test_the_next_share_is_asked_ahead_by_a_check_and_no_request_waits_for_it(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conn = Pinged(redis)
+    shared = Waiting(conn, 60.0, prefix, now=clock, shares=8)  # shares of 20, asked below 5
+    limiter = fallback(shared, clock)
+    for i in range(61):
+        assert await limiter.hit(("key:k", 160)) is None
+        if i % 3 == 2:
+            clock.t += 0.25  # a check is due every third request
+    # Only the first request waited for a share: each next one was asked when 4 were left,
+    # went with the check a request carried within three (instead of a ping), and came in
+    # time.
+    assert shared.waits == 1
+    assert conn.round_trips == 4 and shared._local["key:k"].left == 19
+    assert conn.pings == 20 - 3  # the checks that had nothing to send
+    raw = await redis.get(shared.counters.key("key:k", 60.0))
+    assert int(raw) == 61 + 19 == 4 * 20
+
+
+async def test_a_share_asked_ahead_goes_with_another_keys_round_trip(
+    redis: Any, prefix: str
+) -> None:
+    clock = Clock()
+    conn = CountingRedis(redis)
+    limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4)  # shares of 10
+    for _ in range(9):
+        assert await admitted(limiter, "key:l", 40)  # 1 left: the next share is asked ahead
+    assert conn.round_trips == 1
+    assert await admitted(limiter, "key:m", 40)  # a new key's round trip takes key:l's too
+    assert conn.round_trips == 2 and limiter._local["key:l"].left == 1 + 10
+    for _ in range(11):
+        assert limiter.decide_local(("key:l", 40)) == (True, None)  # no wait, no round trip
+    assert conn.round_trips == 2
+
+
+async def test_replicas_asking_ahead_concurrently_never_admit_more_than_the_limit(
+    redis: Any, prefix: str
+) -> None:
+    import anyio
+
+    clock = Clock()
+    conns = [Pinged(redis) for _ in range(3)]
+    replicas = [Waiting(c, 3600.0, prefix, now=clock, shares=8) for c in conns]
+    limiters = [fallback(r, clock) for r in replicas]
+    limit = 200  # shares of 25, asked ahead below 6 left
+    results: list[bool] = []
+    most = 0  # the most a replica held of the key: over a share only when asked ahead
+
+    async def client(i: int) -> None:
+        nonlocal most
+        for n in range(80):
+            # Other keys too, so that shares asked ahead also go with their round trips.
+            limits = (("key:n", limit), (f"key:o{(i + n) % 5}", 10**6))
+            results.append(await limiters[(i + n) % 3].hit(*limits) is None)
+            most = max(most, *(r._local["key:n"].left for r in replicas if "key:n" in r._local))
+            clock.t += 0.01
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(client, i)
+    assert len(results) == 640
+    assert most > 25  # shares asked ahead came while the rest was still in use
+    # Each replica holds at most a rest under 6 and one share more when the window ends.
+    assert limit - 3 * (25 + 6 - 1) <= sum(results) <= limit
+    raw = await redis.get(replicas[0].counters.key("key:n", 3600.0))
+    held = sum(r._local["key:n"].left for r in replicas)
+    assert int(raw) == sum(results) + held
+
+
+async def test_a_rest_from_before_an_outage_is_dropped_when_the_share_asked_ahead_comes(
+    redis: Any, prefix: str
+) -> None:
+    class Breaker:  # what the limiter reads of RedisBreaker
+        up, outages = True, 0
+
+        async def call(self, fn: Any) -> Any:
+            return await fn()
+
+    clock = Clock()
+    limiter = RedisRateLimiter(redis, 60.0, prefix, now=clock, shares=4)  # shares of 10
+    breaker = Breaker()
+    limiter.breaker = breaker  # type: ignore[assignment]
+    for _ in range(9):
+        assert await admitted(limiter, "key:p", 40)  # 1 left: the next share is asked ahead
+    name = limiter.counters.key("key:p", 60.0)
+    await redis.delete(name)  # Redis restarted empty after an outage the breaker saw
+    breaker.outages = 1
+    assert await admitted(limiter, "key:p", 40)  # waits for the share asked ahead
+    # The rest of 1 Redis no longer counts is not added to the new share of 10.
+    assert limiter._local["key:p"].left == 9 and int(await redis.get(name)) == 10

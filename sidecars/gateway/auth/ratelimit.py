@@ -80,7 +80,7 @@ _TAKE_SHARES_SHA = hashlib.sha1(_TAKE_SHARES.encode()).hexdigest()
 class _Share:
     """What a replica holds of one key's window budget."""
 
-    __slots__ = ("left", "outages", "pending", "since", "spent", "window")
+    __slots__ = ("ask", "left", "low", "outages", "pending", "since", "spent", "window")
 
     def __init__(self, window: int, now: float) -> None:
         self.window = window
@@ -89,6 +89,8 @@ class _Share:
         self.outages = -1  # the breaker's outage count then: an outage since ends the lease
         self.spent = False  # Redis refused a share at ``since``: the window is spent
         self.pending: _Batch | None = None  # the batch asking Redis for this key
+        self.low = 0  # the low-water mark: below it, the next share is asked ahead
+        self.ask: tuple[str, int, int] = ("", 0, 0)  # Redis key, share size, limit
 
 
 class _Batch:
@@ -108,30 +110,40 @@ class RedisRateLimiter:
     """Counters shared by every gateway replica, under ``levibot.storage.counters`` key names.
 
     A replica does not ask Redis on every request: it takes a share of a key's window budget at
-    once (``INCRBY`` of ``limit // shares``, at least 1) and admits requests from it locally
-    until it is used up (or ``lease_s`` has passed: by default the whole window), then takes
-    another, giving back (``DECRBY``) any unused rest in the same round trip. Redis holds every
-    share handed out, so the fleet never admits more than the limit in a window; what a replica
-    holds when the window turns is lost, so the fleet may admit up to ``replicas × (share - 1)``
-    fewer (nothing with a small limit: a limit under ``shares`` gives shares of 1, i.e. one
-    round trip per request, as exact as before). A shorter lease would not shrink that: a
-    replica that gives a rest back takes a new share in the same call, and one that no longer
-    sees the key keeps its rest, lease or not; it would only make keys below their limit's
-    pace (many keys, a few requests a second each) go to Redis more often.
+    once (``INCRBY`` of ``limit // shares``, at least 1) and admits requests from it locally until
+    it is used up (or ``lease_s`` has passed: by default the whole window), then takes another,
+    giving back (``DECRBY``) any unused rest in the same round trip. When fewer than a quarter of a
+    share is left (shares of 4 or more), the next share is asked ahead: it goes with the next round
+    trip that goes anyway (another key's, or the check below) and adds to the rest, which requests
+    go on using meanwhile; so a key in steady use waits for Redis only when its rest runs out
+    before that answer (a key's first request in a window still does). Redis holds every share
+    handed out (a replica holds at most a rest and one share more, and the script grants no more
+    than the limit leaves), so the fleet never admits more than the limit in a window; what a
+    replica holds when the window turns is lost, so the fleet may admit up to
+    ``replicas × (share + share // 4 - 1)`` fewer (nothing with a small limit: a limit under
+    ``shares`` gives shares of 1, i.e. one round trip per request, as exact as before, and
+    nothing asked ahead). A shorter lease would not shrink that: a replica that gives a rest back
+    takes a new share in the same call, and one that no longer sees the key keeps its rest, lease
+    or not; it would only make keys below their limit's pace (many keys, a few requests a second
+    each) go to Redis more often.
 
-    A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when nothing
-    was answered for that long, the next request that its shares decide pings Redis (``check``,
-    through the breaker), so an outage is noticed as soon (the breaker, the memory fallback);
-    an outage ends every lease (Redis may be back empty). When Redis refuses a share (the
-    window is spent), the replica refuses that key locally; ``check_s`` later the next request
-    on it asks again, and the refusal stands until Redis answers: at most ten round trips a
-    second for a spent key, none of them waited for by the other requests.
+    A replica taking requests hears from Redis at least every ``check_s`` (0.1 s): when nothing was
+    answered for that long, the next request that its shares decide sends the shares asked ahead,
+    or pings Redis when there are none (``check``, through the breaker), so an outage is noticed as
+    soon (the breaker, the memory fallback), and a share asked ahead goes within ``check_s``, in
+    time for a key whose rest lasts that long (600 a minute gives shares of 18, asked ahead at 3
+    left: up to about 30 requests a second on the key); an outage ends every lease (Redis may be
+    back empty). When Redis refuses a share (the window is spent), the replica refuses that key
+    locally; ``check_s`` later the next request on it asks again, and the refusal stands until
+    Redis answers: at most ten round trips a second for a spent key, none of them waited for by the
+    other requests.
 
     Round trips are batched: one script call is in flight per replica at a time, and every key
     that needs a share meanwhile (each request's IP and key, from any number of requests) goes
     in the next one, so a busy replica with many keys makes few round trips. A key is in at
-    most one batch: a request that finds its key asked for waits for that answer. (One script
-    call over several keys: one Redis, not a cluster.)
+    most one batch: a request that finds its key asked for takes from its rest, or waits for
+    that answer when none is left. (One script call over several keys: one Redis, not a
+    cluster.)
     """
 
     def __init__(
@@ -185,13 +197,15 @@ class RedisRateLimiter:
                 return False, None
             age = now - share.since
             if share.left > 0 and age < self.lease_s:
-                held.append(share)
+                held.append(share)  # even while the next share is asked ahead
             elif share.spent and (share.pending is not None or age < self.check_s):
                 spent = True  # a refusal stands until Redis says otherwise
             else:
                 return False, None
         for share in held:  # counted even when refused, as in memory
             share.left -= 1
+            if share.left < share.low and share.pending is None and not share.spent:
+                self._ask_ahead(share)
         return True, self._retry(window, now) if spent else None
 
     def check_due(self) -> bool:
@@ -200,12 +214,16 @@ class RedisRateLimiter:
         return not self._checking and self.now() - self._heard_at >= self.check_s
 
     async def check(self) -> None:
-        """Ping Redis (through the breaker): how a replica whose shares all hold notices an
-        outage; raise ``RedisUnavailable`` (or Redis's error, without a breaker) when it fails.
+        """Hear from Redis (through the breaker): how a replica whose shares all hold notices
+        an outage, and how the shares asked ahead go out. Send the open batch when it holds
+        any and nothing is in flight, else ping; raise ``RedisUnavailable`` (or Redis's error,
+        without a breaker) when it fails.
         """
         self._checking = True
         try:
-            if self.breaker is None:
+            if self._open.entries and self._in_flight is None:
+                await self._send(self._open)  # an answered round trip is as good as a ping
+            elif self.breaker is None:
                 await self.redis.ping()
             else:
                 await self.breaker.call(self.redis.ping)
@@ -236,13 +254,13 @@ class RedisRateLimiter:
                 # Once answered, this request takes what it got, however slow the answer was.
                 usable = asked or (from_shares and share.outages == outages)
                 age = 0.0 if asked else now - share.since
-                if usable and share.spent and (share.pending is not None or age < self.check_s):
+                if usable and share.left > 0 and age < self.lease_s:
+                    held.append(share)  # even while the next share is asked ahead
+                elif usable and share.spent and (share.pending is not None or age < self.check_s):
                     held.append(share)  # refused: Redis said spent, and has not said otherwise
                 elif share.pending is not None:
-                    pending = share.pending
+                    pending = share.pending  # spent (or the lease over) before the answer
                     break
-                elif usable and share.left > 0 and age < self.lease_s:
-                    held.append(share)
                 else:
                     need.append((key, limit, share))
             if pending is not None:
@@ -257,6 +275,8 @@ class RedisRateLimiter:
         for share in held:
             if share.left > 0:
                 share.left -= 1  # from this replica's share
+                if share.left < share.low and share.pending is None and not share.spent:
+                    self._ask_ahead(share)
             else:
                 over = True  # spent, as Redis said within the lease
         return self._retry(window, now) if over else None
@@ -265,12 +285,29 @@ class RedisRateLimiter:
         """Put ``need``'s keys in the open batch, each giving back the rest it holds."""
         batch = self._open
         for key, limit, share in need:
-            name = self.counters.key(key, self.window_s)
-            batch.entries.append((name, share.left, max(1, limit // self.shares), limit, share))
+            size = max(1, limit // self.shares)
+            share.ask = (self.counters.key(key, self.window_s), size, limit)
+            share.low = size // 4  # 0 below shares of 4: a small limit stays exact
+            batch.entries.append((share.ask[0], share.left, size, limit, share))
             # The rest is off at once (and the key pending), so no concurrent request uses it
             # or gives it back a second time. A spent key stays spent meanwhile.
             share.left, share.pending = 0, batch
         return batch
+
+    def _ask_ahead(self, share: _Share) -> None:
+        """Put ``share``'s key in the open batch for its next share, keeping the rest in use.
+
+        It goes with the next round trip that goes anyway (a key that needs a share, a
+        check), so a key's next share comes before it runs out, and no request waits for it
+        but one that finds the rest spent first. Meanwhile a replica holds at most the rest
+        (under the low-water mark) and one share more: the script grants only what the limit
+        leaves, and Redis counts all of it, so the fleet still never admits more than the
+        limit; a key that goes quiet keeps both until its next take gives them back, or the
+        window turns.
+        """
+        name, size, limit = share.ask
+        self._open.entries.append((name, 0, size, limit, share))
+        share.pending = self._open
 
     async def _answer(self, batch: _Batch) -> None:
         """Return once ``batch`` is answered, sending it when no other batch is in flight;
@@ -299,7 +336,11 @@ class RedisRateLimiter:
             now, outages = self.now(), self._outages()  # the lease runs from the answer
             self._heard_at = now
             for (*_, share), n in zip(batch.entries, granted, strict=True):
-                share.left, share.spent, share.since = int(n), not int(n), now
+                # A share asked ahead adds to the rest still held (a share asked for need has
+                # none): the rest and the new share lease anew. A rest from before an outage
+                # is dropped, as Redis (back empty, maybe) may not count it.
+                rest = share.left if share.outages == outages else 0
+                share.left, share.spent, share.since = rest + int(n), not int(n), now
                 share.outages = outages
         except BaseException as exc:  # the rests given back are lost, as Redis still counts
             batch.error = exc
