@@ -17,7 +17,12 @@ bottleneck), and ``load`` says which. Three cases:
   second, so its share's lease is often over when its next request comes.
 
 ``limiter`` gives the CPU of the limiter call alone (no HTTP), memory against Redis, under and
-at the limits: the part of the per-request figures that differs, without their noise.
+at the limits: the part of the per-request figures that differs, without their noise; and on
+``many``'s keys, on a clock of its own that moves ``PACE_S`` a call (about the rps the HTTP
+cases see here), so each key sees the requests a second it sees over HTTP. With it,
+``redis_waits_per_1000``: calls of a thousand that the Redis limiter's shares could not decide,
+each of which waited for a round trip (in ``many``, a key's first of a window, and any whose
+share ran out before the next came).
 
 Rounds alternate the two gateways (the order swapped every round); each side's figures are the
 median over ``--rounds``, and ``ratio_vs_memory`` = redis rps ÷ memory rps, from this run;
@@ -39,6 +44,7 @@ too (its ``rest.limits.*`` rows).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -67,6 +73,8 @@ RESULTS = Path(__file__).with_name("results") / "rest_limits.json"
 #: (per key, per IP) limits and API keys of each case; ``at`` spends them before measuring.
 CASES = {"under": (10**9, 10**9, 1), "at": (600, 1200, 1), "many": (600, 10**9, 1000)}
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+#: The limiter-alone ``many`` case's clock step per call: about the rps the HTTP cases see here.
+PACE_S = 1 / 17_000
 
 
 def _us(text: str) -> float:
@@ -225,30 +233,52 @@ async def _cleanup(url: str, prefix: str) -> None:
 async def limiter_cost(url: str, prefix: str, rounds: int, calls: int = 1000) -> dict[str, Any]:
     """CPU µs per ``hit`` of the limiter alone, as the gateway builds it (``Fallback`` over
     ``Redis``, or ``Memory``), 32 callers at once with a loop turn between calls: under the
-    limits and at them (spent), the part of the per-request CPU above that is the limiter's."""
+    limits, at them (spent), and on many keys in turn (paced, as the module says), the part of
+    the per-request CPU above that is the limiter's; with the Redis calls that waited."""
     import redis.asyncio as aioredis
     import structlog
 
     from sidecars.gateway.auth import FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter
     from sidecars.gateway.redisguard import RedisBreaker
 
+    class Waiting(RedisRateLimiter):
+        """Count the calls the shares could not decide (``Fallback`` calls ``hit`` for them)."""
+
+        waits = 0
+
+        async def hit(self, *limits: tuple[str, int]) -> float | None:
+            self.waits += 1
+            return await super().hit(*limits)
+
+    class Paced:
+        """A clock that moves only when told (``PACE_S`` a call), and the turn of the keys."""
+
+        def __init__(self) -> None:
+            self.t = time.time()
+            self.turn = itertools.count()
+
+        def __call__(self) -> float:
+            return self.t
+
     client = aioredis.from_url(url)
     out: dict[str, Any] = {}
     try:
-        for name, (per_key, per_ip, _) in CASES.items():
-            if name == "many":
-                continue  # the same calls as "under" on other keys
+        for name, (per_key, per_ip, n_keys) in CASES.items():
             if name == "at":
                 per_key, per_ip = 1, 1  # spent from the second call on
             limits = (("ip:127.0.0.1", per_ip), ("key:bench", per_key))
+            turns = [(("ip:127.0.0.1", per_ip), (f"key:bench{k}", per_key)) for k in range(n_keys)]
+            paced = Paced() if n_keys > 1 else None
+            shared = Waiting(client, 60.0, f"{prefix}:micro:{name}", now=paced or time.time)
             sides: dict[str, Any] = {
-                "memory": MemoryRateLimiter(60.0),
+                "memory": MemoryRateLimiter(60.0, now=paced or time.monotonic),
                 "redis": FallbackRateLimiter(
-                    RedisRateLimiter(client, 60.0, f"{prefix}:micro:{name}"),
-                    MemoryRateLimiter(60.0), RedisBreaker(structlog.get_logger()),
+                    shared, MemoryRateLimiter(60.0, now=paced or time.monotonic),
+                    RedisBreaker(structlog.get_logger(), now=paced or time.monotonic),
                 ),
             }  # fmt: skip
             us: dict[str, list[float]] = {side: [] for side in sides}
+            waits: list[float] = []
             for _ in range(rounds):
                 for side, limiter in sides.items():
 
@@ -257,12 +287,24 @@ async def limiter_cost(url: str, prefix: str, rounds: int, calls: int = 1000) ->
                             await limiter.hit(*limits)
                             await anyio.lowlevel.checkpoint()
 
+                    async def in_turn(
+                        limiter: Any = limiter, turns: Any = turns, clock: Any = paced
+                    ) -> None:
+                        for _ in range(calls):
+                            clock.t += PACE_S
+                            await limiter.hit(*turns[next(clock.turn) % len(turns)])
+                            await anyio.lowlevel.checkpoint()
+
+                    waited = shared.waits
                     t0 = time.process_time()
                     async with anyio.create_task_group() as tg:
                         for _ in range(32):
-                            tg.start_soon(caller)
+                            tg.start_soon(caller if paced is None else in_turn)
                     us[side].append((time.process_time() - t0) * 1e6 / (32 * calls))
+                    if side == "redis":
+                        waits.append((shared.waits - waited) * 1000 / (32 * calls))
             out[name] = {f"{side}_cpu_us_per_hit": statistics.median(v) for side, v in us.items()}
+            out[name]["redis_waits_per_1000"] = statistics.median(waits)
     finally:
         await client.aclose()
     return out
@@ -364,7 +406,8 @@ def main() -> None:
               f"{'met' if r['ratio_vs_memory'] >= 0.8 else 'NOT met'})")  # fmt: skip
     for name, r in report["results"]["limiter"].items():
         print(f"limiter alone, {name}: CPU µs per hit, memory {r['memory_cpu_us_per_hit']:.2f}, "
-              f"redis {r['redis_cpu_us_per_hit']:.2f}")  # fmt: skip
+              f"redis {r['redis_cpu_us_per_hit']:.2f}; calls that waited for Redis "
+              f"{r['redis_waits_per_1000']:.1f} per 1,000")  # fmt: skip
     print(f"wall {report['wall_s']:.1f} s")
 
 
