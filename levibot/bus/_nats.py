@@ -20,6 +20,7 @@ tick. A handler that raises on a durable message gets it again later and, after
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,12 @@ class NatsMirror(SettleMixin):
         data_dir: str | Path = "var",
         tracer: Any = None,
         local_busy: LocalBusy | None = None,
-        consumed_elsewhere: tuple[type[Message], ...] = (Message,),
+        core_out: Mapping[type[Message], bool] | None = None,
     ) -> None:
         self.config = config
-        # The core types some actor outside this node consumes (``[nats] mirror``, the node
-        # works them out); ``(Message,)``: all. Per concrete type, whether it goes out: decided
-        # at its first message by the rule the local bus routes by (``issubclass``).
-        self.consumed_elsewhere = consumed_elsewhere
-        self._core_out: dict[type[Message], bool] = {}
+        # Whether core messages of a type go out (``[nats] mirror``: the node decides it for the
+        # types its actors emit); a type it does not name goes out, as with mirror = "all".
+        self.core_out: dict[type[Message], bool] = dict(core_out or {})
         self.tracer = tracer  # levibot.tracing.Tracer when [tracing] is on (``_trace``)
         self.node = node
         self.consumer_name = consumer_name
@@ -175,24 +174,13 @@ class NatsMirror(SettleMixin):
 
     # -- egress ---------------------------------------------------------------------------
 
-    def mirrors(self, type_: type[Message]) -> bool:
-        """Return True when core messages of ``type_`` go out (durable ones always do)."""
-        out = self._core_out.get(type_)
-        if out is None:
-            out = self._core_out[type_] = issubclass(type_, self.consumed_elsewhere)
-        return out
-
     async def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` for publishing. Market data is dropped when full, and not sent when
-        no actor elsewhere consumes it (``mirrors``); durable waits."""
+        no actor elsewhere consumes it (``core_out``); durable waits."""
         if msg.durable or self.config.durable_all:
             await self.durable.put(msg)
-        else:
-            out = self._core_out.get(type(msg))
-            if out is None:
-                out = self.mirrors(type(msg))
-            if out:
-                self.core.put(msg)
+        elif self.core_out.get(type(msg), True):
+            self.core.put(msg)
 
     async def run_egress(self) -> None:
         """Publish queued messages until ``close`` and the queues are empty.

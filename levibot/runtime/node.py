@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -65,23 +66,32 @@ def _busy(runners: list[ActorRunner]) -> bool:
     return False
 
 
-def consumed_elsewhere(settings: Settings, groups: tuple[str, ...]) -> tuple[type[Message], ...]:
-    """Return the types that actors outside a node running ``groups`` consume: what it mirrors.
+def core_out(
+    settings: Settings, groups: tuple[str, ...], types: Iterable[type[Message]]
+) -> dict[type[Message], bool]:
+    """Return, for each of ``types``, whether a node running ``groups`` sends it to NATS.
 
-    Every pod runs the same ``[groups]`` with its own ``[node] groups``, so the actors of the
-    groups it does not run are elsewhere, and with ``partition_count`` > 1 so are the other
-    replicas of its partitioned actors. A message goes to them as the local bus routes it, when
-    its type is a subclass of one of these. ``[nats] mirror = "all"``: ``(Message,)``.
+    A type goes out when an actor elsewhere consumes it, as the local bus routes (a subclass of
+    one of its ``consumes``). Every pod runs the same ``[groups]`` with its own ``[node]
+    groups``, so the actors of the groups it does not run are elsewhere, and with
+    ``partition_count`` > 1 so are the other replicas of its partitioned actors. Actors are
+    imported only until every type is decided (the telegram actor's aiogram costs 2 s and
+    130 MiB). ``[nats] mirror = "all"``: every type.
     """
+    out = dict.fromkeys(types, settings.nats.mirror == "all")
     if settings.nats.mirror == "all":
-        return (Message,)
-    names = settings.actors_of(tuple(g for g in settings.groups if g not in groups))
+        return out
+    names: list[str] = []
     if settings.node.partition_count > 1:
         names += [n for n in settings.actors_of(groups) if resolve(n).partitioned]
-    types: dict[type[Message], None] = {}
+    names += settings.actors_of(tuple(g for g in settings.groups if g not in groups))
     for name in names:
-        types.update(dict.fromkeys(resolve(name).consumes))
-    return tuple(types)
+        left = [t for t, sent in out.items() if not sent]
+        if not left:
+            break
+        consumes = resolve(name).consumes
+        out.update((t, True) for t in left if issubclass(t, consumes))
+    return out
 
 
 def drain_order(actors: list[Actor[Any]]) -> list[Actor[Any]]:
@@ -221,6 +231,8 @@ class Node:
             consumer = f"{self.settings.nats.durable_prefix}_{'-'.join(sorted(self.groups))}"
             if self.partition.count > 1:
                 consumer += f"_p{self.partition.index}of{self.partition.count}"
+            # The core types this node's actors emit; one they publish undeclared goes out.
+            emitted = [t for a in self.actors.values() for t in a.emits if not t.durable]
             self.mirror = NatsMirror(
                 self.settings.nats,
                 node=self.node_id,
@@ -232,16 +244,15 @@ class Node:
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
                 tracer=self.tracer,
                 local_busy=lambda: _busy(self._inbox_runners),
-                consumed_elsewhere=consumed_elsewhere(self.settings, self.groups),
+                core_out=core_out(self.settings, self.groups, emitted),
             )
             self.bus.egress = self.mirror.enqueue
             cfg = self.settings.nats
-            emitted = {t for a in self.actors.values() for t in a.emits if not t.durable}
-            sent = {t for t in emitted if cfg.durable_all or self.mirror.mirrors(t)}
+            out = {t for t, sent in self.mirror.core_out.items() if sent or cfg.durable_all}
             self.log.info(
                 "nats.mirror", mode=cfg.mirror, durable_all=cfg.durable_all,
-                core_sent=sorted(t.__name__ for t in sent),
-                core_kept=sorted(t.__name__ for t in emitted - sent),
+                core_sent=sorted(t.__name__ for t in out),
+                core_kept=sorted(t.__name__ for t in self.mirror.core_out.keys() - out),
             )  # fmt: skip
 
     async def settle(self) -> None:
@@ -540,4 +551,4 @@ class Node:
         self.log.warning("node.drain_timeout", pending=pending)
 
 
-__all__ = ["EXIT_CANCELLED", "EXIT_CRASH", "EXIT_OK", "Node", "consumed_elsewhere", "drain_order"]
+__all__ = ["EXIT_CANCELLED", "EXIT_CRASH", "EXIT_OK", "Node", "core_out", "drain_order"]

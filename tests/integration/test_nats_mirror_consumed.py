@@ -1,8 +1,9 @@
 """``[nats] mirror``: a node sends a core type to NATS only when an actor elsewhere consumes it.
 
-The deployment: group ``a`` (a consumer of ``Here``, which also emits the durable ``Kept``) and
-group ``b`` (a consumer of ``There``). The node runs ``a`` alone, on the shared NATS server, and
-a raw nats-py client subscribed to the whole namespace records what arrives.
+The deployment: group ``a`` (a producer of ``Here`` and ``There``, a consumer of ``Here`` that
+emits the durable ``Kept``) and group ``b`` (a consumer of ``There``). The node runs ``a``
+alone, on the shared NATS server, and a raw nats-py client subscribed to the whole namespace
+records what arrives.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class Kept(Message, frozen=True, kw_only=True):
         return f"kept:{self.n}"
 
 
+class Producer(Actor[Config]):
+    """Declares what the test publishes on the node's bus: the node decides for these types."""
+
+    name = "mir_producer"
+    emits = (Here, There)
+
+
 class HereSink(Actor[Config]):
     name = "mir_here"
     consumes = (Here,)
@@ -80,7 +88,7 @@ class ThereSink(Actor[Config]):
         pass
 
 
-for _cls in (HereSink, PartitionedHereSink, ThereSink):
+for _cls in (Producer, HereSink, PartitionedHereSink, ThereSink):
     register(_cls.name, f"{__name__}:{_cls.__name__}")
 
 
@@ -92,7 +100,7 @@ def settings(a: str = "mir_here", **nats_: Any) -> Any:
         environ={},
         overrides={
             "node": node,
-            "groups": {"a": [a], "b": ["mir_there"]},
+            "groups": {"a": ["mir_producer", a], "b": ["mir_there"]},
             "nats": {"url": NATS_URL, "namespace": ns, "stream": ns.upper(), **nats_},
         },
     )
