@@ -6,10 +6,11 @@ the same way (``bench.pipeline_feed.paced``: warm-up, settle, the rate ladder wi
 each message one plain ``nc.publish`` of a payload of about the engine's size, and no stage
 work at all:
 
-  ingest     per bar: the bar (msgpack of the real ``Bar``) to execution, a features payload
-             (``len(SCHEMA.names)`` floats) to scoring
+  ingest     per bar: the bar (msgpack of the real ``Bar``) to scoring and execution (both
+             consume bars), a features payload (``len(SCHEMA.names)`` floats) to scoring
   scoring    per features payload: a signal payload to execution
-  execution  per bar: a portfolio-snapshot payload (published, as the mirror does; no listener)
+  execution  nothing: its portfolio snapshots and risk status stay local, as the engine's
+             mirror (``[nats] mirror = "consumed"``) sends only what another group consumes
 
 What the three processes spend per bar (user + system CPU, sampled from ``/proc`` as the engine
 run is) is the least that splitting costs on this machine with nats-py, whatever the engine
@@ -94,7 +95,12 @@ async def _scoring(url: str, ns: str, out: Path, ready: Path) -> None:
         if ingress:
             rows.append((ingress, now - ingress, 0))
 
-    await _serve(nc, [(f"{ns}.feat.>", cb)], ready)
+    decode_bar = msgspec.msgpack.Decoder(_bar_type()).decode
+
+    async def on_bar(msg: Any) -> None:  # read, as the engine's scoring reads every bar
+        decode_bar(msg.data)
+
+    await _serve(nc, [(f"{ns}.feat.>", cb), (f"{ns}.bar.>", on_bar)], ready)
     np.save(out, np.array(rows, dtype=np.int64).reshape(-1, 3))
 
 
@@ -104,13 +110,10 @@ async def _execution(url: str, ns: str, out: Path, ready: Path) -> None:
     decode_bar = msgspec.msgpack.Decoder(bar_type).decode
     decode_signal = msgspec.msgpack.Decoder(tuple[int, int, str, str, float, str, float, float,
                                                   float]).decode  # fmt: skip
-    encode = msgspec.msgpack.Encoder().encode
     rows: list[tuple[int, int, int]] = []
-    positions = [(f"SYM{i:03d}USDT", 0.0, 0.0) for i in range(16)]
 
     async def on_bar(msg: Any) -> None:
-        bar = decode_bar(msg.data)
-        await nc.publish(f"{ns}.portfolio", encode((bar.ts_event, 1e12, 1e12, positions)))
+        decode_bar(msg.data)  # the order actor marks and fills on it: nothing goes out
 
     async def on_signal(msg: Any) -> None:
         ingress = decode_signal(msg.data)[0]
