@@ -276,15 +276,18 @@ async def test_a_failed_round_trip_fails_its_waiters_and_the_next_request_asks_a
     assert await admitted(limiter, "key:g", 40)
 
 
+class Breaker:
+    """What the limiter reads of RedisBreaker: up, and how many outages so far (set by hand)."""
+
+    up, outages = True, 0
+
+    async def call(self, fn: Any) -> Any:
+        return await fn()
+
+
 async def test_an_outage_ends_the_leases_and_an_emptied_redis_is_not_given_back_below_zero(
     redis: Any, prefix: str
 ) -> None:
-    class Breaker:  # what the limiter reads of RedisBreaker
-        up, outages = True, 0
-
-        async def call(self, fn: Any) -> Any:
-            return await fn()
-
     clock = Clock()
     conn = CountingRedis(redis)
     limiter = RedisRateLimiter(conn, 60.0, prefix, now=clock, shares=4, lease_s=10.0)
@@ -482,12 +485,6 @@ async def test_replicas_asking_ahead_concurrently_never_admit_more_than_the_limi
 async def test_a_rest_from_before_an_outage_is_dropped_when_the_share_asked_ahead_comes(
     redis: Any, prefix: str
 ) -> None:
-    class Breaker:  # what the limiter reads of RedisBreaker
-        up, outages = True, 0
-
-        async def call(self, fn: Any) -> Any:
-            return await fn()
-
     clock = Clock()
     limiter = RedisRateLimiter(redis, 60.0, prefix, now=clock, shares=4)  # shares of 10
     breaker = Breaker()
