@@ -157,13 +157,13 @@ class OrderActor(Actor[OrderConfig]):
         self.orders: dict[str, VenueOrder] = (
             {o.venue_id: o for o in state.venue_orders} if (state is not None) else {}
         )
-        self.outbox: Outbox[OrderOutput] = Outbox(cfg.outbox_max, state.outbox if state else ())
+        self.outbox: Outbox[OrderOutput] = Outbox(
+            cfg.outbox_max, state.outbox if state else (), hold=cfg.persist
+        )
         self.market: dict[str, MarketView] = {}
         self._bars = self._ticks = 0
         self._now = 0
         self._lock = asyncio.Lock()  # handle, the user stream and timers take turns
-        self._held: list[Message] | None = None  # what this turn published (``_turn``)
-        self._unsent: list[Message] = []  # held by a turn whose save failed: out after the next
         self._kill = False
         m = self.ctx.metrics
         fills = m.counter("levibot_order_fills_total", "Fills executed")
@@ -183,8 +183,8 @@ class OrderActor(Actor[OrderConfig]):
         if state is not None and state.curve:
             # A restarted process tells risk the portfolio it restored: a fill whose message
             # died with the previous process (persisted here, never published) is then known.
-            ts = state.curve[-1][0]
-            await self._publish(self.portfolio.snapshot(ts, ts, 0))
+            ts = state.curve[-1][0]  # (a state already on disk: nothing to hold it for)
+            await self.ctx.publish(self.portfolio.snapshot(ts, ts, 0))
         # Outputs the last process saved but may have died before NATS confirmed.
         resent = await self.outbox.replay(self.ctx.publish)
         if cfg.venue == "binance":
@@ -239,35 +239,18 @@ class OrderActor(Actor[OrderConfig]):
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
         """One turn at the state: handle, the live venue's stream and the timers take turns, and
-        what a turn publishes goes out once the state it changed is saved.
-
-        Every turn that fills or closes something saves, and the outbox in the saved state holds
-        what it published. Published at once instead, a fill could reach the stream before its
-        save, and a kill -9 between the two left a fill the restarted actor did not know of: the
-        intent, redelivered, filled again at a later price under the same fill id, which the
-        stream dropped as a duplicate (the state's cash then differed from the fills). Now a
-        kill before the save loses the fill everywhere (the redelivery makes it), and one after
-        it leaves the outbox to re-send it under its id.
+        what a turn publishes goes out once the state it changed is saved (persist, then
+        publish: ``levibot.runtime.outbox``). Every turn that fills or closes something saves.
 
         A turn that raised (its save failed: a full disk) publishes nothing: what it held stays
-        recorded in the outbox and goes out after the next turn, which saves first.
+        in the outbox and goes out after the next turn, which saves first.
         """
         async with self._lock:
-            if not self.config.persist:  # nothing saved: nothing to wait for
-                yield
-                return
-            held = self._unsent
-            left_over = bool(held)
-            self._held = held
-            try:
-                yield
-            finally:
-                self._held = None
+            left_over = bool(self.outbox.unsent)
+            yield
             if left_over:  # this turn may have saved nothing: the failed turn's outputs must be
                 await self.save()
-            self._unsent = []
-            for out in held:
-                await self.ctx.publish(out)
+            await self.outbox.release(self.ctx.publish)
 
     async def _dispatch(
         self, msg: OrderIntent | Tick | Bar | Quote | CancelOrder | RiskStatus
@@ -508,12 +491,8 @@ class OrderActor(Actor[OrderConfig]):
             await self._writer.save(msgspec.json.encode(state))
 
     async def _publish(self, msg: Message) -> None:
-        if type(msg).durable:  # only durable ones are kept (the test spares a call per bar)
-            self.outbox.record(msg)  # type: ignore[arg-type]
-        if self._held is not None:
-            self._held.append(msg)  # out at the turn's end, after its save (``_turn``)
-            return
-        await self.ctx.publish(msg)
+        if not self.outbox.hold(msg):  # held: out at the turn's end, after its save (``_turn``)
+            await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:
         """Persist the portfolio one last time (marks and the equity curve moved since)."""

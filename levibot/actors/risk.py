@@ -206,12 +206,10 @@ class RiskActor(Actor[RiskConfig]):
             atr_exits=cfg.atr_exits,
             max_price_age_s=cfg.max_price_age_s,
         )
+        # With persistence, what handling publishes goes out once its save is on disk.
         self.outbox: Outbox[OrderIntent | OrderDenied | Alert] = Outbox(
-            cfg.outbox_max, state.outbox
+            cfg.outbox_max, state.outbox, hold=cfg.persist
         )
-        # What handling published, sent once its save is on disk (``_send_unsent``); None
-        # without persistence: nothing is saved, so nothing waits (replays, backtests).
-        self._unsent: list[OrderIntent | OrderDenied | Alert] | None = [] if cfg.persist else None
         m = self.ctx.metrics
         self._intents = m.counter("levibot_risk_intents_total", "Order intents approved")
         self._register_gauges()
@@ -302,10 +300,9 @@ class RiskActor(Actor[RiskConfig]):
                     )
             case _:
                 self.ctx.log.warning("risk.unexpected", type=type(msg).__name__)
-        if eng.dirty or self._unsent:  # an output is a change too: the outbox holds it
+        if eng.dirty or self.outbox.unsent:  # an output is a change too: the outbox holds it
             await self.save()
-            if self._unsent:
-                await self._send_unsent()
+            await self.outbox.release(self.ctx.publish)  # persist, then publish
         if self._controls() != self._announced:
             await self._announce(now)
 
@@ -358,32 +355,14 @@ class RiskActor(Actor[RiskConfig]):
             await self._writer.save(msgspec.json.encode(self.engine.state))
 
     async def _publish(self, msg: OrderIntent | OrderDenied | Alert) -> None:
-        self.outbox.record(msg)
-        unsent = self._unsent
-        if unsent is not None:
-            unsent.append(msg)  # out after this handling's save (``_send_unsent``)
-            return
-        await self.ctx.publish(msg)
-
-    async def _send_unsent(self) -> None:
-        """Publish what handling decided, now that the state which decided it is on disk.
-
-        Published before the save instead, an intent (a denial, an alert) could be confirmed by
-        JetStream and then be missing from the state after a kill -9: the restarted actor knew
-        neither the pending order nor the decided id, and a redelivered ``SubmitOrder`` was
-        decided again, perhaps otherwise, under the same order id. Now a kill before the save
-        loses the decision everywhere (a redelivered input makes it again), and one after it
-        leaves the outbox to re-send it at start.
-
-        A save that raised sends nothing: the outputs stay here, recorded in the outbox, and go
-        out after the next save that succeeds. The runtime applies the policy to the failed
-        input: a local one (signal, snapshot) crashes the node, whose ``on_stop`` saves once
-        more for the next start to re-publish; a durable one (fill, command) is redelivered and
-        changes nothing new (a seen fill, a decided order id, the same control set again), but
-        its handling saves because outputs are waiting, then sends them.
-        """
-        unsent, self._unsent = self._unsent, []
-        for msg in unsent or ():
+        """Publish a decision, or with persistence hold it until ``handle`` has saved the state
+        that made it (``levibot.runtime.outbox``). A save that raised sends nothing: the
+        runtime applies the policy to the failed input. A local one (signal, snapshot) crashes
+        the node, whose ``on_stop`` saves once more for the next start to re-publish; a durable
+        one (fill, command) is redelivered and changes nothing new (a seen fill, a decided order
+        id, the same control set again), but its handling saves because outputs are waiting,
+        then sends them."""
+        if not self.outbox.hold(msg):
             await self.ctx.publish(msg)
 
     async def on_stop(self) -> None:
