@@ -79,12 +79,8 @@ class RecorderActor(Actor[RecorderConfig]):
 
     async def handle_batch(self, msgs: Any) -> None:
         """Record a batch in order."""
-        kept, messages = self._kept, self.messages
         for msg in msgs:
-            lst = kept.get(type(msg))
-            if lst is not None:
-                messages.append(msg)
-                lst.append(msg)
+            self.record(msg)
 
     def of_type(self, type_: type[Any]) -> list[Any]:
         """Return the recorded messages of ``type_``, in arrival order."""

@@ -203,9 +203,7 @@ class RedisRateLimiter:
             else:
                 return False, None
         for share in held:  # counted even when refused, as in memory
-            share.left -= 1
-            if share.left < share.low and share.pending is None and not share.spent:
-                self._ask_ahead(share)
+            self._take(share)
         return True, self._retry(window, now) if spent else None
 
     def check_due(self) -> bool:
@@ -274,9 +272,7 @@ class RedisRateLimiter:
         over = False
         for share in held:
             if share.left > 0:
-                share.left -= 1  # from this replica's share
-                if share.left < share.low and share.pending is None and not share.spent:
-                    self._ask_ahead(share)
+                self._take(share)  # from this replica's share
             else:
                 over = True  # spent, as Redis said within the lease
         return self._retry(window, now) if over else None
@@ -293,6 +289,12 @@ class RedisRateLimiter:
             # or gives it back a second time. A spent key stays spent meanwhile.
             share.left, share.pending = 0, batch
         return batch
+
+    def _take(self, share: _Share) -> None:
+        """Count one request on ``share``; under its low-water mark, ask for the next ahead."""
+        share.left -= 1
+        if share.left < share.low and share.pending is None and not share.spent:
+            self._ask_ahead(share)
 
     def _ask_ahead(self, share: _Share) -> None:
         """Put ``share``'s key in the open batch for its next share, keeping the rest in use.
