@@ -67,12 +67,11 @@ class Producer(Actor[Config]):
 
 
 class HereSink(Actor[Config]):
+    """Consumes Here (its handle, the base one, keeps nothing)."""
+
     name = "mir_here"
     consumes = (Here,)
     emits = (Kept,)
-
-    async def handle(self, msg: Message) -> None:
-        pass
 
 
 class PartitionedHereSink(HereSink):
@@ -81,11 +80,10 @@ class PartitionedHereSink(HereSink):
 
 
 class ThereSink(Actor[Config]):
+    """Consumes There (its handle, the base one, keeps nothing)."""
+
     name = "mir_there"
     consumes = (There,)
-
-    async def handle(self, msg: Message) -> None:
-        pass
 
 
 for _cls in (Producer, HereSink, PartitionedHereSink, ThereSink):
