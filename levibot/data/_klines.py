@@ -142,18 +142,21 @@ def iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+#: Integer epochs told apart by magnitude: below each bound (seconds below the year 5138,
+#: then ms, µs), the factor to nanoseconds; above the last, nanoseconds already.
+_EPOCH_SCALES = ((100_000_000_000, 1_000_000_000), (100_000_000_000_000, 1_000_000),
+                 (100_000_000_000_000_000, 1_000))  # fmt: skip
+
+
 def parse_timestamp(text: str) -> int:
     """Return a timestamp field (epoch s/ms/µs/ns or ISO-8601, UTC) in ns; ``ValueError`` if bad."""
     text = text.strip()
     if text and (text.isdigit() or (text[0] == "-" and text[1:].isdigit())):
         value = int(text)
         magnitude = abs(value)
-        if magnitude < 100_000_000_000:  # < year 5138 in seconds
-            return value * 1_000_000_000
-        if magnitude < 100_000_000_000_000:
-            return value * 1_000_000
-        if magnitude < 100_000_000_000_000_000:
-            return value * 1_000
+        for bound, factor in _EPOCH_SCALES:
+            if magnitude < bound:
+                return value * factor
         return value
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
@@ -286,9 +289,6 @@ _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max
 #: A data section ``_load_plain`` may parse at once: digits, points, exponents, minus signs.
 #: No ``+``: numpy's integer parser takes ``+5`` where ``parse_timestamp`` refuses it.
 _PLAIN_BODY = re.compile(r"[0-9.,eE\-\n]*")
-#: Epoch magnitudes (as ``parse_timestamp``): below each bound, the factor to nanoseconds.
-_EPOCH_SCALES = ((100_000_000_000, 1_000_000_000), (100_000_000_000_000, 1_000_000),
-                 (100_000_000_000_000_000, 1_000))  # fmt: skip
 
 
 def _load_plain(text: str, cols: list[int]) -> tuple[I64, F64] | None:
