@@ -6,6 +6,7 @@ goes out in frames (``_frame``), one per run of messages under one subject root:
 one PUB, no headers.
 
 Durable egress: JetStream publishes in order, each batch within a retry budget, then spilled.
+A batch is in flight at once, its acks gathered on one subscription (``_jspub``).
 
 Durable messages have their own queue and task, apart from market data (core NATS): a publish
 the server does not accept delays the durable messages behind it, never a tick. A batch is
@@ -36,6 +37,7 @@ from levibot.backoff import Backoff
 from levibot.bus import _spill
 from levibot.bus._delivery import error_text
 from levibot.bus._frame import FrameEncoder
+from levibot.bus._jspub import JetStreamPublisher
 from levibot.bus._sequence import Sequencer
 from levibot.bus._spill import Item
 from levibot.bus._subjects import ORIGIN
@@ -229,7 +231,7 @@ class DurableEgress:
         self.spill_path = spill_path
         self.on_spill = on_spill
         self.log = log
-        self.js: Any = None
+        self.publisher: JetStreamPublisher | None = None  # set when the mirror connects
         self.queue: deque[Message] = deque()
         self.enqueued = 0  # sequence number of the last message queued
         self.confirmed = 0  # every message up to this sequence is published or spilled
@@ -314,16 +316,9 @@ class DurableEgress:
         attempts = 1 if self.refusing or self.closing else self.config.publish_attempts
         timeout = min(self.config.connect_timeout_s, budget_s)
         for attempt in range(1, attempts + 1):
-            # Each publish awaits its own PubAck; gathering them keeps the batch in flight at
-            # once. (js.publish_async is avoided: a publish that fails mid-reconnect leaks its
-            # pending-slot semaphore, and enough of those stall the client for good.)
-            results = await asyncio.gather(
-                *(self.js.publish(s, d, timeout=timeout, headers=h) for s, d, h in items),
-                return_exceptions=True,
-            )
-            failed = [
-                i for i, r in zip(items, results, strict=True) if isinstance(r, BaseException)
-            ]
+            assert self.publisher is not None  # run starts after connect
+            results = await self.publisher.publish(items, timeout)
+            failed = [i for i, r in zip(items, results, strict=True) if r is not None]
             self.m_published.inc(len(items) - len(failed))
             if not failed:
                 if self.refusing:
@@ -331,7 +326,7 @@ class DurableEgress:
                     self.log.info("nats.publish_recovered")
                 return
             self.m_errors.inc(len(failed))
-            error = next(error_text(r) for r in results if isinstance(r, BaseException))
+            error = next(error_text(r) for r in results if r is not None)
             left = budget_s - (time.monotonic() - started)
             if attempt == attempts or left <= 0 or self.closing:
                 await self._spill(failed, error)

@@ -32,6 +32,7 @@ from levibot.bus import _dlq, _spill, _trace
 from levibot.bus._dlq import DeadLetters
 from levibot.bus._egress import CoreEgress, DurableEgress, Encoding, LocalBusy
 from levibot.bus._ingress import Deliver, Ingress
+from levibot.bus._jspub import JetStreamPublisher
 from levibot.bus._settle import SettleMixin
 from levibot.bus._subjects import ORIGIN, ensure_stream, namespace
 from levibot.bus._subjects import minimal as _minimal
@@ -150,7 +151,8 @@ class NatsMirror(SettleMixin):
         )
         self.js = self.nc.jetstream()
         await ensure_stream(self.js, self.config, self.codec.types)
-        self.durable.js = self.dead_letters.js = self.ingress.js = self.js
+        self.dead_letters.js = self.ingress.js = self.js
+        self.durable.publisher = JetStreamPublisher(self.nc)
         self.core.nc = self.ingress.nc = self.nc
         if self.tracer is not None:
             _trace.wrap_connection(self)
