@@ -38,6 +38,7 @@ import nats
 import nats.errors
 from nats.js import api
 
+from levibot.bus._frame import FrameDecoder, is_frame
 from levibot.data import ensure_btcusdt
 from levibot.messages import (
     CORE_TYPES,
@@ -184,15 +185,21 @@ class Recorder:
     def __init__(self, lt: LoopThread, ns: str) -> None:
         self.lt, self.ns = lt, ns
         self.codec = Codec(CORE_TYPES)
+        self.frames = FrameDecoder(self.codec)
         self.snapshot: PortfolioSnapshot | None = None
 
         async def start() -> Any:
             nc = await nats.connect(f"nats://127.0.0.1:{NATS_PORT}")
 
             async def on_snapshot(raw: Any) -> None:
-                msg = self.codec.decode(raw.data)
-                if isinstance(msg, PortfolioSnapshot):
-                    self.snapshot = msg
+                # Core NATS carries frames (``levibot.bus._frame``): the last snapshot in it.
+                if is_frame(raw.data):
+                    msgs: list[Any] = self.frames.decode(raw.data)[3]
+                else:
+                    msgs = [self.codec.decode(raw.data)]
+                for msg in msgs:
+                    if isinstance(msg, PortfolioSnapshot):
+                        self.snapshot = msg
 
             await nc.subscribe(f"{ns}.lb.portfolio", cb=on_snapshot)
             await nc.flush()
@@ -552,7 +559,9 @@ def _reconcile(out: Outcome, fills: list[Fill], bad: list[str]) -> None:
         "state file", state["cash"],
         {s: h["quantity"] for s, h in (state.get("holdings") or {}).items()},
     )]  # fmt: skip
-    if out.snapshot is not None:
+    if out.snapshot is None:  # execution publishes one per bar: its absence is the harness's bug
+        bad.append("no PortfolioSnapshot reached the test's core NATS subscriber")
+    else:
         snap = out.snapshot
         views.append(("last snapshot", snap.cash, {p.symbol: p.quantity for p in snap.positions}))
     for name, their_cash, their_qty in views:
