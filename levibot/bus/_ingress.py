@@ -47,6 +47,7 @@ class Ingress:
         partition: Partition,
         on_ok: Callable[[Msg], None],
         on_fail: Callable[[JsDelivery], None],
+        on_own: Callable[[Msg], None] | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -57,6 +58,9 @@ class Ingress:
         self.partition = partition
         self.on_ok = on_ok  # a delivery every handler succeeded on: ack it after egress
         self.on_fail = on_fail  # a delivery a handler failed on: redeliver or dead-letter
+        # A durable message this process published, delivered back: acked once its local copy
+        # is handled (``_own``); without a holder, at once.
+        self.on_own: Callable[[Msg], None] = on_own or on_ok
         self.nc: Any = None
         self.js: Any = None
         self.subs: list[Any] = []
@@ -230,6 +234,9 @@ class Ingress:
                 # ack_wait expired while it waited in a busy mailbox: the delivery still in
                 # flight settles it (the server takes an ack from any delivery of a message).
                 self.m_inflight_redelivered.inc()
+                return
+            if raw.headers and raw.headers.get(ORIGIN) == self.node:
+                self.on_own(raw)  # its local copy went to our actors when it was published
                 return
             msg = self.decode(raw, wanted)
             if msg is None:

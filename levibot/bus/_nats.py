@@ -33,6 +33,7 @@ from levibot.bus._dlq import DeadLetters
 from levibot.bus._egress import CoreEgress, DurableEgress, Encoding, LocalBusy
 from levibot.bus._ingress import Deliver, Ingress
 from levibot.bus._jspub import JetStreamPublisher
+from levibot.bus._own import Backlog, OwnCopies
 from levibot.bus._settle import SettleMixin
 from levibot.bus._subjects import ORIGIN, ensure_stream, namespace
 from levibot.bus._subjects import minimal as _minimal
@@ -63,6 +64,7 @@ class NatsMirror(SettleMixin):
         tracer: Any = None,
         local_busy: LocalBusy | None = None,
         core_out: Mapping[type[Message], bool] | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         self.config = config
         # Whether core messages of a type go out (``[nats] mirror``: the node decides it for the
@@ -111,10 +113,12 @@ class NatsMirror(SettleMixin):
         self.dead_letters = DeadLetters(
             config, node=node, alert=self._alert_durable, metrics=metrics, log=log
         )
+        # The node's own durable messages delivered back: acked once handled here (``_own``).
+        self.own = OwnCopies(self.durable.ack_later, backlog)
         self.ingress = Ingress(
             config, node=node, consumer_name=consumer_name, codec=codec, metrics=metrics,
             log=log, partition=partition, on_ok=self.durable.ack_later,
-            on_fail=self.dead_letters.failed,
+            on_fail=self.dead_letters.failed, on_own=self.own.add,
         )  # fmt: skip
         self.m_bad = self.ingress.m_bad  # the fuzz test reads it here
         self._subs = self.ingress.subs  # every subscription, the settle one included
@@ -187,11 +191,13 @@ class NatsMirror(SettleMixin):
     async def run_egress(self) -> None:
         """Publish queued messages until ``close`` and the queues are empty.
 
-        Core and durable egress are separate tasks; so is the settling of failed deliveries.
+        Core and durable egress are separate tasks; so are the settling of failed deliveries
+        and the acks of the node's own durable messages (``_own``).
         """
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.durable.run)
             tg.start_soon(self.dead_letters.run)
+            tg.start_soon(self.own.run)
             await self.core.run()
 
     async def _on_spill(self, count: int, error: str, first: bool) -> None:
@@ -242,6 +248,7 @@ class NatsMirror(SettleMixin):
 
     async def close(self) -> None:
         """Stop egress once its queue is published, then drain the connection."""
+        self.own.close()  # before durable egress: its acks go out through it
         self.core.close()
         self.durable.close()
         self.dead_letters.close()

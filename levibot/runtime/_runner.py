@@ -40,6 +40,8 @@ class ActorRunner:
         self.log = log
         self.on_fatal = on_fatal
         self.busy = False
+        # Messages taken from the mailbox so far, handled or being handled (``backlog_mark``).
+        self.taken = 0
         # Called when this actor turns idle with an empty mailbox (the node's settle watch).
         self.on_idle: Callable[[], None] | None = None
         self.started = False
@@ -101,6 +103,15 @@ class ActorRunner:
         except Exception as exc:
             self.log.error("actor.stop_failed", error=repr(exc))
 
+    def backlog_mark(self) -> int:
+        """Return how many messages this actor will have handled once everything now in its
+        mailbox, or being handled, is (``handled_up_to`` tells when)."""
+        return self.taken + (len(self.mailbox) if self.mailbox is not None else 0)
+
+    def handled_up_to(self, mark: int) -> bool:
+        """True once ``mark`` messages have been handled, or the actor has stopped for good."""
+        return self.m_handled.value >= mark or self.finished.is_set()
+
     # -- loops ----------------------------------------------------------------------------
 
     async def run_inbox(self) -> None:
@@ -117,9 +128,11 @@ class ActorRunner:
                 except MailboxClosed:
                     return
                 self.busy = True
+                self.taken += 1
                 t0 = perf()
                 if max_batch > 1 and len(mailbox):
                     batch = [(msg, done), *mailbox.get_nowait_batch(max_batch - 1)]
+                    self.taken += len(batch) - 1
                     dones = [d for _, d in batch]
                     ok = await self._handle_batch(batch, dones)
                     n = len(batch)
@@ -367,6 +380,7 @@ async def drain_ready(
             raise
         finally:
             runner.busy = False
+            runner.taken += handled
             runner.m_handled.inc(handled)
             if timed and handled:
                 runner.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -244,6 +244,7 @@ class Node:
                 data_dir=self.settings.storage.data_dir,  # the spill of refused publishes
                 tracer=self.tracer,
                 local_busy=lambda: _busy(self._inbox_runners),
+                backlog=self._backlog,
                 core_out=core_out(self.settings, self.groups, emitted),
             )
             self.bus.egress = self.mirror.enqueue
@@ -289,6 +290,13 @@ class Node:
             waiters, self._settle_waiters = self._settle_waiters, []
             for event in waiters:
                 event.set()
+
+    def _backlog(self) -> Callable[[], bool]:
+        """Return a test that turns true once every message now in a local mailbox, or being
+        handled, has been handled (the mirror holds the acks of its own durable messages on
+        it: ``levibot.bus._own``)."""
+        marks = [(r, r.backlog_mark()) for r in self._inbox_runners]
+        return lambda: all(r.handled_up_to(mark) for r, mark in marks)
 
     def remote_types(self) -> set[type[Message]]:
         """Return the types to take from NATS.
