@@ -37,13 +37,17 @@ NO_RESPONDERS = "503"
 
 
 class _Batch:
-    """One batch in flight: its outcomes, how many acks are still out, and its completion."""
+    """One batch in flight: its outcomes, how many acks are still out, whether every PUB has
+    gone out, and its completion."""
 
-    __slots__ = ("done", "left", "results")
+    __slots__ = ("done", "left", "results", "sent")
 
     def __init__(self, size: int, done: asyncio.Future[None]) -> None:
         self.results: list[BaseException | None] = [None] * size
         self.left = 0
+        # Until the last PUB is out the batch is not complete, even if every ack so far came
+        # back: a PUB that flushes yields to the loop, and the acks of the first ones arrive.
+        self.sent = False
         self.done = done
 
 
@@ -78,6 +82,7 @@ class JetStreamPublisher:
                 if self._waiting.pop(token, None) is not None:
                     batch.results[index] = exc
                     batch.left -= 1
+        batch.sent = True
         try:
             if batch.left:
                 await asyncio.wait_for(batch.done, timeout)
@@ -103,7 +108,7 @@ class JetStreamPublisher:
         batch, index = slot
         batch.results[index] = outcome(msg.data, msg.headers)
         batch.left -= 1
-        if batch.left == 0 and not batch.done.done():
+        if batch.left == 0 and batch.sent and not batch.done.done():
             batch.done.set_result(None)
 
 

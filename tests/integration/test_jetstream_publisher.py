@@ -115,3 +115,34 @@ async def test_a_closed_connection_fails_every_message_at_once(stream: str) -> N
     )
     assert all(isinstance(r, nats.errors.ConnectionClosedError) for r in results)
     assert pub._waiting == {}
+
+
+class Flushing:
+    """The real client, each PUB followed by a wait, as a PUB that fills nats-py's pending
+    buffer waits for its flush: the acks of the PUBs before it come back meanwhile."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.nc, name)
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        await self.nc.publish(*args, **kwargs)
+        await asyncio.sleep(0.1)
+
+
+async def test_a_batch_is_not_complete_while_its_last_pubs_are_still_going_out(
+    nc: Any, stream: str
+) -> None:
+    silent = f"silent{uuid.uuid4().hex[:8]}"  # a responder that never answers: no 503 either
+
+    async def never_answer(msg: Any) -> None:
+        """Take the request; never reply."""
+
+    await nc.subscribe(silent, cb=never_answer)
+    await nc.flush()
+    pub = JetStreamPublisher(Flushing(nc))
+    results = await pub.publish([item(f"{stream}.a", 1), item(silent, 2)], 0.3)
+    assert results[0] is None  # its ack came back while the second PUB was flushing
+    assert isinstance(results[1], nats.errors.TimeoutError)  # not taken for stored
