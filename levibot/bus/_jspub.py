@@ -5,7 +5,7 @@ nats-py's ``js.publish`` is a request per message: a random reply token, a respo
 batch at a time and needs to know one thing per message: did the stream store it? So a batch
 goes out as plain PUBs whose reply subjects share one inbox prefix, one wildcard subscription
 (made once) collects the acks, the batch waits on one future with one deadline, and an ack is
-parsed only when it carries an error. That is half the CPU per message of gathered
+parsed only when it carries an error. That is 0.46-0.63x the client CPU per message of gathered
 ``js.publish`` calls (``bench/bench_js_publish.py``).
 
 The failure cases are the ones ``js.publish`` raises, so the egress's retry/spill policy reads
@@ -125,19 +125,13 @@ def outcome(data: bytes, headers: dict[str, str] | None) -> BaseException | None
         reply = json.loads(data)
     except ValueError:  # also a payload that is not UTF-8
         reply = None
-    if not isinstance(reply, dict):
-        return nats.js.errors.APIError(description=f"unreadable ack {data[:200]!r}")
-    error = reply.get("error")
-    if error is None:  # an ack whose stream happens to be named "error"
-        return (
-            None
-            if "seq" in reply
-            else nats.js.errors.APIError(description=f"unreadable ack {data[:200]!r}")
-        )
-    try:
-        nats.js.errors.APIError.from_error(error)  # raises the subclass of its code
-    except nats.js.errors.APIError as exc:
-        return exc
-    except (KeyError, TypeError):  # not the {"code":..., "description":...} it should be
-        pass
-    return nats.js.errors.APIError(description=f"unreadable ack error {error!r:.200}")
+    if isinstance(reply, dict):
+        if "error" not in reply and "seq" in reply:
+            return None  # an ack whose stream happens to be named "error"
+        try:
+            nats.js.errors.APIError.from_error(reply.get("error"))  # raises its code's subclass
+        except nats.js.errors.APIError as exc:
+            return exc
+        except (KeyError, TypeError):  # no error object, or not {"code":..., "description":...}
+            pass
+    return nats.js.errors.APIError(description=f"unreadable ack {data[:200]!r}")

@@ -27,12 +27,13 @@ import anyio
 Backlog = Callable[[], Callable[[], bool]]
 
 
-def _nothing_pending() -> Callable[[], bool]:
-    return _true
-
-
-def _true() -> bool:
+def handled() -> bool:
+    """The backlog test when nothing local is queued or being handled: true at once."""
     return True
+
+
+def _no_backlog() -> Callable[[], bool]:
+    return handled
 
 
 class OwnCopies:
@@ -42,7 +43,7 @@ class OwnCopies:
         self, ack: Callable[[Any], None], backlog: Backlog | None = None, interval_s: float = 0.01
     ) -> None:
         self.ack = ack  # a handled delivery's ack: ``DurableEgress.ack_later``
-        self.backlog = backlog or _nothing_pending  # a mirror without a node: ack on arrival
+        self.backlog = backlog or _no_backlog  # a mirror without a node: ack on arrival
         self.interval_s = interval_s
         self.held: deque[tuple[Callable[[], bool], Any]] = deque()
         self.closing = False

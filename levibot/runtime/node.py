@@ -26,6 +26,7 @@ import anyio
 
 from levibot.bus import LocalBus, Mailbox, NatsMirror
 from levibot.bus._mailbox import TapMailbox
+from levibot.bus._own import handled as own_handled
 from levibot.clock import Clock, LiveClock, ReplayClock
 from levibot.errors import (
     EXIT_CANCELLED,
@@ -64,10 +65,6 @@ def _busy(runners: list[ActorRunner]) -> bool:
         if runner.busy or (box.size and not runner.finished.is_set()):
             return True
     return False
-
-
-def _nothing_pending() -> bool:
-    return True
 
 
 def core_out(
@@ -301,7 +298,7 @@ class Node:
         it: ``levibot.bus._own``)."""
         runners = self._inbox_runners
         if not _busy(runners):
-            return _nothing_pending  # the usual case: the local copy is handled already
+            return own_handled  # the usual case: the local copy is handled already
         marks = [(r, r.backlog_mark()) for r in runners]
         return lambda: all(r.handled_up_to(mark) for r, mark in marks)
 
