@@ -124,6 +124,22 @@ async def until_shared(*gateways: Harness) -> None:
             await anyio.sleep(0.05)
 
 
+async def until_noticed(*gateways: Harness) -> None:
+    """Drive requests until every gateway's breaker has found Redis down.
+
+    A gateway whose rate-limit shares all hold hears from Redis only through its check, at
+    most every ``check_s`` (0.1 s) of traffic; the rest of the kill burst can fit inside that,
+    e.g. when a ping answered just before the kill is read after it. The down phase starts
+    once both know, so each of them must fall back there.
+    """
+    for g in gateways:
+        deadline = anyio.current_time() + 5
+        while g.services.breaker.up:
+            assert anyio.current_time() < deadline, "the gateway never noticed Redis was down"
+            await statuses(g, 1)
+            await anyio.sleep(0.02)
+
+
 async def test_gateway_survives_redis_killed_under_load_and_shares_limits_again(
     tmp_path: Path, redis_server: TempRedis
 ) -> None:
@@ -159,6 +175,7 @@ async def test_gateway_survives_redis_killed_under_load_and_shares_limits_again(
 
             await burst("kill", [a, b], results, kill_at_a_third)
             assert redis_server.proc is None
+            await until_noticed(a, b)
             probes_before = a.services.breaker.probes
             await burst("down", [a, b], results)
             down_probes = a.services.breaker.probes - probes_before
