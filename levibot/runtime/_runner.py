@@ -105,7 +105,8 @@ class ActorRunner:
 
     def backlog_mark(self) -> int:
         """Return how many messages this actor will have handled once everything now in its
-        mailbox, or being handled, is (``handled_up_to`` tells when)."""
+        mailbox, or being handled, is (``handled_up_to`` tells when). For the receive loop,
+        which ``taken`` counts: the replay scheduler never runs beside a NATS mirror."""
         return self.taken + (len(self.mailbox) if self.mailbox is not None else 0)
 
     def handled_up_to(self, mark: int) -> bool:
@@ -380,7 +381,6 @@ async def drain_ready(
             raise
         finally:
             runner.busy = False
-            runner.taken += handled
             runner.m_handled.inc(handled)
             if timed and handled:
                 runner.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)

@@ -169,6 +169,10 @@ class Node:
         # levibot.runtime._replay); ``direct_replay=False`` keeps one receive loop per actor.
         if direct_replay is None:
             direct_replay = node.replay and not settings.nats.url
+        elif direct_replay and settings.nats.url:
+            # Messages from NATS arrive outside any settle, and the mirror holds the acks of
+            # the node's own durable messages on the receive loops' counts (``_own``).
+            raise ValueError("direct_replay runs without a NATS mirror: set no [nats] url")
         self.replay = ReplayScheduler() if direct_replay else None
         self._build()
         self._inbox_runners = [r for r in self.runners if r.mailbox is not None]

@@ -151,3 +151,13 @@ async def test_a_handler_that_waits_suspends_the_settle_and_keeps_the_order() ->
     with anyio.fail_after(30):
         assert await node.run(handle_signals=False) == EXIT_OK
     assert [m.value for m in node.actors["sink"].seen] == list(range(300))
+
+
+def test_direct_replay_beside_a_nats_mirror_is_refused(csv_path: Path) -> None:
+    settings = backtest_settings(BacktestSpec(data=str(csv_path)), csv_path)
+    mirrored = msgspec.structs.replace(
+        settings, nats=msgspec.structs.replace(settings.nats, url="nats://127.0.0.1:4222")
+    )
+    with pytest.raises(ValueError, match="without a NATS mirror"):
+        Node(mirrored, direct_replay=True)
+    assert Node(mirrored).replay is None  # by default such a node keeps its receive loops
