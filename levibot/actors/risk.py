@@ -57,7 +57,6 @@ from levibot.risk import (
     read_state,
     resolve_limits,
     sane_fill,
-    sane_snapshot,
 )
 from levibot.runtime.actor import Actor, Policy, Supervision
 from levibot.runtime.outbox import Outbox
@@ -253,14 +252,15 @@ class RiskActor(Actor[RiskConfig]):
         match msg:  # the per-bar cases first: every case tried is an isinstance
             case Bar():
                 eng.on_bar(msg, now)  # the market price; saved with the next real change
-            case PortfolioSnapshot() if not sane_snapshot(msg):
-                self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
             case PortfolioSnapshot():
                 breaches = eng.on_snapshot(msg, now)
-                if breaches:
-                    await self._alert_breaches(breaches, msg, now)
-                if eng.state.held:
-                    await self._release_held()
+                if breaches is None:
+                    self.ctx.log.warning("risk.bad_input", type="PortfolioSnapshot")
+                else:
+                    if breaches:
+                        await self._alert_breaches(breaches, msg, now)
+                    if eng.state.held:
+                        await self._release_held()
             case Signal() if (
                 self.config.decide_after_portfolio and msg.ts_event > eng.state.snapshot_ts
             ):

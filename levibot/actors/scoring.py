@@ -52,6 +52,7 @@ from levibot.strategies import (
     STRATEGIES,
     EmaCrossParams,
     RsiMacdParams,
+    RuleDecision,
     RuleHost,
     side_for,
 )
@@ -131,7 +132,7 @@ class ScoringActor(Actor[ScoringConfig]):
         )
         self.models = ModelSet(self.policy)
         self.running: set[str] = set()
-        self._owned: dict[str, bool] = {}  # symbol -> this replica owns it (``_on_bar``)
+        self._owned: dict[str, bool] = {}  # symbol -> this replica owns it (``_rules_on``)
         self._warned: set[tuple[str, str]] = set()
         self._alerts = 0
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
@@ -277,7 +278,9 @@ class ScoringActor(Actor[ScoringConfig]):
 
     async def handle(self, msg: Any) -> None:
         if isinstance(msg, Bar):  # what handle_batch([msg]) does, without the list (per bar)
-            await self._on_bar(msg)
+            decisions = self._rules_on(msg)
+            if decisions:
+                await self._publish_decisions(msg, decisions)
         else:
             await self.handle_batch([msg])
 
@@ -291,24 +294,31 @@ class ScoringActor(Actor[ScoringConfig]):
                 await self._score(pending)
                 pending = []
             if isinstance(msg, Bar):
-                await self._on_bar(msg)
+                decisions = self._rules_on(msg)
+                if decisions:
+                    await self._publish_decisions(msg, decisions)
             else:
                 await self._command(msg)
         if pending:
             await self._score(pending)
 
-    async def _on_bar(self, bar: Bar) -> None:
-        """Feed a closed bar to every running rule strategy of its symbol."""
+    def _rules_on(self, bar: Bar) -> list[RuleDecision]:
+        """Feed a closed bar to every running rule strategy of its symbol; return what they
+        decided (to ``_publish_decisions``). Not a coroutine: once per bar of every backtest."""
         if self.running.isdisjoint(RULES):
-            return  # no rule is running: the model's hot path pays nothing for bars
+            return []  # no rule is running: the model's hot path pays nothing for bars
         owned = self._owned.get(bar.symbol)
         if owned is None:  # per symbol once (a crc32 of its name per bar otherwise)
             owned = self._owned[bar.symbol] = self.ctx.owns(bar.symbol)
         if not owned:
-            return
+            return []
         refused, decisions = self.rules.on_bar(bar, self.running)
         if refused:
             self._counter("scoring_bars_dropped_total", "Bars refused", reason=refused).inc()
+        return decisions
+
+    async def _publish_decisions(self, bar: Bar, decisions: list[RuleDecision]) -> None:
+        """Publish the rules' decisions on ``bar`` as signals."""
         for r in decisions:
             d = r.decision
             await self._publish_signal(

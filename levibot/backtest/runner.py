@@ -66,7 +66,7 @@ class Recording(msgspec.Struct, kw_only=True):
 
 
 _SECTIONS = ("feature", "scoring", "risk", "order", "feed")
-_ACTORS = ("feed", "feature", "scoring", "risk", "order", "recorder")
+_ACTORS = ("feed", "feature", "scoring", "order", "risk", "recorder")
 
 
 def strategy_overrides(strategy: str, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -224,8 +224,8 @@ class ReplayMailbox(Mailbox):
         relieve: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(name, capacity, conflate=False)
-        # The queued (msg, done) pairs, oldest first: ``drain_ready`` pops them itself (with
-        # ``size``), as ``get_nowait`` does, without a call per message.
+        # The queued (msg, done) pairs, oldest first: the replay scheduler's ``settle`` pops
+        # them itself (with ``size``), as ``get_nowait`` does, without a call per message.
         self.pending = self._slots
         self.queued = False
         self.wake = wake

@@ -227,10 +227,15 @@ class RiskEngine:
         return price
 
     # ---- events from the order actor ------------------------------------------------------
-    def on_snapshot(self, snap: PortfolioSnapshot, now: int) -> list[Breach]:
-        """Replace the book by the order actor's snapshot; return the limits it breaches."""
+    def on_snapshot(self, snap: PortfolioSnapshot, now: int) -> list[Breach] | None:
+        """Replace the book by the order actor's snapshot; return the limits it breaches.
+
+        None: ``snap`` was refused, a number in it is not finite (the caller reports bad input).
+        """
         s = self.state
-        if not sane_snapshot(snap) or snap.ts_event < s.snapshot_ts:
+        if not sane_snapshot(snap):
+            return None
+        if snap.ts_event < s.snapshot_ts:
             return []  # a stale snapshot overtaken on the wire
         s.cash = snap.cash
         s.positions = {
@@ -287,8 +292,10 @@ class RiskEngine:
         out: list[Breach] = []
         if s.trading_state is TradingState.HALTED or not self.halt_on_breach:
             return out
-        drawdown = valuation.drawdown(s.peak_equity, equity)  # ``self.drawdown``, at hand
-        if lim.max_drawdown_pct > 0 and drawdown >= lim.max_drawdown_pct:
+        # ``self.drawdown`` with the equity at hand, and only under a limit (once per bar).
+        if lim.max_drawdown_pct > 0 and (
+            (drawdown := valuation.drawdown(s.peak_equity, equity)) >= lim.max_drawdown_pct
+        ):
             out.append(
                 Breach(
                     DenyCode.MAX_DRAWDOWN,

@@ -8,11 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 from levibot import backoff
 from levibot.bus import Delivery, Done, Mailbox, MailboxClosed, error_text
-from levibot.bus._mailbox import ReplayMailbox
 from levibot.clock import Clock
 from levibot.errors import SupervisionExhausted
 from levibot.messages import Message
@@ -49,7 +47,6 @@ class ActorRunner:
         self.finished = anyio.Event()
         self._failures: deque[float] = deque()
         self._poisoned: dict[str, float] = {}  # durable message key → when it last failed
-        self._drains = 0  # replay drains so far (``drain_ready`` times one in 64)
         self._live = not clock.is_replay
         labels = {"actor": self.name}
         self.m_handled = metrics.counter(
@@ -135,7 +132,7 @@ class ActorRunner:
                     batch = [(msg, done), *mailbox.get_nowait_batch(max_batch - 1)]
                     self.taken += len(batch) - 1
                     dones = [d for _, d in batch]
-                    ok = await self._handle_batch(batch, dones)
+                    ok = await self.handle_batch(batch, dones)
                     n = len(batch)
                 else:
                     clock.observe(msg.ts_event)
@@ -146,8 +143,8 @@ class ActorRunner:
                         await actor.handle(msg)
                         ok = True
                     except Exception as exc:
-                        ok = await self._failed(exc, msg, dones)
-                        dones = []  # settled by _failed
+                        ok = await self.failed(exc, msg, dones)
+                        dones = []  # settled by failed
                     n = 1
                 self.m_handle.observe((perf() - t0) * 1e-9 / n)
                 self.m_handled.inc(n)
@@ -165,7 +162,11 @@ class ActorRunner:
             if self.on_idle is not None:
                 self.on_idle()
 
-    async def _handle_batch(self, batch: list[tuple[Message, Any]], dones: list[Done]) -> bool:
+    async def handle_batch(self, batch: list[tuple[Message, Any]], dones: list[Done]) -> bool:
+        """Handle ``batch`` with the actor's ``handle_batch``; return False when it must stop.
+
+        A failure settles ``dones`` (and empties the list); otherwise the caller calls them.
+        """
         msgs = [m for m, _ in batch]
         for msg in msgs:
             self.clock.observe(msg.ts_event)
@@ -180,8 +181,8 @@ class ActorRunner:
         except Exception as exc:
             # Which message failed is unknown: every durable one in the batch is retried (a
             # durable message is handled idempotently), the others follow the policy.
-            ok = await self._failed(exc, msgs[-1], dones)
-            dones.clear()  # settled by _failed
+            ok = await self.failed(exc, msgs[-1], dones)
+            dones.clear()  # settled by failed
             return ok
 
     async def run_source(self, scope: anyio.CancelScope) -> None:
@@ -195,7 +196,7 @@ class ActorRunner:
                         await self.actor.run()
                         return
                     except Exception as exc:
-                        if not await self._failed(exc, None):
+                        if not await self.failed(exc, None):
                             return
                         if self.actor.supervision.policy is Policy.SKIP:
                             return  # a source cannot skip a message: it just ends
@@ -209,7 +210,7 @@ class ActorRunner:
             try:
                 await self.actor.on_tick()
             except Exception as exc:
-                if not await self._failed(exc, None):
+                if not await self.failed(exc, None):
                     return
 
     # -- supervision ----------------------------------------------------------------------
@@ -231,9 +232,7 @@ class ActorRunner:
     # following messages too and so exhausts the budget. Local messages (no redelivery
     # possible) keep the policy as it was.
 
-    async def _failed(
-        self, exc: Exception, msg: Message | None, dones: Sequence[Done] = ()
-    ) -> bool:
+    async def failed(self, exc: Exception, msg: Message | None, dones: Sequence[Done] = ()) -> bool:
         """Apply the policy to a failure and settle ``dones``; return False when the actor must
         stop (crash, or budget exhausted)."""
         self.m_errors.inc()
@@ -320,73 +319,3 @@ class ActorRunner:
         self.log.error("actor.crashed", message=what, error=repr(exc))
         self.on_fatal(self.name, exc)
         return False
-
-
-async def drain_ready(
-    ready: deque[ReplayMailbox], runners: dict[ReplayMailbox, ActorRunner]
-) -> int:
-    """Drain the queued replay mailboxes in order until none is queued; return how many drains.
-
-    The replay scheduler's loop (``levibot.runtime._replay``), in the caller's task: each
-    mailbox's runner handles everything pending in it, as ``run_inbox`` does between two waits
-    (batched the same way, same supervision), then the mailbox may be queued again. One
-    coroutine for the whole settle rather than one per mailbox, no latency histogram (it is
-    live-clock only) and ``handle_seconds`` timed on one drain in 64 (the mean per message of
-    that drain): this is the hot path of every backtest. A crashed actor's mailbox stays marked
-    queued, so it is never drained again.
-    """
-    drains = 0
-    while ready:
-        mailbox = ready.popleft()
-        runner = runners[mailbox]
-        actor, observe, slots = runner.actor, runner.clock.observe, mailbox.pending
-        max_batch = actor.max_batch
-        drains += 1
-        runner._drains += 1
-        timed = not runner._drains & 63
-        t0 = time.perf_counter_ns() if timed else 0
-        handled, ok = 0, True
-        runner.busy = True
-        try:
-            while mailbox.size:
-                if max_batch > 1 and mailbox.size > 1:
-                    batch = mailbox.get_nowait_batch(max_batch)
-                    handled += len(batch)
-                    dones = [d for _, d in batch]
-                    ok = await runner._handle_batch(batch, dones)
-                    if not ok:
-                        break
-                    for d in dones:
-                        if d is not None:
-                            d()
-                    continue
-                mailbox.size -= 1  # ``get_nowait`` inlined: once per message of a backtest
-                msg, done = slots.popleft()
-                observe(msg.ts_event)
-                handled += 1
-                try:
-                    await actor.handle(msg)
-                except Exception as exc:
-                    ok = await runner._failed(exc, msg, [done])  # settles ``done``
-                    if not ok:
-                        break
-                    continue
-                if done is not None:
-                    done()
-        except BaseException:  # cancelled mid-drain: what is left stays queued
-            if mailbox.size:
-                ready.appendleft(mailbox)
-            else:
-                mailbox.queued = False
-            raise
-        finally:
-            runner.busy = False
-            runner.m_handled.inc(handled)
-            if timed and handled:
-                runner.m_handle.observe((time.perf_counter_ns() - t0) * 1e-9 / handled)
-        if ok:
-            mailbox.queued = False
-        else:  # crashed: the rest stays unhandled (and unacked), the mailbox marked queued
-            runner.finished.set()
-            await anyio.lowlevel.checkpoint()  # let the node's stop begin
-    return drains

@@ -52,10 +52,13 @@ async def test_direct_replay_records_the_same_bytes_as_the_receive_loops(
     csv_path: Path, spec_kw: dict[str, Any]
 ) -> None:
     spec = BacktestSpec(data=str(csv_path), **spec_kw)
-    loops, _ = await recorded(spec, csv_path, direct=False)
+    loops, looping = await recorded(spec, csv_path, direct=False)
     direct, node = await recorded(spec, csv_path, direct=True)
     assert len(loops) > 100_000  # bars, signals, fills and a snapshot per bar
     assert direct == loops
+    # The scheduler observes no message's time (the sources did): the clock ends where the
+    # receive loops', which observe every message, leave it.
+    assert node.clock.now_ns() == looping.clock.now_ns() > 0
     assert node.replay is not None and node.replay.drains >= 3 * 1500  # no receive loop ran
     assert not any(r.looping for r in node.runners if r.mailbox is not None)
     recorder = next(r for r in node.runners if r.name == "recorder")
