@@ -252,6 +252,8 @@ class RiskActor(Actor[RiskConfig]):
         match msg:  # the per-bar cases first: every case tried is an isinstance
             case Bar():
                 eng.on_bar(msg, now)  # the market price; saved with the next real change
+                if not (eng.dirty or self.outbox.unsent):
+                    return  # and a bar moves no control: nothing to save, nothing to announce
             case PortfolioSnapshot():
                 breaches = eng.on_snapshot(msg, now)
                 if breaches is None:

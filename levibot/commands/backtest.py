@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     rec = anyio.run(run_backtest, spec, backend_options={"use_uvloop": True})
     config = _config(spec, rec)
     out = Path(args.out)
-    bars = len(rec.recorder.by_type[_bar_type()])
+    bars = len(rec.recorder.of_type(_bar_type()))
     run_info = {"wall_s": round(rec.wall_s, 3), "bars_per_s": round(bars / rec.wall_s, 1)}
     report = write_outputs(
         out, rec.recorder, cash=spec.cash, config=config, run=run_info,

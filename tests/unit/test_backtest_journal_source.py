@@ -103,3 +103,15 @@ async def test_recorder_keeps_messages_in_order_and_encodes_them_stably() -> Non
     decoded = msgspec.msgpack.decode(rec.encoded(Fill))
     assert decoded[0]["type"] == "levibot.Fill"
     assert rec.encoded() == msgspec.msgpack.encode([_bar(0), fill, _bar(1)])
+
+
+async def test_a_recorder_keeping_every_type_records_each_message_and_restarts_empty() -> None:
+    rec = RecorderActor(RecordingContext("recorder"), RecorderConfig())
+    await rec.on_start()
+    rec.record(_bar(0))  # what the node's tap calls, as each message is published
+    await rec.handle(_bar(1))
+    assert rec.messages == [_bar(0), _bar(1)] and rec.of_type(Bar) == [_bar(0), _bar(1)]
+    assert rec.of_type(Fill) == []
+    await rec.on_start()  # a restart: the same list (``record`` may be its append), emptied
+    rec.record(_bar(2))
+    assert rec.messages == [_bar(2)]
