@@ -65,6 +65,30 @@ async def test_direct_replay_records_the_same_bytes_as_the_receive_loops(
     assert isinstance(recorder.mailbox, TapMailbox)  # recorded as published
 
 
+async def test_order_before_risk_saves_a_drain_per_bar_and_changes_no_byte(csv_path: Path) -> None:
+    # The backtest group lists order before risk: a bar's fill and snapshot then reach risk in
+    # the drain that also takes the bar and the signal. decide_after_portfolio makes risk's
+    # decisions independent of that order, so listing risk first gives the same bytes, with
+    # one more drain per bar.
+    spec = BacktestSpec(data=str(csv_path), strategy="ema_cross", fill="next_open")
+    settings = backtest_settings(spec, csv_path)
+    group = list(settings.groups["backtest"])
+    o, r = group.index("order"), group.index("risk")
+    assert o < r
+    group[o], group[r] = "risk", "order"
+    groups = {**settings.groups, "backtest": tuple(group)}
+    swapped = msgspec.structs.replace(settings, groups=groups)
+    runs = []
+    for s in (settings, swapped):
+        node = Node(s)
+        assert await node.run(handle_signals=False) == EXIT_OK
+        assert node.replay is not None
+        runs.append((node.actors["recorder"].encoded(), node.replay.drains))
+    (ours, drains), (theirs, swapped_drains) = runs
+    assert ours == theirs
+    assert drains < swapped_drains - 1400  # about one drain less per bar, 1,500 bars
+
+
 async def test_a_tap_mailbox_hands_each_message_over_at_once_until_closed() -> None:
     got: list[Any] = []
     done: list[int] = []
