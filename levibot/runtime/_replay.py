@@ -77,13 +77,15 @@ class ReplayScheduler:
         queued again. A crashed actor's mailbox stays marked queued, so it is never drained
         again.
 
-        Neither the latency histogram (it is live-clock only) nor ``handle_seconds`` is kept: a
-        replay node serves no metrics (its ``http_port`` is -1), and event time has no handling
-        time to show. Nor is each message's event time observed on the clock, as the receive
-        loops do: with no NATS (the only case the scheduler runs in) every message starts at a
-        local source, which observes its time before it publishes (``levibot.feeds``,
-        ``journal_replay``), and what actors publish in turn is stamped with a cause's time or
-        the clock's, never later, so observing again could never move the clock
+        Neither the latency histogram (it is live-clock only) nor ``handle_seconds`` is kept:
+        the replay nodes of ``levibot backtest`` and ``levibot replay`` serve no metrics (their
+        ``http_port`` is -1), and ``handled_total`` still counts every message.
+
+        Nor is each message's event time observed on the clock, as the receive loops do: with
+        no NATS (the only case the scheduler runs in) every message starts at a local source,
+        which observes its time before it publishes (``levibot.feeds``, ``journal_replay``),
+        and what actors publish in turn is stamped with a cause's time or the clock's, never
+        later, so observing again could never move the clock
         (``tests/unit/test_replay_scheduler.py`` checks that both paths end on the same clock
         with the same messages).
         """
