@@ -316,7 +316,7 @@ def test_daily_loss_breach_halts_trading_and_reports_it() -> None:
     assert code(eng.decide_signal(sig(ts=T0 + S), T0 + S)) == "TRADING_HALTED"
 
 
-def snap(eng: RiskEngine, equity: float, ts: int) -> list[Any]:
+def snap(eng: RiskEngine, equity: float, ts: int) -> list[Any] | None:
     # all in cash: equity == cash
     return eng.on_snapshot(
         PortfolioSnapshot(
@@ -330,6 +330,17 @@ def snap(eng: RiskEngine, equity: float, ts: int) -> list[Any]:
         ),
         ts,
     )
+
+
+def test_a_snapshot_with_a_number_not_finite_is_refused_and_a_stale_one_ignored() -> None:
+    # None tells the caller the snapshot was bad input (the actor logs it); a stale one, overtaken
+    # on the wire, is no error: no breach, and the book stays.
+    eng = engine(max_drawdown_pct=0.10)
+    assert snap(eng, 10_000.0, T0 + 2) == []
+    assert snap(eng, math.nan, T0 + 3) is None
+    assert snap(eng, math.inf, T0 + 3) is None
+    assert snap(eng, 5_000.0, T0 + 1) == []  # stale: a 50 % fall it must not read as drawdown
+    assert eng.state.cash == 10_000.0 and eng.state.snapshot_ts == T0 + 2
 
 
 def test_drawdown_is_measured_from_the_peak_and_profits_are_never_drawdown() -> None:
