@@ -11,7 +11,9 @@ and one still being handled is not handled again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import nats.js.errors
@@ -20,6 +22,7 @@ from nats.js import api
 
 from levibot.bus._dlq import SPARE_DELIVERIES, JsDelivery, delivery_key
 from levibot.bus._frame import FrameDecoder, is_frame
+from levibot.bus._link import CoreLink
 from levibot.bus._sequence import SEQ, GapCounter
 from levibot.bus._subjects import ORIGIN, consumer_name, namespace, patterns
 from levibot.errors import DecodeError
@@ -30,6 +33,10 @@ from levibot.settings import NatsConfig
 
 #: Hands a message from NATS to the local bus, with its delivery (None for core messages).
 Deliver = Callable[[Message, Callable[[], None] | None], Awaitable[int]]
+
+#: Hands a core message to the local bus without waiting: None once every local subscriber
+#: took it, else a coroutine that finishes the delivery (``LocalBus.deliver_remote_nowait``).
+DeliverNowait = Callable[[Message], Coroutine[Any, Any, None] | None]
 
 
 class Ingress:
@@ -63,6 +70,13 @@ class Ingress:
         self.on_own: Callable[[Msg], None] = on_own or on_ok
         self.nc: Any = None
         self.js: Any = None
+        # Core subscriptions ride this lean connection when the mirror has one (``_link``).
+        self.link: CoreLink | None = None
+        self.link_sids: list[int] = []
+        # Core messages a full local mailbox holds back, in order, with the link's reading
+        # paused until they are in (``_link_cb``).
+        self._held: deque[tuple[Message, Coroutine[Any, Any, None] | None]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
         self.subs: list[Any] = []
         self.durable_subs: list[Any] = []
         self._ns = namespace(config)
@@ -91,21 +105,43 @@ class Ingress:
             "Durable redeliveries of a message still being handled here (ack_wait expired).",
         )
 
-    async def start(self, types: Iterable[type[Message]], deliver: Deliver) -> None:
-        """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
+    async def start(
+        self,
+        types: Iterable[type[Message]],
+        deliver: Deliver,
+        deliver_nowait: DeliverNowait | None = None,
+    ) -> None:
+        """Subscribe to ``types``: core subjects by callback (on the link when there is one
+        and ``deliver_nowait`` is given), durable ones by push consumer."""
         wanted = tuple(types)
+        link = self.link if deliver_nowait is not None else None
         for pattern, durable in sorted(patterns(wanted, self.config.durable_all).items()):
             pattern = self._ns + pattern
             if durable:
                 await self._start_durable(pattern, wanted, deliver)
+            elif link is not None and deliver_nowait is not None:
+                cb_now = self._link_cb(wanted, deliver_nowait)
+                self.link_sids.append(link.subscribe(pattern, cb_now))
             else:
                 cb = self._core_cb(wanted, deliver)
                 self.subs.append(await self.nc.subscribe(pattern, cb=cb))
         await self.nc.flush()  # the server has our interest before we report ready
+        if link is not None:
+            await link.flush()
         self.log.info("nats.ingress", types=[t.__name__ for t in wanted])
 
     async def stop(self) -> None:
         """Stop taking messages from NATS; unacked durable ones will be redelivered later."""
+        if self.link is not None:
+            for sid in self.link_sids:
+                self.link.unsubscribe(sid)
+        self.link_sids.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+        for _, rest in self._held:  # at most once: what a full mailbox held back is dropped
+            if rest is not None:
+                rest.close()
+        self._held.clear()
         for sub in self.subs:
             try:
                 await sub.unsubscribe()
@@ -117,13 +153,23 @@ class Ingress:
 
     def decode(self, raw: Msg, wanted: tuple[type[Message], ...]) -> Message | None:
         """Return the message in ``raw`` if this node takes it; None (bad ones counted) else."""
-        if raw.headers and raw.headers.get(ORIGIN) == self.node:
+        return self.decode_parts(raw.subject, raw.data, raw.headers, wanted)
+
+    def decode_parts(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        wanted: tuple[type[Message], ...],
+    ) -> Message | None:
+        """``decode`` for a message given as its subject, payload and headers."""
+        if headers and headers.get(ORIGIN) == self.node:
             return None  # our own message, e.g. a JetStream redelivery: never echo
         try:
-            msg = self.codec.decode(raw.data)
+            msg = self.codec.decode(data)
         except DecodeError as exc:
             self.m_bad.inc()
-            self.log.warning("nats.bad_message", subject=raw.subject, error=str(exc))
+            self.log.warning("nats.bad_message", subject=subject, error=str(exc))
             return None
         if not isinstance(msg, wanted):
             return None  # another type sharing the subject root
@@ -165,27 +211,81 @@ class Ingress:
 
     # -- core -----------------------------------------------------------------------------
 
+    def core_messages(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        wanted: tuple[type[Message], ...],
+    ) -> list[Message]:
+        """Return the messages of a core NATS message this node takes, counted as received:
+        a frame's, or a single message (another client's, an alert)."""
+        if is_frame(data):
+            msgs = self.decode_frame(data, subject, wanted)
+        else:
+            gap = self._gaps.observe(headers.get(SEQ) if headers else None, subject)
+            msg = self.decode_parts(subject, data, headers, wanted)
+            if msg is None:
+                return []
+            if gap:  # the missing ones were on this subject: this node's to count
+                self.m_gaps.inc(gap)
+            msgs = [msg]
+        if msgs:
+            self.m_received.inc(len(msgs))
+        return msgs
+
     def _core_cb(
         self, wanted: tuple[type[Message], ...], deliver: Deliver
     ) -> Callable[[Msg], Awaitable[None]]:
         async def cb(raw: Msg) -> None:
-            if is_frame(raw.data):
-                msgs = self.decode_frame(raw.data, raw.subject, wanted)
-                if msgs:
-                    self.m_received.inc(len(msgs))
-                    for msg in msgs:
-                        await deliver(msg, None)
-                return
-            headers = raw.headers  # a single message (another client, an alert)
-            gap = self._gaps.observe(headers.get(SEQ) if headers else None, raw.subject)
-            msg = self.decode(raw, wanted)
-            if msg is not None:
-                if gap:  # the missing ones were on this subject: this node's to count
-                    self.m_gaps.inc(gap)
-                self.m_received.inc()
+            for msg in self.core_messages(raw.subject, raw.data, raw.headers, wanted):
                 await deliver(msg, None)
 
         return cb
+
+    def _link_cb(
+        self, wanted: tuple[type[Message], ...], deliver_nowait: DeliverNowait
+    ) -> Callable[[str, bytes, dict[str, str] | None], None]:
+        """The link's callback, run inside its read: deliver at once where there is room.
+
+        A message a full mailbox cannot take, and every one after it, is held in order; the
+        link stops reading until a task has put them all in (back-pressure to the server, as
+        nats-py's callback task gives by awaiting, without its pending queue).
+        """
+        held = self._held
+
+        def cb(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            for msg in self.core_messages(subject, data, headers, wanted):
+                if held:
+                    held.append((msg, None))
+                    continue
+                rest = deliver_nowait(msg)
+                if rest is not None:
+                    held.append((msg, rest))
+                    self._start_drainer(deliver_nowait)
+
+        return cb
+
+    def _start_drainer(self, deliver_nowait: DeliverNowait) -> None:
+        if self._drainer is None:
+            assert self.link is not None
+            self.link.pause_reading()
+            self._drainer = asyncio.get_running_loop().create_task(self._drain(deliver_nowait))
+
+    async def _drain(self, deliver_nowait: DeliverNowait) -> None:
+        held = self._held
+        try:
+            while held:
+                msg, rest = held[0]
+                if rest is None:
+                    rest = deliver_nowait(msg)
+                if rest is not None:
+                    await rest
+                held.popleft()
+        finally:
+            self._drainer = None
+            if self.link is not None:
+                self.link.resume_reading()
 
     # -- durable --------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from levibot.bus._delivery import Delivery
@@ -136,6 +136,24 @@ class LocalBus:
         else:
             await self._deliver(msg, targets, _Countdown(len(targets), done) if done else None)
         return len(targets)
+
+    def deliver_remote_nowait(self, msg: Message) -> Coroutine[Any, Any, None] | None:
+        """Deliver a core message from NATS to local subscribers without waiting.
+
+        Return None when every subscriber took it (or conflated it), else a coroutine that
+        waits until the full mailboxes take it too: the caller awaits it before it delivers
+        anything more, so that the order holds (``CoreLink`` ingress, called inside a read).
+        """
+        full: list[Mailbox] | None = None
+        conflatable = msg.overflow is Overflow.CONFLATE
+        for mailbox in self._targets(msg):
+            if conflatable and mailbox.conflate:
+                mailbox.offer(msg)
+            elif not mailbox.try_put(msg):
+                if full is None:
+                    full = []
+                full.append(mailbox)
+        return None if full is None else self._deliver(msg, full, None)
 
     def stats(self) -> dict[str, Any]:
         """Return depth and drops per mailbox."""

@@ -31,8 +31,9 @@ from nats.aio.msg import Msg
 from levibot.bus import _dlq, _spill, _trace
 from levibot.bus._dlq import DeadLetters
 from levibot.bus._egress import CoreEgress, DurableEgress, Encoding, LocalBusy
-from levibot.bus._ingress import Deliver, Ingress
+from levibot.bus._ingress import Deliver, DeliverNowait, Ingress
 from levibot.bus._jspub import JetStreamPublisher
+from levibot.bus._link import CoreLink
 from levibot.bus._own import Backlog, OwnCopies
 from levibot.bus._settle import SettleMixin
 from levibot.bus._subjects import ORIGIN, ensure_stream, namespace
@@ -78,6 +79,7 @@ class NatsMirror(SettleMixin):
         self.partition = partition
         self.nc: Any = None
         self.js: Any = None
+        self.link: CoreLink | None = None  # core traffic's connection with [nats] core_link
         self._local: Deliver | None = None  # the local bus, for alerts raised here
         self._ns = namespace(config)
         self.m_queue = metrics.gauge(
@@ -158,11 +160,33 @@ class NatsMirror(SettleMixin):
         self.dead_letters.js = self.ingress.js = self.js
         self.durable.publisher = JetStreamPublisher(self.nc)
         self.core.nc = self.ingress.nc = self.nc
+        # Not while tracing (trace contexts ride nats-py's callbacks), nor in a split replay,
+        # whose settle rounds rely on one connection carrying the data and the rounds in order.
+        if self.config.core_link and self.tracer is None and self.config.settle_nodes <= 1:
+            await self._connect_link()
         if self.tracer is not None:
             _trace.wrap_connection(self)
         await _dlq.ensure_stream(self.js, self.config)
         self.log.info("nats.connected", url=self.config.url, stream=self.config.stream)
         await self.resend_spill()
+
+    async def _connect_link(self) -> None:
+        """Open the lean core connection (``_link``): core egress publishes and core ingress
+        subscribes on it from now on."""
+
+        def on_reconnect() -> None:
+            self.m_reconnects.inc()
+            self.log.info("nats.link_reconnected")
+
+        options = connect_options(self.config)
+        self.link = await CoreLink(
+            self.config.url, name=f"{self.node}-core", user=options.get("user", ""),
+            password=options.get("password", ""), tls=options.get("tls"),
+            connect_timeout_s=self.config.connect_timeout_s, log=self.log,
+            on_reconnect=on_reconnect,
+        ).connect()  # fmt: skip
+        self.core.nc = self.ingress.link = self.link
+        self.log.info("nats.core_link", url=self.config.url)
 
     async def resend_spill(self) -> None:
         """Re-send what an earlier run of this node spilled (kept if still refused)."""
@@ -230,12 +254,15 @@ class NatsMirror(SettleMixin):
 
     # -- ingress --------------------------------------------------------------------------
 
-    async def start_ingress(self, types: Any, deliver: Deliver) -> None:
-        """Subscribe to ``types``: core subjects by callback, durable ones by push consumer."""
+    async def start_ingress(
+        self, types: Any, deliver: Deliver, deliver_nowait: DeliverNowait | None = None
+    ) -> None:
+        """Subscribe to ``types``: core subjects by callback (on the link, delivered with
+        ``deliver_nowait``, when there is one), durable ones by push consumer."""
         if self.tracer is not None:
             deliver = _trace.wrap_deliver(deliver, self.tracer)
         self._local = deliver
-        await self.ingress.start(types, deliver)
+        await self.ingress.start(types, deliver, deliver_nowait)
 
     def _decode(self, raw: Msg, wanted: tuple[type[Message], ...]) -> Message | None:
         return self.ingress.decode(raw, wanted)
@@ -255,6 +282,8 @@ class NatsMirror(SettleMixin):
 
     async def drain(self) -> None:
         """Drain and close the connection (after ``run_egress`` has returned)."""
+        if self.link is not None:
+            await self.link.close()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()

@@ -486,7 +486,9 @@ class Node:
         if self.mirror is not None:
             remote = self.remote_types()
             if remote:
-                await self.mirror.start_ingress(remote, self.bus.deliver_remote)
+                await self.mirror.start_ingress(
+                    remote, self.bus.deliver_remote, self.bus.deliver_remote_nowait
+                )
             if self.settings.nats.settle_nodes > 1:
                 await self.mirror.serve_settle(self._settle_local)
         sources = [r for r in self.runners if r.is_source]
