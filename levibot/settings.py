@@ -91,11 +91,12 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # same [groups] with its own [node] groups. "all": every core type, for clients outside
     # levibot that subscribe to core subjects. Durable types always go out.
     mirror: Literal["consumed", "all"] = "consumed"
-    # Core (market-data) traffic on levibot's lean NATS core connection (levibot.bus._link)
-    # instead of nats-py, which keeps JetStream and the rest: a cheaper, faster hop. Not used
-    # while [tracing] is on (trace contexts ride nats-py's callbacks), nor in a split replay
-    # (settle_nodes > 1: its settle rounds rely on one connection's order).
-    core_link: bool = False
+    # Core (market-data) traffic on levibot's lean NATS core connection (levibot.bus._link),
+    # a second connection beside nats-py's, which keeps JetStream and the rest: a cheaper,
+    # faster hop. false: everything on nats-py. Not used while [tracing] is on (trace contexts
+    # ride nats-py's callbacks), nor in a split replay (settle_nodes > 1: its settle rounds
+    # rely on one connection's order).
+    core_link: bool = True
     # A durable message whose handler raises is redelivered after redeliver_delay_s (doubling,
     # at most 30 s); a failure on its max_deliver-th delivery moves it to the dead-letter stream.
     max_deliver: PositiveInt = 5

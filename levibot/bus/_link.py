@@ -111,8 +111,10 @@ class CoreLink(asyncio.Protocol):
         self.log = log
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self.connected = False
+        self.connected = False  # handshake done: publishes are taken
         self.closed = False
+        self._alive = False  # a transport is open (connected or in its handshake)
+        self._paused = False  # reading paused by the caller (kept across reconnects)
         self.max_payload = 1024 * 1024
         self.transport: Any = None
         self.dropped = 0  # publishes refused while down or over max_pending
@@ -134,11 +136,21 @@ class CoreLink(asyncio.Protocol):
     async def connect(self) -> CoreLink:
         """Connect (raising ``ConnectionError`` or ``TimeoutError`` if the server refuses or
         does not answer in ``connect_timeout_s``), then keep the connection up until ``close``."""
-        await asyncio.wait_for(self._open(), self.connect_timeout_s)
+        await self._open()
         self._spawn(self._keepalive())
         return self
 
     async def _open(self) -> None:
+        """One connection and its handshake, in ``connect_timeout_s``; what is left of a failed
+        one is aborted."""
+        try:
+            await asyncio.wait_for(self._handshake(), self.connect_timeout_s)
+        except BaseException:
+            if self._alive:
+                self.transport.abort()
+            raise
+
+    async def _handshake(self) -> None:
         loop = asyncio.get_running_loop()
         self._info = loop.create_future()
         self._error = ""
@@ -158,19 +170,22 @@ class CoreLink(asyncio.Protocol):
         }  # fmt: skip
         if self.user:
             options["user"], options["pass"] = self.user, self.password
+        subscribed = dict(self._subs)  # made again on a reconnect
         commands = [b"CONNECT " + json.dumps(options).encode() + _CRLF]
-        commands += [b"SUB %s %d\r\n" % (s.encode(), sid) for sid, (s, _) in self._subs.items()]
+        commands += [b"SUB %s %d\r\n" % (s.encode(), sid) for sid, (s, _) in subscribed.items()]
         self.transport.write(b"".join(commands))
-        self.connected = True
         try:
-            await self._ping()
+            await self._ping()  # the server answers once it has taken the CONNECT
         except ConnectionError:
-            self.connected = False
             raise ConnectionError(f"nats: {self._error or 'connection refused'}") from None
-        if self._error:
-            self.connected = False
-            self.transport.close()
+        if self._error:  # e.g. an authorization violation: the server closes the connection
             raise ConnectionError(f"nats: {self._error}")
+        self.connected = True
+        for sid, (s, _) in self._subs.items():  # made while the handshake went on
+            if sid not in subscribed:
+                self._send(b"SUB %s %d\r\n" % (s.encode(), sid))
+        if self._paused:
+            self.transport.pause_reading()
 
     async def _keepalive(self) -> None:
         """Ping the server every ``ping_interval_s``; drop a connection that stops answering."""
@@ -191,10 +206,8 @@ class CoreLink(asyncio.Protocol):
             await asyncio.sleep(self.reconnect_wait_s if attempt else 0)
             attempt += 1
             try:
-                await asyncio.wait_for(self._open(), self.connect_timeout_s)
+                await self._open()
             except (OSError, TimeoutError, ConnectionError) as exc:
-                if self.transport is not None:
-                    self.transport.abort()
                 if attempt == 1 or attempt % 40 == 0:
                     self._warn("nats.link_reconnect_failed", error=repr(exc), attempt=attempt)
                 continue
@@ -215,14 +228,16 @@ class CoreLink(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self._alive = True
         self._lost = asyncio.get_running_loop().create_future()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_connected, self.connected = self.connected, False
+        was_connected, self.connected, self._alive = self.connected, False, False
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         if self._info is not None and not self._info.done():
             self._info.set_exception(ConnectionError(f"nats: connection lost ({exc!r})"))
+            self._info.exception()  # the handshake may have timed out already: no one to tell
         pongs, self._pongs = self._pongs, deque()
         for fut in pongs:
             if fut is not None and not fut.done():
@@ -352,13 +367,17 @@ class CoreLink(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Stop reading (the server buffers, then drops us as a slow consumer if it must)."""
-        if self.connected:
-            self.transport.pause_reading()
+        if not self._paused:
+            self._paused = True
+            if self._alive:
+                self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         """Read again after ``pause_reading``."""
-        if self.connected:
-            self.transport.resume_reading()
+        if self._paused:
+            self._paused = False
+            if self._alive:
+                self.transport.resume_reading()
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until the server has processed everything sent so far."""
@@ -393,7 +412,7 @@ class CoreLink(asyncio.Protocol):
 
     def _write(self) -> None:
         out, self._out, self._out_size = self._out, [], 0
-        if out and self.connected:
+        if out and self._alive:
             self.transport.write(b"".join(out))
 
     async def _ping(self) -> None:

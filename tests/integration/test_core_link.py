@@ -277,3 +277,28 @@ async def test_a_mirror_on_the_link_delivers_every_bar_in_order_to_a_slow_actor(
     assert got == [float(i) for i in range(count)]
     assert held_seen > 0  # the held path, not only the fast one, carried bars
     assert box.dropped == 0 and receiver.ingress.m_received.value == count
+
+
+async def test_the_mirror_uses_the_link_by_default_but_not_in_a_split_replay() -> None:
+    from levibot.bus._nats import NatsMirror
+    from levibot.messages import Bar, Codec
+    from levibot.metrics import Metrics
+    from levibot.settings import NatsConfig
+    from tests.fuzz.support import RecordingLog
+
+    ns = f"link{uuid.uuid4().hex[:8]}"
+    base = NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper())
+    links = {}
+    for name, config in {
+        "default": base,
+        "off": NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper(), core_link=False),
+        "split replay": NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper(), settle_nodes=2),
+    }.items():
+        m = NatsMirror(
+            config, node=name, consumer_name=f"{ns}-x", codec=Codec([Bar]), metrics=Metrics(),
+            log=RecordingLog(),
+        )  # fmt: skip
+        await m.connect()
+        links[name] = m.link is not None and m.core.nc is m.link
+        await m.drain()
+    assert links == {"default": True, "off": False, "split replay": False}

@@ -137,3 +137,37 @@ def test_a_half_done_configuration_is_a_clear_error(tmp_path: Path) -> None:
         connect_options(NatsConfig(tls_ca_file=str(tmp_path / "bad.pem")))
     assert connect_options(NatsConfig()) == {}
     assert connect_options(NatsConfig(user="u", password="p")) == {"user": "u", "password": "p"}
+
+
+def try_link(config: NatsConfig) -> str:
+    """``try_connect`` for the lean core connection (``[nats] core_link``)."""
+    from levibot.bus._link import CoreLink
+
+    async def go() -> str:
+        options = connect_options(config)
+        link = CoreLink(
+            config.url, user=options.get("user", ""), password=options.get("password", ""),
+            tls=options.get("tls"), connect_timeout_s=2,
+        )  # fmt: skip
+        try:
+            await link.connect()
+        except Exception as exc:
+            assert not link._tasks, "a refused connect left a task behind"
+            return repr(exc)
+        try:
+            await link.flush(2)
+            return "ok" if link.connected else "not connected"
+        finally:
+            await link.close()
+
+    return anyio.run(go)
+
+
+def test_the_core_link_takes_the_same_credentials_and_tls(server: str, tmp_path: Path) -> None:
+    ca = str(tmp_path / "ca.pem")
+    assert try_link(NatsConfig(url=server, user="node", password=PASSWORD, tls_ca_file=ca)) == "ok"
+    wrong = NatsConfig(url=server, user="node", password="wrong", tls_ca_file=ca)
+    assert "uthorization" in try_link(wrong)
+    assert try_link(NatsConfig(url=server, tls_ca_file=ca)) != "ok"
+    unverified = NatsConfig(url=server, user="node", password=PASSWORD, tls_ca_file="")
+    assert "CERTIFICATE_VERIFY_FAILED" in try_link(unverified)
