@@ -175,11 +175,12 @@ class CoreLink(asyncio.Protocol):
         commands += [b"SUB %s %d\r\n" % (s.encode(), sid) for sid, (s, _) in subscribed.items()]
         self.transport.write(b"".join(commands))
         try:
-            await self._ping()  # the server answers once it has taken the CONNECT
+            # The server answers once it has taken the CONNECT; one it refuses (authorization)
+            # it closes after an -ERR. A refused SUB (permissions) is only logged, as nats-py
+            # reports it to its error callback and stays connected.
+            await self._ping()
         except ConnectionError:
             raise ConnectionError(f"nats: {self._error or 'connection refused'}") from None
-        if self._error:  # e.g. an authorization violation: the server closes the connection
-            raise ConnectionError(f"nats: {self._error}")
         self.connected = True
         for sid, (s, _) in self._subs.items():  # made while the handshake went on
             if sid not in subscribed:

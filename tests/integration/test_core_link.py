@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,8 @@ import pytest
 
 from levibot.bus._link import CoreLink, LinkDown, encode_headers, parse_headers
 from levibot.testenv import NATS_URL
-from levibot.testing import NatsServer
+from levibot.testing import NatsServer, free_port, wait_until
+from tests.fuzz.support import RecordingLog
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -201,8 +207,6 @@ async def test_a_server_that_stops_answering_is_dropped_and_reconnected(tmp_path
 
 
 async def test_connecting_to_nothing_fails_clearly() -> None:
-    from levibot.testing import free_port
-
     with pytest.raises((ConnectionError, OSError)):
         await CoreLink(f"nats://127.0.0.1:{free_port()}", connect_timeout_s=1).connect()
 
@@ -226,7 +230,6 @@ async def test_a_mirror_on_the_link_delivers_every_bar_in_order_to_a_slow_actor(
     from levibot.messages import Bar, Codec
     from levibot.metrics import Metrics
     from levibot.settings import NatsConfig
-    from tests.fuzz.support import RecordingLog
 
     ns = f"link{uuid.uuid4().hex[:8]}"
     config = NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper(), core_link=True)
@@ -284,7 +287,6 @@ async def test_the_mirror_uses_the_link_by_default_but_not_in_a_split_replay() -
     from levibot.messages import Bar, Codec
     from levibot.metrics import Metrics
     from levibot.settings import NatsConfig
-    from tests.fuzz.support import RecordingLog
 
     ns = f"link{uuid.uuid4().hex[:8]}"
     base = NatsConfig(url=NATS_URL, namespace=ns, stream=ns.upper())
@@ -302,3 +304,57 @@ async def test_the_mirror_uses_the_link_by_default_but_not_in_a_split_replay() -
         links[name] = m.link is not None and m.core.nc is m.link
         await m.drain()
     assert links == {"default": True, "off": False, "split replay": False}
+
+
+@pytest.fixture
+def restricted_server(tmp_path: Path) -> Iterator[str]:
+    """A nats-server whose user ``reader`` may subscribe to ``ok.>`` only; yields its URL
+    (``writer`` may do anything)."""
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        "authorization { users: [\n"
+        '  {user: reader, password: "pw", permissions: {subscribe: "ok.>", publish: "_"}},\n'
+        '  {user: writer, password: "pw"}\n'
+        "] }\n"
+    )
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, 10, "nats-server")
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_a_refused_subscription_is_logged_and_the_rest_flows(restricted_server: str) -> None:
+    """As each group's NATS user in deploy/: the refused SUB is the server's -ERR, logged; the
+    connection stays up and the allowed subscription delivers."""
+    log = RecordingLog()
+    reader = await CoreLink(restricted_server, user="reader", password="pw", log=log).connect()
+    writer = await CoreLink(restricted_server.replace("//", "//writer:pw@")).connect()
+    try:
+        got, cb = collector()
+        reader.subscribe("denied", cb)
+        reader.subscribe("ok.x", cb)
+        await reader.flush()
+        for name in ("denied", "ok.x"):
+            await writer.publish(name, name.encode())
+        await until(lambda: len(got) == 1)
+        assert got[0][:2] == ("ok.x", b"ok.x")
+        assert "nats.link_error" in log.events and reader.connected
+    finally:
+        await reader.close()
+        await writer.close()
