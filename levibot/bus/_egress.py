@@ -208,6 +208,11 @@ class CoreEgress:
                     self.m_errors.inc()
                     self.m_dropped.inc(count)
                     self.log.debug("nats.publish_failed", error=repr(exc))
+            # The core link writes the batch now rather than at the end of the loop turn (one
+            # turn off a hop); nats-py's flusher task writes on its own turn.
+            write_now = getattr(self.nc, "write_now", None)
+            if write_now is not None:
+                write_now()
             self.busy = False
 
 

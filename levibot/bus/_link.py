@@ -411,6 +411,12 @@ class CoreLink(asyncio.Protocol):
         self._out.append(command)
         self._out_size += len(command)
 
+    def write_now(self) -> None:
+        """Write what is queued now, not at the end of the loop turn (a caller that has
+        published its whole batch)."""
+        if self._out:
+            self._write()
+
     def _write(self) -> None:
         out, self._out, self._out_size = self._out, [], 0
         if out and self._alive:
