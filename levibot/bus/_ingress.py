@@ -1,7 +1,9 @@
 """A node's ingress from NATS: core subscriptions, durable push consumers and the ack ledger.
 
 Core messages come in frames (``_frame``; single messages are taken too), decoded and
-delivered at once (at most once; gaps in the senders' sequence numbers are counted). A durable
+delivered at once (at most once; gaps in the senders' sequence numbers are counted). On the
+core link (``_link``) that happens inside its read, without waiting: a full mailbox holds the
+rest back in order and pauses the link's reads until they are in. A durable
 message is delivered with a ``JsDelivery``: it is acked only after every local handler
 succeeded and everything they published was confirmed (``on_ok``), and a failure goes to the
 dead-letter path (``on_fail``). The ledger remembers the durable messages handled lately, so a
