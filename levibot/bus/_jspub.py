@@ -30,6 +30,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
+from levibot.bus._link import CoreLink
 from levibot.bus._spill import Item
 
 #: The status the server replies with when no stream (no responder) is bound to the subject.
@@ -52,7 +53,7 @@ class _Batch:
 
 
 class JetStreamPublisher:
-    """Publishes batches to JetStream on a connected nats-py client ``nc``."""
+    """Publishes batches to JetStream on ``nc``: a connected nats-py client or ``CoreLink``."""
 
     def __init__(self, nc: Any) -> None:
         self.nc = nc
@@ -98,15 +99,21 @@ class JetStreamPublisher:
 
     async def _subscribe(self) -> None:
         prefix = self.nc.new_inbox() + "."
-        await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+        if isinstance(self.nc, CoreLink):  # acks handled inside its read
+            self.nc.subscribe(prefix + "*", self._on_ack)
+        else:
+            await self.nc.subscribe(prefix + "*", cb=self._on_reply)
         self._prefix = prefix
 
     async def _on_reply(self, msg: Any) -> None:
-        slot = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        self._on_ack(msg.subject, msg.data, msg.headers)
+
+    def _on_ack(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        slot = self._waiting.pop(subject[len(self._prefix) :], None)
         if slot is None:
             return  # an ack that came after its batch gave up: the retry is deduplicated
         batch, index = slot
-        batch.results[index] = outcome(msg.data, msg.headers)
+        batch.results[index] = outcome(data, headers)
         batch.left -= 1
         if batch.left == 0 and batch.sent and not batch.done.done():
             batch.done.set_result(None)

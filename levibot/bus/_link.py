@@ -12,10 +12,12 @@ one run (``bench/lean_nats_hop.py``): hop p50 ×0.66, unpaced throughput ×2.4, 
 ×0.27 publishing and ×0.36 receiving.
 
 What it does: CONNECT (user and password, from the URL or ``[nats]``; TLS by upgrade after the
-server's INFO), PUB/HPUB, SUB/UNSUB, MSG/HMSG with headers, PING/PONG both ways (a server that
-stops answering is dropped), reconnection forever with resubscription, and read back-pressure
-(``pause_reading``). What it leaves to nats-py, which the node keeps for them: JetStream,
-request/reply, and everything durable. Core NATS is at most once, and so is the link: while it
+server's INFO), PUB/HPUB (with a reply subject: durable egress's JetStream publishes, whose acks
+come back on one inbox subscription, ``_jspub``), SUB/UNSUB, MSG/HMSG with headers, PING/PONG
+both ways (a server that stops answering is dropped), reconnection forever with resubscription,
+and read back-pressure (``pause_reading``). What it leaves to nats-py, which the node keeps for
+them: JetStream's API and consumers (durable ingress, acks, the dead-letter stream), the settle
+rounds. Core NATS is at most once, and so is the link: while it
 is down, or its unsent output is over ``max_pending`` bytes, a publish raises ``LinkDown``
 (the egress counts the drop; receivers count the gap in the frame numbers).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -166,7 +169,7 @@ class CoreLink(asyncio.Protocol):
         options: dict[str, Any] = {
             "verbose": False, "pedantic": False, "tls_required": self.tls is not None,
             "name": self.name, "lang": "python-levibot-link", "version": "1", "protocol": 1,
-            "echo": False, "headers": True, "no_responders": False,
+            "echo": False, "headers": True, "no_responders": True,
         }  # fmt: skip
         if self.user:
             options["user"], options["pass"] = self.user, self.password
@@ -330,9 +333,14 @@ class CoreLink(asyncio.Protocol):
     # -- the client API ------------------------------------------------------------------
 
     async def publish(
-        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Queue a publish; what is queued in one loop turn goes out in one write.
+        """Queue a publish (with a ``reply`` subject: a JetStream publish, acked there); what
+        is queued in one loop turn goes out in one write.
 
         Never waits (a coroutine only to stand where nats-py's ``publish`` does). Raises
         ``LinkDown`` while disconnected or too far behind, ``ValueError`` for a payload over
@@ -343,14 +351,20 @@ class CoreLink(asyncio.Protocol):
             raise LinkDown("nats: link down" if not self.connected else "nats: link behind")
         if len(payload) > self.max_payload:
             raise ValueError(f"nats: {len(payload)} bytes over the max_payload {self.max_payload}")
+        head = f"{subject} {reply}" if reply else subject
         if headers:
             block = encode_headers(headers)
             self._send(
                 b"HPUB %s %d %d\r\n%s%s\r\n"
-                % (subject.encode(), len(block), len(block) + len(payload), block, payload)
+                % (head.encode(), len(block), len(block) + len(payload), block, payload)
             )
         else:
-            self._send(b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload))
+            self._send(b"PUB %s %d\r\n%s\r\n" % (head.encode(), len(payload), payload))
+
+    @staticmethod
+    def new_inbox() -> str:
+        """Return a fresh inbox subject (for replies: JetStream's acks)."""
+        return "_INBOX." + secrets.token_hex(11)
 
     def subscribe(self, subject: str, cb: OnMessage) -> int:
         """Call ``cb(subject, payload, headers)`` for every message on ``subject`` (a

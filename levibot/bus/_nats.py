@@ -158,12 +158,13 @@ class NatsMirror(SettleMixin):
         self.js = self.nc.jetstream()
         await ensure_stream(self.js, self.config, self.codec.types)
         self.dead_letters.js = self.ingress.js = self.js
-        self.durable.publisher = JetStreamPublisher(self.nc)
         self.core.nc = self.ingress.nc = self.nc
         # Not while tracing (trace contexts ride nats-py's callbacks), nor in a split replay,
         # whose settle rounds rely on one connection carrying the data and the rounds in order.
         if self.config.core_link and self.tracer is None and self.config.settle_nodes <= 1:
             await self._connect_link()
+        # Durable publishes go on the link too when there is one: their acks are read there.
+        self.durable.publisher = JetStreamPublisher(self.link or self.nc)
         if self.tracer is not None:
             _trace.wrap_connection(self)
         await _dlq.ensure_stream(self.js, self.config)
@@ -171,8 +172,8 @@ class NatsMirror(SettleMixin):
         await self.resend_spill()
 
     async def _connect_link(self) -> None:
-        """Open the lean core connection (``_link``): core egress publishes and core ingress
-        subscribes on it from now on."""
+        """Open the lean core connection (``_link``): core egress publishes, core ingress
+        subscribes and durable egress publishes (``_jspub``) on it from now on."""
 
         def on_reconnect() -> None:
             self.m_reconnects.inc()

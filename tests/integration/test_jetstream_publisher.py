@@ -1,6 +1,7 @@
 """Durable egress's JetStream publisher against a real nats-server: every outcome ``js.publish``
 reports (stored, deduplicated, no stream, refused, no ack in time, not sent) is reported the
-same way, per message of a batch, and a late ack never lands on a later batch."""
+same way, per message of a batch, and a late ack never lands on a later batch. Each on both of
+the connections it publishes on: nats-py's, and the core link's (``[nats] core_link``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from nats.js import api
 
 from levibot.bus._jspub import JetStreamPublisher
+from levibot.bus._link import CoreLink, LinkDown
 from levibot.testenv import NATS_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -26,6 +28,17 @@ async def nc() -> AsyncIterator[Any]:
     conn = await nats.connect(NATS_URL)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(params=["nats-py", "link"])
+async def client(request: Any, nc: Any) -> AsyncIterator[Any]:
+    """The connection the publisher publishes on (``nc`` stays nats-py, for the stream's API)."""
+    if request.param == "nats-py":
+        yield nc
+        return
+    link = await CoreLink(NATS_URL).connect()
+    yield link
+    await link.close()
 
 
 @pytest.fixture
@@ -50,9 +63,9 @@ async def stored(nc: Any, stream: str) -> list[bytes]:
 
 
 async def test_a_batch_is_stored_in_order_and_a_repeated_msg_id_is_stored_once(
-    nc: Any, stream: str
+    nc: Any, client: Any, stream: str
 ) -> None:
-    pub = JetStreamPublisher(nc)
+    pub = JetStreamPublisher(client)
     batch = [item(f"{stream}.a", n) for n in range(20)]
     assert await pub.publish(batch, 2.0) == [None] * 20
     # A retry of what was stored (its ack lost): accepted, deduplicated by Nats-Msg-Id.
@@ -60,20 +73,24 @@ async def test_a_batch_is_stored_in_order_and_a_repeated_msg_id_is_stored_once(
     assert await stored(nc, stream) == [f"m{n}".encode() for n in range(20)]
 
 
-async def test_a_subject_no_stream_listens_on_is_reported_per_message(nc: Any, stream: str) -> None:
-    pub = JetStreamPublisher(nc)
+async def test_a_subject_no_stream_listens_on_is_reported_per_message(
+    nc: Any, client: Any, stream: str
+) -> None:
+    pub = JetStreamPublisher(client)
     results = await pub.publish([item(f"{stream}.a", 1), item("nostream.x", 2)], 2.0)
     assert results[0] is None
     assert isinstance(results[1], nats.js.errors.NoStreamResponseError)
 
 
-async def test_a_full_stream_refuses_what_does_not_fit_with_its_error(nc: Any, stream: str) -> None:
+async def test_a_full_stream_refuses_what_does_not_fit_with_its_error(
+    nc: Any, client: Any, stream: str
+) -> None:
     js = nc.jetstream()
     info = await js.stream_info(stream)
     info.config.max_msgs = 2
     info.config.discard = api.DiscardPolicy.NEW
     await js.update_stream(info.config)
-    pub = JetStreamPublisher(nc)
+    pub = JetStreamPublisher(client)
     results = await pub.publish([item(f"{stream}.a", n) for n in range(3)], 2.0)
     assert results[:2] == [None, None]
     assert isinstance(results[2], nats.js.errors.APIError)
@@ -81,7 +98,9 @@ async def test_a_full_stream_refuses_what_does_not_fit_with_its_error(nc: Any, s
     assert await stored(nc, stream) == [b"m0", b"m1"]
 
 
-async def test_no_ack_in_time_is_a_timeout_and_a_late_ack_is_dropped(nc: Any, stream: str) -> None:
+async def test_no_ack_in_time_is_a_timeout_and_a_late_ack_is_dropped(
+    nc: Any, client: Any, stream: str
+) -> None:
     # A responder that answers slowly on a subject no stream holds: its "ack" comes too late.
     slow = f"slow{uuid.uuid4().hex[:8]}"
     replied = asyncio.Event()
@@ -93,7 +112,7 @@ async def test_no_ack_in_time_is_a_timeout_and_a_late_ack_is_dropped(nc: Any, st
 
     await nc.subscribe(slow, cb=answer_late)
     await nc.flush()
-    pub = JetStreamPublisher(nc)
+    pub = JetStreamPublisher(client)
     results = await pub.publish([item(f"{stream}.a", 1), item(slow, 2)], 0.1)
     assert results[0] is None
     assert isinstance(results[1], nats.errors.TimeoutError)
@@ -105,15 +124,19 @@ async def test_no_ack_in_time_is_a_timeout_and_a_late_ack_is_dropped(nc: Any, st
     assert await stored(nc, stream) == [b"m1", b"m2", b"m3", b"m4"]
 
 
-async def test_a_closed_connection_fails_every_message_at_once(stream: str) -> None:
-    conn = await nats.connect(NATS_URL)
+@pytest.mark.parametrize("kind", ["nats-py", "link"])
+async def test_a_closed_connection_fails_every_message_at_once(stream: str, kind: str) -> None:
+    conn: Any = await (
+        nats.connect(NATS_URL) if kind == "nats-py" else CoreLink(NATS_URL).connect()
+    )
     pub = JetStreamPublisher(conn)
     assert await pub.publish([item(f"{stream}.a", 0)], 2.0) == [None]
     await conn.close()
     results = await asyncio.wait_for(
         pub.publish([item(f"{stream}.a", n) for n in (1, 2)], 5.0), 1.0
     )
-    assert all(isinstance(r, nats.errors.ConnectionClosedError) for r in results)
+    closed = nats.errors.ConnectionClosedError if kind == "nats-py" else LinkDown
+    assert all(isinstance(r, closed) for r in results)
     assert pub._waiting == {}
 
 
