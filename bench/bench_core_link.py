@@ -8,10 +8,15 @@ both see the same drift of a shared machine; medians over ``--repeats``, ratios 
           (``bench.raw_nats_hop``) in the same rounds, for scale
   split   ``levibot bench``'s ingest | scoring | execution processes at ``--rate`` bars/s over
           ``--symbols`` symbols: CPU per bar of the three processes, e2e p50 and p99
+  mirror  the same engine in one process with the NATS mirror on (no remote consumer: only
+          durable messages go out, their JetStream publishes on the link or on nats-py), CPU
+          per bar; and once per round with no NATS at all, for ``levibot bench``'s ratio
+          "mirror ÷ off"
 
-Durable traffic (orders, fills) rides nats-py in both: the link carries core NATS only.
+With the link, durable publishes ride it too (their acks read there); JetStream consumers and
+acks of received messages stay on nats-py in both.
 
-    python -m bench.bench_core_link [--repeats 3] [--rate 500] [--symbols 8]
+    python -m bench.bench_core_link [--repeats 3] [--rate 500] [--mirror-rate 1000] [--symbols 8]
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import json
 import os
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from bench import pipeline_model as pm
 from bench.bench_bus import _procs
 from bench.bench_pipeline import engine_sections
-from bench.pipeline_engine import run_procs
+from bench.pipeline_engine import run_inproc, run_procs
 from bench.pipeline_stats import summarize
 from bench.raw_nats_hop import WARMUP, hop
+from levibot.logging import configure
 from levibot.testenv import NATS_URL
 
 RESULTS = Path(__file__).parent / "results"
@@ -50,13 +57,28 @@ def _split(sections: dict[str, Any], nats: str) -> dict[str, float]:
     }
 
 
+def _mirror(sections: dict[str, Any], nats: str, core_link: bool | None) -> float:
+    """CPU µs/bar of the engine in one process: with the mirror (``core_link`` as given), or
+    with no NATS (None)."""
+    if core_link is None:
+        records, steps, drops, cpu, error = run_inproc(sections, "")
+    else:
+        ns = f"cl{uuid.uuid4().hex[:8]}"
+        mirror = {"url": nats, "namespace": ns, "stream": ns.upper(), "core_link": core_link}
+        records, steps, drops, cpu, error = run_inproc({**sections, "nats": mirror}, "")
+    if error or not steps:
+        raise RuntimeError(f"the single process failed: {error or 'no step'}")
+    return float(summarize(records, steps, drops, cpu)[0]["cpu_us_per_bar"])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate the two modes ``--repeats`` times; return medians and ratios link ÷ nats-py."""
     klines = pm.load_real_klines()
     model_id = pm.ensure_model(trees=args.trees)
     threshold = pm.median_probability(pm.REGISTRY, model_id, klines)
     sections = engine_sections(args, model_id, threshold)
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in (*MODES, "raw")}
+    at = {**sections, "pbars": {**sections["pbars"], "rates": (args.mirror_rate,)}}
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in (*MODES, "raw", "off")}
     for r in range(args.repeats):
         for mode in reversed(MODES) if r % 2 else MODES:
             os.environ[ENV] = "true" if mode == "link" else "false"
@@ -68,6 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "hop_p99_us": lat["p99_us"],
                 "hop_msgs_per_s": thr["msgs_per_s"],
                 **_split(sections, args.nats),
+                "mirror_cpu_us_per_bar": _mirror(at, args.nats, mode == "link"),
             }
             runs[mode].append(figures)
             print(f"  {mode}: {time.monotonic() - t0:.0f}s "
@@ -78,6 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         runs["raw"].append({"hop_p50_us": lat["p50_us"], "hop_p99_us": lat["p99_us"],
                             "hop_msgs_per_s": thr["msgs_per_s"]})  # fmt: skip
+        runs["off"].append({"cpu_us_per_bar": _mirror(at, args.nats, None)})
     os.environ.pop(ENV, None)
     med = {m: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for m, rs in runs.items()}
     return {
@@ -85,6 +109,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": runs,
         "link_vs_nats_py": {k: med["link"][k] / med["nats-py"][k] for k in med["link"]},
         "hop_p50_vs_raw": {m: med[m]["hop_p50_us"] / med["raw"]["hop_p50_us"] for m in MODES},
+        "mirror_vs_off": {
+            m: med[m]["mirror_cpu_us_per_bar"] / med["off"]["cpu_us_per_bar"] for m in MODES
+        },
         "env": {
             "repeats": args.repeats,
             "rate": args.rates[0],
@@ -99,6 +126,7 @@ def main() -> None:
     p.add_argument("--nats", default=NATS_URL)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rate", type=float, default=500.0, help="bars/s of the split")
+    p.add_argument("--mirror-rate", type=float, default=1000.0, help="bars/s of the mirror")
     p.add_argument("--symbols", type=int, default=8)
     p.add_argument("--step-s", type=float, default=3.0)
     p.add_argument("--hop-count", type=int, default=2000)
@@ -106,6 +134,7 @@ def main() -> None:
     p.add_argument("--trees", type=int, default=200)
     p.add_argument("--out", type=Path, default=RESULTS / "core_link.json")
     args = p.parse_args()
+    configure("warning")  # the in-process engine logs every intent at info
     # What engine_sections reads (bench_pipeline's --quick values, one step).
     args.rates, args.pause_s, args.warmup_bars, args.warmup_rate, args.settle_s = (
         [args.rate], 0.5, 210, 2000.0, 0.5,
@@ -119,6 +148,8 @@ def main() -> None:
           + "  ".join(f"{k} {v:.2f}" for k, v in result["link_vs_nats_py"].items()))  # fmt: skip
     print("hop p50 ÷ raw nats-py: "
           + "  ".join(f"{m} {v:.2f}" for m, v in result["hop_p50_vs_raw"].items()))  # fmt: skip
+    print("mirror CPU/bar ÷ off: "
+          + "  ".join(f"{m} {v:.2f}" for m, v in result["mirror_vs_off"].items()))  # fmt: skip
     print(f"wrote {args.out}")
 
 
