@@ -29,6 +29,7 @@ import anyio
 import numpy as np
 import uvloop
 
+from bench.hop_harness import stats
 from levibot.logging import configure
 from levibot.runtime.node import Node
 from levibot.settings import load_settings
@@ -36,17 +37,6 @@ from levibot.testenv import NATS_URL
 from levibot.testing import NodeProcess, wait_until, write_config
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _stats(lat_ns: np.ndarray, first: int, last: int, warmup: int) -> dict[str, float]:
-    """Latency percentiles after ``warmup``; throughput from the first send to the last receive."""
-    sent = first - int(lat_ns[0])
-    lat = lat_ns[warmup:]
-    return {
-        "p50_us": float(np.percentile(lat, 50) / 1e3),
-        "p99_us": float(np.percentile(lat, 99) / 1e3),
-        "msgs_per_s": float(len(lat_ns) / max((last - sent) / 1e9, 1e-9)),
-    }
 
 
 # -- bare -------------------------------------------------------------------------------------
@@ -87,7 +77,7 @@ async def _bare(hops: int, count: int, rate: float, warmup: int) -> dict[str, fl
     await asyncio.gather(source(), sink())
     for t in tasks:
         t.cancel()
-    return _stats(np.array(lat), times[0], times[-1], warmup)
+    return stats(np.array(lat), times[0], times[-1], warmup)
 
 
 # -- levibot nodes ------------------------------------------------------------------------------
@@ -116,7 +106,7 @@ async def _inproc(hops: int, count: int, rate: float, warmup: int, nats: str) ->
     node = Node(settings)
     await node.run(handle_signals=False)
     sink = node.actors[f"bsink{hops - 1}"]
-    return _stats(np.array(sink.lat), sink.first, sink.last, warmup)
+    return stats(np.array(sink.lat), sink.first, sink.last, warmup)
 
 
 def _procs(hops: int, count: int, rate: float, warmup: int, nats: str) -> dict[str, float]:
@@ -169,7 +159,7 @@ def _procs(hops: int, count: int, rate: float, warmup: int, nats: str) -> dict[s
         node.signal(15)
         node.wait(30)
     data = np.load(out)
-    return _stats(data[2:], int(data[0]), int(data[1]), warmup)
+    return stats(data[2:], int(data[0]), int(data[1]), warmup)
 
 
 # -- driver ------------------------------------------------------------------------------------

@@ -29,21 +29,18 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
-import msgspec
 import nats
-import numpy as np
 import uvloop
 
-from bench.raw_nats_hop import WARMUP, stats, wait_ready
+from bench.hop_harness import WARMUP, Client, sink_arguments, sink_main
+from bench.hop_harness import hop as _hop
+from bench.raw_nats_hop import NATS_PY
 from levibot.testenv import NATS_URL
 
 try:
@@ -57,113 +54,60 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         "  /work/venv313/bin/python -m bench.nats_core_hop"
     ) from None
 
-VARIANTS = ("py", "core", "core-cb", "core-0")
 CLIENTS = ("py", "core", "core-0")  # publish-only: the receive path plays no part
-_URL = NATS_URL  # set from --nats in every process
+
+
+async def _connect_core(url: str, min_flush_interval: float | None = None) -> Any:
+    nc = await core.connect(url)
+    if min_flush_interval is not None:
+        nc._min_flush_interval = min_flush_interval  # 0: flush on the next loop turn, as nats-py
+    return nc
 
 
 async def _connect(variant: str) -> Any:
     if variant == "py":
         return await nats.connect(_URL)
-    nc = await core.connect(_URL)
-    if variant == "core-0":
-        nc._min_flush_interval = 0.0  # flush on the next loop turn, as nats-py does
-    return nc
+    return await _connect_core(_URL, 0.0 if variant == "core-0" else None)
 
 
-# -- the two ends of a hop -----------------------------------------------------------------
+async def _subscribe_iter(nc: Any, subject: str, on_data: Any) -> None:
+    sub = await nc.subscribe(subject)
 
-
-async def _sink(variant: str, subject: str, total: int, out: Path, ready: Path) -> None:
-    nc = await _connect(variant)
-    decode = msgspec.msgpack.Decoder(tuple[int, int]).decode
-    lat: list[int] = []
-    times = [0, 0]
-    done = asyncio.Event()
-
-    def on_data(data: bytes) -> None:
-        now = time.monotonic_ns()
-        _seq, t0 = decode(data)
-        if not times[0]:
-            times[0] = now
-        times[1] = now
-        lat.append(now - t0)
-        if len(lat) >= total:
-            done.set()
-
-    consumer = None
-    if variant == "py":
-
-        async def cb(msg: Any) -> None:
+    async def consume() -> None:
+        async for msg in sub:
             on_data(msg.data)
 
-        await nc.subscribe(subject, cb=cb)
-    elif variant == "core-cb":
-        sub = await nc.subscribe(subject, max_pending_messages=None, max_pending_bytes=None)
-        sub.add_callback(lambda msg: on_data(msg.data))
-    else:
-        sub = await nc.subscribe(subject)
-
-        async def consume() -> None:
-            async for msg in sub:
-                on_data(msg.data)
-
-        consumer = asyncio.create_task(consume())
+    _tasks.add(asyncio.get_running_loop().create_task(consume()))  # ends when the sink exits
     await nc.flush()
-    cpu0 = time.process_time_ns()
-    ready.touch()  # noqa: ASYNC240 (once, before the measured messages)
-    await asyncio.wait_for(done.wait(), 120)
-    cpu = time.process_time_ns() - cpu0
-    np.save(out, np.array([*times, cpu, *lat], dtype=np.int64))
-    if consumer is not None:
-        consumer.cancel()
+
+
+async def _subscribe_cb(nc: Any, subject: str, on_data: Any) -> None:
+    sub = await nc.subscribe(subject, max_pending_messages=None, max_pending_bytes=None)
+    sub.add_callback(lambda msg: on_data(msg.data))
+    await nc.flush()
+
+
+async def _publish(nc: Any, subject: str, data: bytes) -> None:
+    await nc.publish(subject, data)
+
+
+async def _close(nc: Any) -> None:
+    await nc.flush()
     await nc.close()
 
 
-async def _source(variant: str, subject: str, total: int, rate: float) -> int:
-    """Publish ``total`` stamped messages; return the CPU time spent publishing (ns)."""
-    nc = await _connect(variant)
-    encode = msgspec.msgpack.Encoder().encode
-    interval = 1e9 / rate if rate else 0.0
-    cpu0 = time.process_time_ns()
-    start = time.monotonic_ns()
-    for seq in range(total):
-        if interval:
-            due = start + int(seq * interval)
-            while (now := time.monotonic_ns()) < due:  # noqa: ASYNC110 (pacing to a deadline)
-                await asyncio.sleep(max(0.001, (due - now) / 1e9))  # as bench_bus paces
-        await nc.publish(subject, encode((seq, time.monotonic_ns())))
-        if not interval and seq % 256 == 255:
-            await asyncio.sleep(0)  # let the flusher write, as a node's loop would
-    await nc.flush()
-    cpu = time.process_time_ns() - cpu0
-    await nc.close()
-    return cpu
+_tasks: set[asyncio.Task[None]] = set()
+VARIANTS = {
+    "py": NATS_PY,
+    "core": Client(_connect_core, _subscribe_iter, _publish, _close),
+    "core-cb": Client(_connect_core, _subscribe_cb, _publish, _close),
+    "core-0": Client(lambda url: _connect_core(url, 0.0), _subscribe_iter, _publish, _close),
+}
 
 
 def hop(variant: str, count: int, rate: float, warmup: int = WARMUP) -> dict[str, float]:
     """Return p50/p99 µs, msgs/s and CPU ns per message at each end over one hop."""
-    tmp = Path(tempfile.mkdtemp(prefix="lbcore"))
-    out, ready = tmp / "sink.npy", tmp / "ready"
-    subject = f"lbcore.{uuid.uuid4().hex[:8]}"
-    total = count + warmup
-    cmd = [sys.executable, "-m", "bench.nats_core_hop", "--sink", variant, "--nats", _URL,
-           "--subject", subject, "--total", str(total),
-           "--out", str(out), "--ready", str(ready)]  # fmt: skip
-    proc = subprocess.Popen(cmd)
-    try:
-        wait_ready(proc, ready, f"the {variant} sink")
-        src_cpu = uvloop.run(_source(variant, subject, total, rate))
-        if proc.wait(60) != 0:
-            raise RuntimeError(f"the {variant} sink failed (exit {proc.returncode})")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    data = np.load(out)
-    result = stats(data[3:], int(data[0]), int(data[1]), warmup)
-    result["pub_cpu_ns"] = src_cpu / total
-    result["sub_cpu_ns"] = float(data[2]) / total
-    return result
+    return _hop("bench.nats_core_hop", variant, VARIANTS[variant], _URL, count, rate, warmup)
 
 
 # -- publish only --------------------------------------------------------------------------
@@ -257,15 +201,11 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--pub-count", type=int, default=20000)
     p.add_argument("--sizes", type=int, nargs="+", default=[16, 1024])
-    p.add_argument("--sink", choices=VARIANTS, help=argparse.SUPPRESS)
-    p.add_argument("--subject", help=argparse.SUPPRESS)
-    p.add_argument("--total", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
+    sink_arguments(p, VARIANTS)
     args = p.parse_args()
     _URL = args.nats
     if args.sink:
-        uvloop.run(_sink(args.sink, args.subject, args.total, args.out, args.ready))
+        sink_main(args, VARIANTS)
         return
     load0 = os.getloadavg()
     started = time.monotonic()

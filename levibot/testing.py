@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,6 +180,33 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+@contextlib.contextmanager
+def configured_nats_server(conf: str, directory: Path) -> Iterator[str]:
+    """Run a private nats-server with ``conf`` (a ``nats.conf`` body, without ``listen``: a
+    free port is added) until the block ends; yield its URL."""
+    port = free_port()
+    path = directory / "nats.conf"
+    path.write_text(f"listen: 127.0.0.1:{port}\n{conf}")
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+    proc = subprocess.Popen(
+        [binary, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, 10, "nats-server")
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class NatsServer:

@@ -417,7 +417,7 @@ class CoreLink(asyncio.Protocol):
 
     def _backlog(self) -> int:
         """Bytes published but not yet written to the socket."""
-        return self._out_size + self.transport.get_write_buffer_size()
+        return self._out_size + int(self.transport.get_write_buffer_size())
 
     def _send(self, command: bytes) -> None:
         if not self._out:

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +21,7 @@ import pytest
 
 from levibot.bus._link import CoreLink, LinkDown, encode_headers, parse_headers
 from levibot.testenv import NATS_URL
-from levibot.testing import NatsServer, free_port, wait_until
+from levibot.testing import NatsServer, configured_nats_server, free_port
 from tests.fuzz.support import RecordingLog
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -310,33 +306,14 @@ async def test_the_mirror_uses_the_link_by_default_but_not_in_a_split_replay() -
 def restricted_server(tmp_path: Path) -> Iterator[str]:
     """A nats-server whose user ``reader`` may subscribe to ``ok.>`` only; yields its URL
     (``writer`` may do anything)."""
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f"listen: 127.0.0.1:{port}\n"
+    with configured_nats_server(
         "authorization { users: [\n"
         '  {user: reader, password: "pw", permissions: {subscribe: "ok.>", publish: "_"}},\n'
         '  {user: writer, password: "pw"}\n'
-        "] }\n"
-    )
-    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, 10, "nats-server")
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        "] }\n",
+        tmp_path,
+    ) as url:
+        yield url
 
 
 async def test_a_refused_subscription_is_logged_and_the_rest_flows(restricted_server: str) -> None:

@@ -9,9 +9,7 @@ no password, or no CA to verify the server is refused; a half-done configuration
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 from levibot.bus.connect import connect_options
 from levibot.errors import ConfigError
 from levibot.settings import NatsConfig
-from levibot.testing import free_port, wait_until
+from levibot.testing import configured_nats_server
 
 pytestmark = [pytest.mark.integration]
 
@@ -66,31 +64,12 @@ def server(tmp_path: Path) -> Iterator[str]:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed to make the test's certificates", pytrace=False)
     make_certs(tmp_path)
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f"listen: 127.0.0.1:{port}\n"
+    with configured_nats_server(
         f'tls {{ cert_file: "{tmp_path}/server.pem", key_file: "{tmp_path}/server.key" }}\n'
-        f'authorization {{ users: [{{user: node, password: "{PASSWORD}"}}] }}\n'
-    )
-    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, 10, "nats-server")
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        f'authorization {{ users: [{{user: node, password: "{PASSWORD}"}}] }}\n',
+        tmp_path,
+    ) as url:
+        yield url
 
 
 def try_connect(config: NatsConfig) -> str:
