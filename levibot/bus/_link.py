@@ -211,7 +211,7 @@ class CoreLink(asyncio.Protocol):
             attempt += 1
             try:
                 await self._open()
-            except (OSError, TimeoutError, ConnectionError) as exc:
+            except Exception as exc:  # whatever failed, the next attempt starts afresh
                 if attempt == 1 or attempt % 40 == 0:
                     self._warn("nats.link_reconnect_failed", error=repr(exc), attempt=attempt)
                 continue
