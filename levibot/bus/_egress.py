@@ -163,6 +163,9 @@ class CoreEgress:
         self.busy = False
         self.closing = False
         self.local_busy: LocalBusy = _always_busy  # set by the node (``settle_first``)
+        # The core link's: a batch is written as soon as it is published, not at the end of
+        # the loop turn (one turn off a hop). nats-py's flusher task writes on a turn of its own.
+        self.write_now: Callable[[], None] | None = None
         self._wakeup = asyncio.Event()
         self.m_published = published  # counters shared with the mirror
         self.m_errors = errors
@@ -208,11 +211,8 @@ class CoreEgress:
                     self.m_errors.inc()
                     self.m_dropped.inc(count)
                     self.log.debug("nats.publish_failed", error=repr(exc))
-            # The core link writes the batch now rather than at the end of the loop turn (one
-            # turn off a hop); nats-py's flusher task writes on its own turn.
-            write_now = getattr(self.nc, "write_now", None)
-            if write_now is not None:
-                write_now()
+            if self.write_now is not None:
+                self.write_now()
             self.busy = False
 
 

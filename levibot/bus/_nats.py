@@ -187,6 +187,7 @@ class NatsMirror(SettleMixin):
             on_reconnect=on_reconnect,
         ).connect()  # fmt: skip
         self.core.nc = self.ingress.link = self.link
+        self.core.write_now = self.link.write_now
         self.log.info("nats.core_link", url=self.config.url)
 
     async def resend_spill(self) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from levibot.bus._link import CoreLink, LinkDown, encode_headers, parse_headers
 from levibot.testenv import NATS_URL
-from levibot.testing import NatsServer, configured_nats_server, free_port
+from levibot.testing import NatsServer, free_port
 from tests.fuzz.support import RecordingLog
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -306,14 +306,18 @@ async def test_the_mirror_uses_the_link_by_default_but_not_in_a_split_replay() -
 def restricted_server(tmp_path: Path) -> Iterator[str]:
     """A nats-server whose user ``reader`` may subscribe to ``ok.>`` only; yields its URL
     (``writer`` may do anything)."""
-    with configured_nats_server(
+    server = NatsServer(
+        tmp_path,
         "authorization { users: [\n"
         '  {user: reader, password: "pw", permissions: {subscribe: "ok.>", publish: "_"}},\n'
         '  {user: writer, password: "pw"}\n'
         "] }\n",
-        tmp_path,
-    ) as url:
-        yield url
+    )
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 async def test_a_refused_subscription_is_logged_and_the_rest_flows(restricted_server: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 from levibot.bus.connect import connect_options
 from levibot.errors import ConfigError
 from levibot.settings import NatsConfig
-from levibot.testing import configured_nats_server
+from levibot.testing import NatsServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,12 +64,16 @@ def server(tmp_path: Path) -> Iterator[str]:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed to make the test's certificates", pytrace=False)
     make_certs(tmp_path)
-    with configured_nats_server(
+    server = NatsServer(
+        tmp_path,
         f'tls {{ cert_file: "{tmp_path}/server.pem", key_file: "{tmp_path}/server.key" }}\n'
         f'authorization {{ users: [{{user: node, password: "{PASSWORD}"}}] }}\n',
-        tmp_path,
-    ) as url:
-        yield url
+    )
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def try_connect(config: NatsConfig) -> str:

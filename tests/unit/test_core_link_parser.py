@@ -1,20 +1,23 @@
-"""``CoreLink``'s reader (``levibot.bus._link``) on byte streams cut anywhere.
+"""``CoreLink``'s reader (``levibot.bus._link``) on byte streams cut anywhere, and its writes.
 
 The server writes whatever it has, so a message, a header block or a control line can be split
 across reads at any byte. Whatever the cuts, the callbacks see the same messages; a PING is
 answered; a stream that is not the NATS protocol drops the connection (to reconnect) instead of
-raising out of the read. The real server is in tests/integration/test_core_link.py.
+raising out of the read. What a loop turn publishes goes out in one write, or at once with
+``write_now``. The real server is in tests/integration/test_core_link.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from levibot.bus._link import CoreLink, encode_headers
+from levibot.bus._link import CoreLink, LinkDown, encode_headers
 
 
 class Transport:
@@ -100,3 +103,29 @@ def test_a_stream_that_is_not_nats_drops_the_connection(garbage: bytes) -> None:
     lk, transport, got = link()
     lk.data_received(garbage + b"MSG b 2 1\r\nx\r\n")
     assert transport.aborted and got == [] and not lk._buf
+
+
+def test_a_turns_publishes_go_out_in_one_write_and_write_now_sends_at_once() -> None:
+    async def go() -> list[bytes]:
+        lk = CoreLink("nats://127.0.0.1:4222")
+        lk.transport = transport = Transport()
+        lk._alive = lk.connected = True
+        await lk.publish("a", b"1")
+        await lk.publish("b", b"22", reply="r", headers={"K": "v"})
+        assert transport.written == []  # not before the loop turns
+        await asyncio.sleep(0)
+        await lk.publish("c", b"3")
+        lk.write_now()  # the core egress, its batch published
+        written = list(transport.written)
+        await asyncio.sleep(0)  # the write scheduled for the turn finds nothing left
+        assert transport.written == written
+        lk.connected = False
+        with pytest.raises(LinkDown):
+            await lk.publish("d", b"4")
+        assert lk.dropped == 1
+        return written
+
+    assert asyncio.run(go()) == [
+        b"PUB a 1\r\n1\r\nHPUB b r 18 20\r\nNATS/1.0\r\nK: v\r\n\r\n22\r\n",
+        b"PUB c 1\r\n3\r\n",
+    ]
