@@ -34,7 +34,7 @@ async def _connect(url: str) -> CoreLink:
 
 
 async def _subscribe(link: CoreLink, subject: str, on_data: Callable[[bytes], None]) -> None:
-    link.subscribe(subject, lambda _subject, data, _headers: on_data(data))
+    link.subscribe(subject, lambda _subject, _reply, data, _headers: on_data(data))
     await link.flush()
 
 

@@ -106,9 +106,11 @@ class JetStreamPublisher:
         self._prefix = prefix
 
     async def _on_reply(self, msg: Any) -> None:
-        self._on_ack(msg.subject, msg.data, msg.headers)
+        self._on_ack(msg.subject, "", msg.data, msg.headers)
 
-    def _on_ack(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+    def _on_ack(
+        self, subject: str, _reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
         slot = self._waiting.pop(subject[len(self._prefix) :], None)
         if slot is None:
             return  # an ack that came after its batch gave up: the retry is deduplicated

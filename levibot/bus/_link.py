@@ -13,13 +13,15 @@ one run (``bench/lean_nats_hop.py``): hop p50 ×0.66, unpaced throughput ×2.4, 
 
 What it does: CONNECT (user and password, from the URL or ``[nats]``; TLS by upgrade after the
 server's INFO), PUB/HPUB (with a reply subject: durable egress's JetStream publishes, whose acks
-come back on one inbox subscription, ``_jspub``), SUB/UNSUB, MSG/HMSG with headers, PING/PONG
-both ways (a server that stops answering is dropped), reconnection forever with resubscription,
-and read back-pressure (``pause_reading``). What it leaves to nats-py, which the node keeps for
-them: JetStream's API and consumers (durable ingress, acks, the dead-letter stream), the settle
-rounds. Core NATS is at most once, and so is the link: while it
-is down, or its unsent output is over ``max_pending`` bytes, a publish raises ``LinkDown``
-(the egress counts the drop; receivers count the gap in the frame numbers).
+come back on one inbox subscription, ``_jspub``), SUB/UNSUB, MSG/HMSG with headers and reply
+subjects (a durable push consumer's deliveries, acked by publishing to the reply: ``_ingress``),
+PING/PONG both ways (a server that stops answering is dropped), reconnection forever with
+resubscription, and read back-pressure (``pause_reading``). What it leaves to nats-py, which
+the node keeps for them: JetStream's API (streams, consumers, their info), the dead-letter
+stream, the settle rounds. Core NATS is at most once, and so is the link: while it is down, or
+its unsent output is over ``max_pending`` bytes, a publish raises ``LinkDown`` (the egress
+counts the drop; receivers count the gap in the frame numbers; a JetStream ack that does not go
+out leaves its message to be redelivered, and the ingress ledger skips it).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from urllib.parse import unquote, urlparse
 
 __all__ = ["CoreLink", "LinkDown", "OnMessage"]
 
-#: A subscription's callback: (subject, payload, headers or None), called inside the read.
-OnMessage = Callable[[str, bytes, "dict[str, str] | None"], None]
+#: A subscription's callback: (subject, reply subject or "", payload, headers or None), called
+#: inside the read.
+OnMessage = Callable[[str, str, bytes, "dict[str, str] | None"], None]
 
 _CRLF = b"\r\n"
 _HEADER_LINE = b"NATS/1.0"
@@ -123,7 +126,8 @@ class CoreLink(asyncio.Protocol):
         self.dropped = 0  # publishes refused while down or over max_pending
         self._buf = bytearray()
         self._need = -1  # bytes of the MSG being read still expected (payload + CRLF); -1: none
-        self._msg: tuple[bytes, int, int] = (b"", 0, -1)  # subject, sid, header length (-1: none)
+        # The MSG being read: subject, sid, reply subject, header length (-1: none).
+        self._msg: tuple[bytes, int, bytes, int] = (b"", 0, b"", -1)
         self._subs: dict[int, tuple[str, OnMessage]] = {}
         self._next_sid = 0
         self._out: list[bytes] = []
@@ -195,8 +199,8 @@ class CoreLink(asyncio.Protocol):
         """Ping the server every ``ping_interval_s``; drop a connection that stops answering."""
         while not self.closed:
             await asyncio.sleep(self.ping_interval_s)
-            if not self.connected:
-                continue
+            if not self.connected or self._paused:
+                continue  # paused, no PONG can be read: the server's liveness is not known
             if sum(1 for p in self._pongs if p is None) >= self.max_outstanding_pings:
                 self._warn("nats.link_stale")
                 self.transport.abort()  # connection_lost reconnects
@@ -275,7 +279,7 @@ class CoreLink(asyncio.Protocol):
             if need >= 0:  # the payload (and CRLF) of the MSG or HMSG being read
                 if end - pos < need:
                     break
-                subject, sid, hlen = self._msg
+                subject, sid, reply, hlen = self._msg
                 self._need = -1
                 sub = subs.get(sid)
                 if sub is not None:
@@ -285,7 +289,7 @@ class CoreLink(asyncio.Protocol):
                         headers = parse_headers(bytes(buf[pos : pos + hlen - 4]))
                         payload = bytes(buf[pos + hlen : pos + need - 2])
                     try:
-                        sub[1](subject.decode(), payload, headers)
+                        sub[1](subject.decode(), reply.decode(), payload, headers)
                     except Exception as exc:  # a callback's bug must not kill the connection
                         if self.log is not None:
                             self.log.error("nats.link_callback_failed", error=repr(exc))
@@ -299,11 +303,12 @@ class CoreLink(asyncio.Protocol):
             op = line[:4]
             if op == b"MSG ":  # MSG <subject> <sid> [reply] <size>
                 parts = line.split()
-                self._msg = (parts[1], int(parts[2]), -1)
+                self._msg = (parts[1], int(parts[2]), parts[3] if len(parts) == 5 else b"", -1)
                 self._need = int(parts[-1]) + 2
             elif op == b"HMSG":  # HMSG <subject> <sid> [reply] <header size> <total size>
                 parts = line.split()
-                self._msg = (parts[1], int(parts[2]), int(parts[-2]))
+                reply = parts[3] if len(parts) == 6 else b""
+                self._msg = (parts[1], int(parts[2]), reply, int(parts[-2]))
                 self._need = int(parts[-1]) + 2
             elif line == b"PING":
                 self._send(b"PONG\r\n")
@@ -332,7 +337,7 @@ class CoreLink(asyncio.Protocol):
 
     # -- the client API ------------------------------------------------------------------
 
-    async def publish(
+    def publish_nowait(
         self,
         subject: str,
         payload: bytes = b"",
@@ -342,9 +347,8 @@ class CoreLink(asyncio.Protocol):
         """Queue a publish (with a ``reply`` subject: a JetStream publish, acked there); what
         is queued in one loop turn goes out in one write.
 
-        Never waits (a coroutine only to stand where nats-py's ``publish`` does). Raises
-        ``LinkDown`` while disconnected or too far behind, ``ValueError`` for a payload over
-        the server's ``max_payload``.
+        Raises ``LinkDown`` while disconnected or too far behind, ``ValueError`` for a payload
+        over the server's ``max_payload``.
         """
         if not self.connected or self._backlog() > self.max_pending:
             self.dropped += 1
@@ -360,6 +364,17 @@ class CoreLink(asyncio.Protocol):
             )
         else:
             self._send(b"PUB %s %d\r\n%s\r\n" % (head.encode(), len(payload), payload))
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """``publish_nowait`` where nats-py's ``publish`` stands (core egress, JetStream
+        publishes, a ``Msg``'s acks): it never waits."""
+        self.publish_nowait(subject, payload, reply, headers)
 
     @staticmethod
     def new_inbox() -> str:

@@ -137,23 +137,32 @@ class LocalBus:
             await self._deliver(msg, targets, _Countdown(len(targets), done) if done else None)
         return len(targets)
 
-    def deliver_remote_nowait(self, msg: Message) -> Coroutine[Any, Any, None] | None:
-        """Deliver a core message from NATS to local subscribers without waiting.
+    def deliver_remote_nowait(
+        self, msg: Message, done: Delivery | None = None
+    ) -> Coroutine[Any, Any, None] | None:
+        """Deliver a message from NATS to local subscribers without waiting.
 
         Return None when every subscriber took it (or conflated it), else a coroutine that
         waits until the full mailboxes take it too: the caller awaits it before it delivers
         anything more, so that the order holds (``CoreLink`` ingress, called inside a read).
+        A durable message comes with its ``Delivery``, settled as with ``deliver_remote``.
         """
+        targets = self._targets(msg)
+        if done is not None:
+            if not targets:
+                done()
+                return None
+            done.expect(len(targets))
         full: list[Mailbox] | None = None
         conflatable = msg.overflow is Overflow.CONFLATE
-        for mailbox in self._targets(msg):
+        for mailbox in targets:
             if conflatable and mailbox.conflate:
-                mailbox.offer(msg)
-            elif not mailbox.try_put(msg):
+                mailbox.offer(msg, done)
+            elif not mailbox.try_put(msg, done):
                 if full is None:
                     full = []
                 full.append(mailbox)
-        return None if full is None else self._deliver(msg, full, None)
+        return None if full is None else self._deliver(msg, full, done)
 
     def stats(self) -> dict[str, Any]:
         """Return depth and drops per mailbox."""

@@ -124,7 +124,6 @@ class NatsMirror(SettleMixin):
         )  # fmt: skip
         self.m_bad = self.ingress.m_bad  # the fuzz test reads it here
         self._subs = self.ingress.subs  # every subscription, the settle one included
-        self._durable_subs = self.ingress.durable_subs
         if tracer is not None:
             _trace.wrap_encoding(self, tracer)
 

@@ -12,12 +12,15 @@ means no node published in between: the whole system is quiescent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import nats.errors
 from nats.aio.msg import Msg
+
+if TYPE_CHECKING:
+    from levibot.bus._ingress import Ingress
 
 
 class SettleMixin:
@@ -30,8 +33,8 @@ class SettleMixin:
     durable: Any
     m_published: Any
     _ns: str
+    ingress: Ingress
     _subs: list[Any]
-    _durable_subs: list[Any]
 
     def _settle_subject(self) -> str:
         return f"{self._ns}lb.settle"
@@ -42,11 +45,7 @@ class SettleMixin:
             if not self.core.idle or not self.durable.idle:
                 await anyio.lowlevel.checkpoint()
                 continue
-            pending = 0
-            for psub in self._durable_subs:
-                info = await psub.consumer_info()
-                pending += info.num_pending + info.num_ack_pending
-            if pending:
+            if await self.ingress.durable_pending():
                 await anyio.sleep(0.0005)
                 continue
             await self.nc.flush()

@@ -43,7 +43,7 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
 
 def collector() -> tuple[Got, Any]:
     got: Got = []
-    return got, lambda s, data, headers: got.append((s, data, headers))
+    return got, lambda s, _reply, data, headers: got.append((s, data, headers))
 
 
 async def test_messages_arrive_in_order_whole_across_reads() -> None:
@@ -69,7 +69,13 @@ async def test_headers_both_ways_with_nats_py_on_the_other_end() -> None:
     nc = await nats.connect(NATS_URL)
     try:
         to_link, to_py = subject(), subject()
-        got, cb = collector()
+        got: Got = []
+        replies: list[str] = []
+
+        def cb(s: str, reply: str, data: bytes, headers: Any) -> None:
+            got.append((s, data, headers))
+            replies.append(reply)
+
         link.subscribe(to_link + ".>", cb)  # a wildcard subscription
         await link.flush()
         seen: list[Any] = []
@@ -79,12 +85,15 @@ async def test_headers_both_ways_with_nats_py_on_the_other_end() -> None:
 
         await nc.subscribe(to_py, cb=on_py)
         await nc.flush()
-        await nc.publish(to_link + ".a.b", b"payload", headers={"Origin": "n1", "X-Seq": "7"})
+        await nc.publish(
+            to_link + ".a.b", b"payload", reply="r.1", headers={"Origin": "n1", "X-Seq": "7"}
+        )
         await nc.publish(to_link + ".c", b"plain")
         await link.publish(to_py, b"back", headers={"Origin": "n2", "traceparent": "00-ab-cd-01"})
         await until(lambda: len(got) == 2 and len(seen) == 1)
         assert got[0] == (to_link + ".a.b", b"payload", {"Origin": "n1", "X-Seq": "7"})
         assert got[1] == (to_link + ".c", b"plain", None)
+        assert replies == ["r.1", ""]
         assert seen[0].data == b"back"
         assert seen[0].headers == {"Origin": "n2", "traceparent": "00-ab-cd-01"}
     finally:
@@ -126,7 +135,7 @@ async def test_a_callback_that_raises_does_not_break_the_connection() -> None:
         name = subject()
         got: list[bytes] = []
 
-        def cb(_s: str, data: bytes, _h: Any) -> None:
+        def cb(_s: str, _r: str, data: bytes, _h: Any) -> None:
             if data == b"boom":
                 raise RuntimeError("a bug in a handler")
             got.append(data)

@@ -1,7 +1,8 @@
 """``CoreLink``'s reader (``levibot.bus._link``) on byte streams cut anywhere, and its writes.
 
 The server writes whatever it has, so a message, a header block or a control line can be split
-across reads at any byte. Whatever the cuts, the callbacks see the same messages; a PING is
+across reads at any byte. Whatever the cuts, the callbacks see the same messages (with their
+reply subjects); a PING is
 answered; a stream that is not the NATS protocol drops the connection (to reconnect) instead of
 raising out of the read. What a loop turn publishes goes out in one write, or at once with
 ``write_now``. The real server is in tests/integration/test_core_link.py.
@@ -42,8 +43,8 @@ def link() -> tuple[CoreLink, Transport, list[Any]]:
     lk = CoreLink("nats://127.0.0.1:4222")
     lk.transport = transport = Transport()
     lk.connected = True
-    lk._subs[1] = ("a.>", lambda s, d, h: got.append((s, d, h)))
-    lk._subs[2] = ("b", lambda s, d, h: got.append((s, d, h)))
+    lk._subs[1] = ("a.>", lambda s, r, d, h: got.append((s, r, d, h)))
+    lk._subs[2] = ("b", lambda s, r, d, h: got.append((s, r, d, h)))
     lk._send = lambda command: transport.write(command)  # type: ignore[method-assign]
     return lk, transport, got
 
@@ -78,7 +79,8 @@ def stream(msgs: list[Any]) -> tuple[bytes, list[Any]]:
                        % (subject.encode(), sid, r, len(block), size, block, payload))  # fmt: skip
         out.append(b"PING\r\n")
         if sid != 9:
-            expected.append((subject, payload, {k.strip(): v for k, v in headers.items()}
+            expected.append((subject, r.decode().strip(), payload,
+                             {k.strip(): v for k, v in headers.items()}
                              if headers is not None else None))  # fmt: skip
     return b"".join(out), expected
 
