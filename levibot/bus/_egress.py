@@ -18,6 +18,10 @@ budget per batch; the first accepted publish ends that state.
 
 Incoming durable messages are acked only after everything the node enqueued before their
 handling finished is confirmed (published or spilled): ``pending_acks`` holds them by sequence.
+
+After a quiet spell, durable egress lingers ``[nats] durable_linger_s`` before it publishes (and
+acks): at the rate orders and fills come, each would otherwise take a write, a server ack, a
+delivery back and an ack of its own.
 """
 
 from __future__ import annotations
@@ -244,6 +248,9 @@ class DurableEgress:
         self.refusing = False  # the last batch was spilled: one try per batch until one passes
         self.closing = False
         self.local_busy: LocalBusy = _always_busy  # set by the node (``settle_first``)
+        # ``[nats] durable_linger_s``, but none in a split replay, which waits for this egress
+        # to be idle after every event.
+        self.linger_s = config.durable_linger_s if config.settle_nodes <= 1 else 0.0
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
         self._inflight: list[Item] = []
@@ -289,7 +296,10 @@ class DurableEgress:
                     if self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
                         continue
                     await self._wakeup.wait()
-                    await settle_first(self.config.egress_yield, self.local_busy)
+                    if self.linger_s and not self.closing:
+                        await anyio.sleep(self.linger_s)  # what comes meanwhile joins the batch
+                    else:
+                        await settle_first(self.config.egress_yield, self.local_busy)
                     continue
                 n = min(self.config.egress_batch, len(self.queue))
                 batch = [self.queue.popleft() for _ in range(n)]

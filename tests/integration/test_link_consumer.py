@@ -6,7 +6,8 @@ subject) ride the link instead of nats-py, and each delivery goes into the local
 inside the link's read. What must hold is what held on nats-py: every message handled, in
 order, through a mailbox too small to take them; a failed handler's message nak'ed and tried
 again; a consumer made by an earlier process taken over, one still bound elsewhere refused;
-and across a server restart, every message handled once and acked in the end.
+and across a server restart, every message handled once and acked in the end. Durable egress
+lingers (``[nats] durable_linger_s``): a burst spread over the linger goes out as one batch.
 """
 
 from __future__ import annotations
@@ -263,3 +264,36 @@ async def test_across_a_server_restart_every_message_is_handled_once_and_acked(
         await r.stop()
         await nc.close()
         server.stop()
+
+
+@pytest.mark.parametrize(("linger_s", "batches"), [(0.2, [5]), (0.0, [1, 1, 1, 1, 1])])
+async def test_durable_egress_lingers_so_a_spread_burst_goes_out_as_one_batch(
+    linger_s: float, batches: list[int]
+) -> None:
+    """Five durable messages enqueued 10 ms apart: with ``durable_linger_s`` they share one
+    publish batch (one write, one ack round); without it, each goes out on its own."""
+    config = config_for(durable_linger_s=linger_s)
+    m = mirror(config)
+    await m.connect()
+    assert m.durable.publisher is not None
+    publish, sizes = m.durable.publisher.publish, []
+
+    async def counted(items: list[Any], timeout: float) -> list[BaseException | None]:
+        sizes.append(len(items))
+        return await publish(items, timeout)
+
+    m.durable.publisher.publish = counted  # type: ignore[method-assign]
+    egress = asyncio.ensure_future(m.run_egress())
+    await asyncio.sleep(0.05)  # the egress is waiting for work
+    try:
+        for v in range(5):
+            await m.enqueue(squared(v))
+            await asyncio.sleep(0.01)
+        await until(lambda: sum(sizes) == 5)
+        assert sizes == batches
+        info = await m.js.stream_info(config.stream)
+        assert info.state.messages == 5
+    finally:
+        await m.close()
+        await egress
+        await m.drain()
