@@ -6,6 +6,7 @@ the nodes' total mailbox drops (``levibot_mailbox_dropped`` summed over actors).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
+import nats as nats_py
 import numpy as np
+from nats.js.errors import NotFoundError
 
 from bench.pipeline_actors import RECORDERS
+from levibot.bus._dlq import dlq_stream
 from levibot.runtime.node import Node
-from levibot.settings import load_settings
+from levibot.settings import NatsConfig, load_settings
 from levibot.testing import NodeProcess, wait_until, write_config
 
 GROUPS = {
@@ -42,6 +47,20 @@ def _nats(url: str) -> dict[str, Any]:
         return {}
     ns = f"pb{uuid.uuid4().hex[:8]}"
     return {"url": url, "namespace": ns, "stream": ns.upper()}
+
+
+async def drop_streams(config: NatsConfig) -> None:
+    """Delete a run's stream and dead-letter stream: a benchmark leaves nothing behind on a
+    shared server (hundreds of runs' file streams slow it down and fill its disk)."""
+    if not config.url:
+        return
+    nc = await nats_py.connect(config.url)
+    try:
+        for name in (config.stream, dlq_stream(config)):
+            with contextlib.suppress(NotFoundError):
+                await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
 
 
 def _empty() -> np.ndarray:
@@ -100,11 +119,14 @@ async def _inproc(
         )
         node.cancel()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(poll)
-        tg.start_soon(watchdog)
-        code = await node.run(handle_signals=False)
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll)
+            tg.start_soon(watchdog)
+            code = await node.run(handle_signals=False)
+            tg.cancel_scope.cancel()
+    finally:
+        await drop_streams(settings.nats)
     if code != 0 and not stuck:
         raise RuntimeError(f"the benchmark node exited {code}")
     records = {stage: node.actors[cls.name].array() for stage, cls in RECORDERS.items()}  # type: ignore[attr-defined]
@@ -220,6 +242,8 @@ def run_procs(sections: dict[str, Any], nats: str, scoring_partitions: int = 1) 
         stop.set()
         for node in nodes.values():
             node.kill()
+        if cfg_sections["nats"]:
+            anyio.run(drop_streams, msgspec.convert(cfg_sections["nats"], NatsConfig))
     records = {stage: np.load(path) if path.exists() else _empty() for stage, path in outs.items()}
     if scoring_partitions > 1:
         records["scoring"] = np.concatenate([np.load(p) for p in parts if p.exists()])
