@@ -91,9 +91,10 @@ class NatsConfig(Config, frozen=True, kw_only=True):
     # same [groups] with its own [node] groups. "all": every core type, for clients outside
     # levibot that subscribe to core subjects. Durable types always go out.
     mirror: Literal["consumed", "all"] = "consumed"
-    # Core (market-data) traffic on levibot's lean NATS core connection (levibot.bus._link),
-    # a second connection beside nats-py's, which keeps JetStream and the rest: a cheaper,
-    # faster hop. false: everything on nats-py. Not used while [tracing] is on (trace contexts
+    # Core (market-data) traffic, JetStream publishes and the durable consumers' deliveries
+    # and acks on levibot's lean NATS connection (levibot.bus._link), a second connection
+    # beside nats-py's, which keeps JetStream's API and the rest: a cheaper, faster hop.
+    # false: everything on nats-py. Not used while [tracing] is on (trace contexts
     # ride nats-py's callbacks), nor in a split replay (settle_nodes > 1: its settle rounds
     # rely on one connection's order).
     core_link: bool = True

@@ -172,7 +172,8 @@ class NatsMirror(SettleMixin):
 
     async def _connect_link(self) -> None:
         """Open the lean core connection (``_link``): core egress publishes, core ingress
-        subscribes and durable egress publishes (``_jspub``) on it from now on."""
+        subscribes, durable egress publishes (``_jspub``) and the durable consumers' deliveries
+        arrive and are acked (``_ingress``) on it from now on."""
 
         def on_reconnect() -> None:
             self.m_reconnects.inc()
