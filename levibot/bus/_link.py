@@ -71,25 +71,13 @@ def parse_headers(raw: bytes) -> dict[str, str]:
 def encode_headers(headers: dict[str, str]) -> bytes:
     """Return the header block of an HPUB (keys and values stripped of line breaks)."""
     parts = [_HEADER_LINE]
-    names = _NAMES
     for key, value in headers.items():
-        name = names.get(key) or _header_name(key)
+        key = key.strip()
+        if not key or any(c in key for c in ": \r\n"):
+            raise ValueError(f"nats: bad header name {key!r}")
         value = str(value).replace("\r", " ").replace("\n", " ").strip()
-        parts.append(f"{name}: {value}".encode())
+        parts.append(f"{key}: {value}".encode())
     return _CRLF.join(parts) + _CRLF + _CRLF
-
-
-#: Header names already checked, stripped (levibot's are a few constants; bounded all the same).
-_NAMES: dict[str, str] = {}
-
-
-def _header_name(key: str) -> str:
-    name = key.strip()
-    if not name or any(c in name for c in ": \r\n"):
-        raise ValueError(f"nats: bad header name {name!r}")
-    if len(_NAMES) < 1024:
-        _NAMES[key] = name
-    return name
 
 
 class CoreLink(asyncio.Protocol):

@@ -42,32 +42,17 @@ class _Countdown:
             self.done()
 
 
-def _takes_all(_type: type[Message]) -> bool:
-    return True
-
-
 class LocalBus:
     """Routes messages by type to subscribed mailboxes, in process, with no serialisation."""
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
         self._routes: dict[type[Message], tuple[Subscription, ...]] = {}
-        # Per type, the mailboxes it goes to when no route filters by partition (else None),
-        # and the egress if it takes the type: publish's fast path, without building a target
-        # list, or calling an egress that drops it, per message.
-        self._fanout: dict[type[Message], tuple[tuple[Mailbox, ...] | None, Egress | None]] = {}
+        # Per type, the mailboxes it goes to when no route filters by partition (else None):
+        # publish's fast path, without building a target list per message.
+        self._fanout: dict[type[Message], tuple[Mailbox, ...] | None] = {}
         self.egress: Egress | None = None
-        self._egress_takes: Callable[[type[Message]], bool] = _takes_all
         self.dropped_closed = 0  # published into a mailbox already closed by shutdown
-
-    def set_egress(
-        self, egress: Egress, takes: Callable[[type[Message]], bool] = _takes_all
-    ) -> None:
-        """Hand what is published here to ``egress`` too (the NATS mirror): the types
-        ``takes`` says it sends (asked once per type)."""
-        self.egress = egress
-        self._egress_takes = takes
-        self._fanout.clear()
 
     def subscribe(
         self,
@@ -115,13 +100,12 @@ class LocalBus:
         ``CONFLATE`` types never wait; ``BLOCK`` types wait while a mailbox is full.
         """
         try:
-            mailboxes, egress = self._fanout[type(msg)]
+            mailboxes = self._fanout[type(msg)]
         except KeyError:
             routes = self.routes(type(msg))
             unfiltered = all(r.partition is None for r in routes)
             mailboxes = tuple(r.mailbox for r in routes) if unfiltered else None
-            egress = self.egress if self._egress_takes(type(msg)) else None
-            self._fanout[type(msg)] = (mailboxes, egress)
+            self._fanout[type(msg)] = mailboxes
         if mailboxes is None:
             await self._deliver(msg, self._targets(msg), None)
         elif mailboxes:
@@ -131,8 +115,8 @@ class LocalBus:
                     mailbox.offer(msg)
                 elif not mailbox.try_put(msg):
                     await self._deliver(msg, [mailbox], None)
-        if egress is not None:
-            await egress(msg)
+        if self.egress is not None:
+            await self.egress(msg)
 
     async def deliver_remote(self, msg: Message, done: Callable[[], None] | None) -> int:
         """Deliver a message that came from NATS to local subscribers only (never re-published).

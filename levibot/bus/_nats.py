@@ -206,10 +206,6 @@ class NatsMirror(SettleMixin):
 
     # -- egress ---------------------------------------------------------------------------
 
-    def sends(self, type_: type[Message]) -> bool:
-        """Whether ``enqueue`` publishes messages of ``type_`` (else it drops them unsent)."""
-        return type_.durable or self.config.durable_all or self.core_out.get(type_, True)
-
     async def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` for publishing. Market data is dropped when full, and not sent when
         no actor elsewhere consumes it (``core_out``); durable waits."""

@@ -252,7 +252,7 @@ class Node:
                 backlog=self._backlog,
                 core_out=core_out(self.settings, self.groups, emitted),
             )
-            self.bus.set_egress(self.mirror.enqueue, self.mirror.sends)
+            self.bus.egress = self.mirror.enqueue
             cfg = self.settings.nats
             out = {t for t, sent in self.mirror.core_out.items() if sent or cfg.durable_all}
             self.log.info(
