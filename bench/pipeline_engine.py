@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -54,7 +55,16 @@ async def drop_streams(config: NatsConfig) -> None:
     shared server (hundreds of runs' file streams slow it down and fill its disk)."""
     if not config.url:
         return
-    nc = await nats_py.connect(config.url)
+
+    async def quiet(_exc: Exception) -> None:
+        pass
+
+    try:
+        with anyio.fail_after(5):
+            nc = await nats_py.connect(config.url, allow_reconnect=False, error_cb=quiet)
+    except Exception as exc:  # cleanup after a run that may have failed on this: never mask it
+        print(f"could not delete the streams of {config.namespace}: {exc!r}", file=sys.stderr)
+        return
     try:
         for name in (config.stream, dlq_stream(config)):
             with contextlib.suppress(NotFoundError):

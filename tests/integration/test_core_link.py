@@ -187,6 +187,34 @@ async def test_a_server_that_goes_away_and_comes_back(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_paused_reads_are_no_verdict_on_the_server() -> None:
+    """While the link's reads are paused (a full mailbox holding a backlog back), no PONG can be
+    read: the keep-alive must not count its pings as unanswered and drop a live server. Once
+    reading again, the pongs are read and the connection carries on."""
+    events: list[str] = []
+    link = await CoreLink(
+        NATS_URL, ping_interval_s=0.05, max_outstanding_pings=2,
+        on_disconnect=lambda: events.append("down"),
+    ).connect()  # fmt: skip
+    pub = await CoreLink(NATS_URL).connect()
+    try:
+        name = subject()
+        got, cb = collector()
+        link.subscribe(name, cb)
+        await link.flush()
+        link.pause_reading()
+        await pub.publish(name, b"while paused")
+        await asyncio.sleep(0.5)  # ten ping intervals
+        assert link.connected and events == [] and got == []
+        link.resume_reading()
+        await until(lambda: len(got) == 1)
+        await link.flush()
+        assert events == []
+    finally:
+        await link.close()
+        await pub.close()
+
+
 async def test_a_server_that_stops_answering_is_dropped_and_reconnected(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "js")
     server.start()
