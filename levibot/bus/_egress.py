@@ -21,7 +21,9 @@ handling finished is confirmed (published or spilled): ``pending_acks`` holds th
 
 After a quiet spell, durable egress lingers ``[nats] durable_linger_s`` before it publishes (and
 acks): at the rate orders and fills come, each would otherwise take a write, a server ack, a
-delivery back and an ack of its own.
+delivery back and an ack of its own. Acks that fall due with nothing to publish linger too, so
+that the next batch carries them in its write: the node's own copies of a batch come back with
+its server acks, and their acks would otherwise take a write of their own, one per batch.
 """
 
 from __future__ import annotations
@@ -285,11 +287,17 @@ class DurableEgress:
 
     async def run(self) -> None:
         """Publish queued messages in batches until ``close`` and the queue is empty."""
+        lingered = False  # the acks now due have waited a linger already
         try:
             while True:
-                if self.pending_acks:
-                    await self._release_acks()
                 if not self.queue:
+                    if self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
+                        if self.linger_s and not lingered and not self.closing:
+                            lingered = True
+                            await anyio.sleep(self.linger_s)  # a batch queued meanwhile takes them
+                            continue
+                        await self._release_acks()  # alone: nothing came to carry them
+                    lingered = False
                     if self.closing:
                         return
                     self._wakeup.clear()
@@ -298,9 +306,13 @@ class DurableEgress:
                     await self._wakeup.wait()
                     if self.linger_s and not self.closing:
                         await anyio.sleep(self.linger_s)  # what comes meanwhile joins the batch
+                        lingered = True
                     else:
                         await settle_first(self.config.egress_yield, self.local_busy)
                     continue
+                if self.pending_acks:
+                    await self._release_acks()  # in this batch's write
+                lingered = False
                 n = min(self.config.egress_batch, len(self.queue))
                 batch = [self.queue.popleft() for _ in range(n)]
                 self._space.set()

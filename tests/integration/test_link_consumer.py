@@ -297,3 +297,39 @@ async def test_durable_egress_lingers_so_a_spread_burst_goes_out_as_one_batch(
         await m.close()
         await egress
         await m.drain()
+
+
+@pytest.mark.parametrize("linger_s", [0.2, 0.0])
+async def test_the_acks_of_own_copies_ride_the_next_batch_within_the_linger(
+    linger_s: float,
+) -> None:
+    """The node's own copy of a published message comes back with the server's ack; with
+    ``durable_linger_s`` its ack waits for the next batch and goes out in that batch's write,
+    and without one it goes out alone. Both are acked in the end."""
+    m = mirror(config_for(durable_linger_s=linger_s))
+    receiver = Receiver(m)
+    await receiver.start()
+    assert m.link is not None
+    link, writes = m.link, []
+    write = link._write
+
+    def recorded() -> None:
+        writes.append(b"".join(link._out))
+        write()
+
+    link._write = recorded  # type: ignore[method-assign]
+    try:
+        await m.enqueue(squared(1))
+        # Its own copy is back: its ack is due (and, without a linger, already sent).
+        await until(lambda: bool(m.durable.pending_acks) or any(b"$JS.ACK." in w for w in writes))
+        await m.enqueue(squared(2))
+        await until(lambda: sum(w.count(b"$JS.ACK.") for w in writes) >= 2)
+        await until_async(receiver.settled)
+        acks = [w for w in writes if b"$JS.ACK." in w]
+        carried = [w for w in acks if b"HPUB " in w]
+        assert len(carried) == (1 if linger_s else 0)
+        assert sum(w.count(b"$JS.ACK.") for w in acks) == 2
+        assert not m.durable.pending_acks
+        assert receiver.got == []  # own copies are not handled twice
+    finally:
+        await receiver.stop()
