@@ -8,11 +8,12 @@ plain queues, the same stage work) measured in the same run, on the same bars at
   mirror   the same with the NATS mirror on (unique namespace and stream per run)
   procs    the groups as three ``levibot run --groups`` processes over NATS:
            ingest (source, feature) | scoring | execution (risk, order)
-           and, in the same run, its transport floor (``bench.raw_nats_split``): the split's
-           own traffic between three processes over raw nats-py, with no engine and no stage
-           work. On a VM each message that wakes another process costs tens of µs of CPU on
-           both sides whatever sends it; the ``floor`` ratios say how much of the split's
-           cost that is, and how much the engine adds on top
+           and, in the same run, its transport floors (``bench.raw_nats_split``): the split's
+           own traffic between three processes with no engine and no stage work, over raw
+           nats-py (``floor``) and over levibot's own ``CoreLink`` (``floor-link``, the client
+           the engine uses). On a VM each message that wakes another process costs tens of µs
+           of CPU on both sides whatever sends it; the ``floor`` ratios say how much of the
+           split's cost that is, and how much the engine adds on top
 
 Input: the real BTCUSDT 1h klines as 1s bars over ``--symbols`` symbols; one bar is one
 tick-equivalent that goes through every stage. After an unmeasured warm-up, the rate steps up
@@ -118,14 +119,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     errors: dict[str, str] = {}
     cpu_cmp: dict[str, dict[str, float]] = {}
     for config in args.configs:
-        # procs also runs its transport floor: the same traffic over raw nats-py, no engine.
-        systems = ("bare", "engine", "floor") if config == "procs" else ("bare", "engine")
+        # procs also runs its transport floors: the same traffic, no engine, over raw nats-py
+        # and over the link.
+        systems = (
+            ("bare", "engine", "floor", "floor-link") if config == "procs" else ("bare", "engine")
+        )
         ladders: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in systems}
         for _ in range(args.repeats):
             for system in systems:  # interleaved: all see the same load drift
                 t0 = time.monotonic()
-                if system == "floor":
-                    records, steps, drops, cpu, _ = run_raw_split(_params(args), args.nats)
+                if system.startswith("floor"):
+                    client = "link" if system == "floor-link" else "py"
+                    records, steps, drops, cpu, _ = run_raw_split(_params(args), args.nats, client)
                 elif system == "bare":
                     records, steps, cpu = uvloop.run(
                         run_bare(klines, scorer=scorer, threshold=threshold, **_params(args))
@@ -335,6 +340,21 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
             fs = floor["sustained_per_s"]
             info("raw split traffic sustained ÷ single", fs / cs if cs else float("nan"),
                  f"{fs:,.0f} ÷ {cs:,.0f} bars/s")  # fmt: skip
+        link = res.get("procs/floor-link", {})
+        if "steps" in link:
+            # The same traffic on the engine's own client: what is left to the machine.
+            lc = next((st["cpu_us_per_bar"] for st in link["steps"] if st["rate"] == rate),
+                      float("nan"))  # fmt: skip
+            info(
+                "floor on the link: (single + raw split traffic) ÷ single CPU/bar",
+                (cc + lc) / cc,
+                f"({cc:.0f} + {lc:.0f}) ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s",
+            )
+            info("split's added CPU/bar ÷ raw split traffic's on the link", (sc - cc) / lc,
+                 f"({sc:.0f} − {cc:.0f}) ÷ {lc:.0f} µs/bar")  # fmt: skip
+            lp = link["latency"]["e2e"]["p50_us"]
+            info("split e2e p50 ÷ raw split traffic's on the link", sp / lp,
+                 f"{sp:.0f} ÷ {lp:.0f} µs")  # fmt: skip
     if "steps" in single and "steps" in mirror:
         mc, cc, rate = _at_common_rate(mirror["steps"], single["steps"])
         add("mirror CPU/bar ÷ mirror off", mc / cc, "<=", 1.2,

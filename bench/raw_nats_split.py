@@ -1,10 +1,10 @@
-"""Raw nats-py, for scale: the split pipeline's traffic between three processes, no engine.
+"""Raw NATS, for scale: the split pipeline's traffic between three processes, no engine.
 
 The transport floor under ``bench.bench_pipeline``'s ``procs`` configuration: the same three
 processes (ingest | scoring | execution), the same messages per bar over the same hops, paced
 the same way (``bench.pipeline_feed.paced``: warm-up, settle, the rate ladder with its pauses),
-each message one plain ``nc.publish`` of a payload of about the engine's size, and no stage
-work at all:
+each message one plain publish of a payload of about the engine's size, and no stage work at
+all:
 
   ingest     per bar: the bar (msgpack of the real ``Bar``) to scoring and execution (both
              consume bars), a features payload (``len(SCHEMA.names)`` floats) to scoring
@@ -13,13 +13,17 @@ work at all:
              mirror (``[nats] mirror = "consumed"``) sends only what another group consumes
 
 What the three processes spend per bar (user + system CPU, sampled from ``/proc`` as the engine
-run is) is the least that splitting costs on this machine with nats-py, whatever the engine
+run is) is the least that splitting costs on this machine with that client, whatever the engine
 does: on a VM, a socket write that wakes another process costs tens of µs, and so does waking
-up for a read. Latency (wall clock, as the engine's recorders): ``scoring`` when the signal is
-published, ``order`` when execution has it. The result has ``bench_pipeline``'s shape
+up for a read. ``client`` picks it: ``py`` is nats-py (a ``publish`` per message, flushed by
+its flusher task, a task per subscription), ``link`` is levibot's own ``CoreLink`` as the
+engine uses it (every message of a read handled inside the read, what a loop turn published
+in one write), so the two floors say what the client costs and what is left to the machine.
+Latency (wall clock, as the engine's recorders): ``scoring`` when the signal is published,
+``order`` when execution has it. The result has ``bench_pipeline``'s shape
 (records, steps, cpu), so ``pipeline_stats.summarize`` reads it as it reads the engine's.
 
-    python -m bench.raw_nats_split [--rates 1000 2000] [--symbols 16] [--nats URL]
+    python -m bench.raw_nats_split [--client py|link] [--rates 1000 2000] [--symbols 16]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +49,45 @@ import uvloop
 
 from bench.pipeline_feed import BarMaker, paced
 from bench.pipeline_model import load_real_klines
+from levibot.bus._link import CoreLink
 from levibot.testenv import NATS_URL
 
 ROLES = ("ingest", "scoring", "execution")
+CLIENTS = ("py", "link")
+#: What a subscription does with a payload: maybe a (subject, payload) to publish in reply.
+Handler = Callable[[bytes], "tuple[str, bytes] | None"]
 
 
-async def _ingest(url: str, ns: str, p: dict[str, Any], out: Path) -> None:
+async def _connect(client: str, url: str) -> Any:
+    return await CoreLink(url).connect() if client == "link" else await nats.connect(url)
+
+
+async def _subscribe(nc: Any, subject: str, handle: Handler) -> None:
+    """Call ``handle`` on every payload and publish what it returns: nats-py's way (a coroutine
+    callback run by the subscription's task, an awaited publish) or the link's (inside the
+    read, a publish queued for the loop turn's one write)."""
+    if isinstance(nc, CoreLink):
+
+        def on_link(_subject: str, _reply: str, data: bytes, _headers: Any) -> None:
+            out = handle(data)
+            if out is not None:
+                nc.publish_nowait(*out)
+
+        nc.subscribe(subject, on_link)
+        return
+
+    async def on_msg(msg: Any) -> None:
+        out = handle(msg.data)
+        if out is not None:
+            await nc.publish(*out)
+
+    await nc.subscribe(subject, cb=on_msg)
+
+
+async def _ingest(client: str, url: str, ns: str, p: dict[str, Any], out: Path) -> None:
     from levibot.features import SCHEMA
 
-    nc = await nats.connect(url)
+    nc = await _connect(client, url)
     maker = BarMaker(load_real_klines(), p["symbols"])
     encode = msgspec.msgpack.Encoder().encode
     values = [0.5] * len(SCHEMA.names)
@@ -81,42 +116,42 @@ async def _ingest(url: str, ns: str, p: dict[str, Any], out: Path) -> None:
     out.write_text(json.dumps(steps))  # noqa: ASYNC240 (once, after the measured steps)
 
 
-async def _scoring(url: str, ns: str, out: Path, ready: Path) -> None:
-    nc = await nats.connect(url)
+async def _scoring(client: str, url: str, ns: str, out: Path, ready: Path) -> None:
+    nc = await _connect(client, url)
     decode = msgspec.msgpack.Decoder(tuple[int, str, list[float]]).decode
     encode = msgspec.msgpack.Encoder().encode
     rows: list[tuple[int, int, int]] = []
 
-    async def cb(msg: Any) -> None:
-        ingress, symbol, values = decode(msg.data)
+    def on_features(data: bytes) -> tuple[str, bytes]:
+        ingress, symbol, values = decode(data)
         now = time.time_ns()
         signal_ = (ingress, now, symbol, "long", values[0], "bench-model", 100.0, 1.0, 2.0)
-        await nc.publish(f"{ns}.signal.{symbol}", encode(signal_))
         if ingress:
             rows.append((ingress, now - ingress, 0))
+        return f"{ns}.signal.{symbol}", encode(signal_)
 
     decode_bar = msgspec.msgpack.Decoder(_bar_type()).decode
 
-    async def on_bar(msg: Any) -> None:  # read, as the engine's scoring reads every bar
-        decode_bar(msg.data)
+    def on_bar(data: bytes) -> None:  # read, as the engine's scoring reads every bar
+        decode_bar(data)
 
-    await _serve(nc, [(f"{ns}.feat.>", cb), (f"{ns}.bar.>", on_bar)], ready)
+    await _serve(nc, [(f"{ns}.feat.>", on_features), (f"{ns}.bar.>", on_bar)], ready)
     np.save(out, np.array(rows, dtype=np.int64).reshape(-1, 3))
 
 
-async def _execution(url: str, ns: str, out: Path, ready: Path) -> None:
-    nc = await nats.connect(url)
+async def _execution(client: str, url: str, ns: str, out: Path, ready: Path) -> None:
+    nc = await _connect(client, url)
     bar_type = _bar_type()
     decode_bar = msgspec.msgpack.Decoder(bar_type).decode
     decode_signal = msgspec.msgpack.Decoder(tuple[int, int, str, str, float, str, float, float,
                                                   float]).decode  # fmt: skip
     rows: list[tuple[int, int, int]] = []
 
-    async def on_bar(msg: Any) -> None:
-        decode_bar(msg.data)  # the order actor marks and fills on it: nothing goes out
+    def on_bar(data: bytes) -> None:
+        decode_bar(data)  # the order actor marks and fills on it: nothing goes out
 
-    async def on_signal(msg: Any) -> None:
-        ingress = decode_signal(msg.data)[0]
+    def on_signal(data: bytes) -> None:
+        ingress = decode_signal(data)[0]
         if ingress:
             rows.append((ingress, time.time_ns() - ingress, 0))
 
@@ -130,21 +165,24 @@ def _bar_type() -> Any:
     return Bar
 
 
-async def _serve(nc: Any, subs: list[tuple[str, Any]], ready: Path) -> None:
+async def _serve(nc: Any, subs: list[tuple[str, Handler]], ready: Path) -> None:
     """Subscribe, say ready, run until SIGTERM; then close the connection."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    for subject, cb in subs:
-        await nc.subscribe(subject, cb=cb)
+    for subject, handle in subs:
+        await _subscribe(nc, subject, handle)
     await nc.flush()
     ready.touch()  # noqa: ASYNC240 (once, before any measured message)
     await stop.wait()
     await nc.close()
 
 
-def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...]:
-    """Run the three raw processes through ``params``' warm-up and ladder (``bench_pipeline``'s
-    ``pbars`` parameters); return (records, steps, drops, cpu, error) as ``run_procs`` does."""
+def run_raw_split(
+    params: dict[str, Any], url: str = NATS_URL, client: str = "py"
+) -> tuple[Any, ...]:
+    """Run the three raw processes on ``client`` (``CLIENTS``) through ``params``' warm-up and
+    ladder (``bench_pipeline``'s ``pbars`` parameters); return (records, steps, drops, cpu,
+    error) as ``run_procs`` does."""
     from bench.pipeline_engine import process_cpu_s
     from bench.raw_nats_hop import wait_ready
 
@@ -167,7 +205,7 @@ def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...
 
     def start(role: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "bench.raw_nats_split", "--role", role, "--nats", url,
-               "--ns", ns, "--dir", str(tmp)]  # fmt: skip
+               "--ns", ns, "--dir", str(tmp), "--client", client]  # fmt: skip
         return subprocess.Popen(cmd)
 
     scraper = threading.Thread(target=scrape, daemon=True)
@@ -197,19 +235,22 @@ def run_raw_split(params: dict[str, Any], url: str = NATS_URL) -> tuple[Any, ...
 
 
 def _role(args: argparse.Namespace) -> None:
-    tmp = Path(args.dir)
+    tmp, c = Path(args.dir), args.client
     if args.role == "ingest":
         params = json.loads((tmp / "params.json").read_text())
-        uvloop.run(_ingest(args.nats, args.ns, params, tmp / "steps.json"))
+        uvloop.run(_ingest(c, args.nats, args.ns, params, tmp / "steps.json"))
     elif args.role == "scoring":
-        uvloop.run(_scoring(args.nats, args.ns, tmp / "scoring.npy", tmp / "scoring.ready"))
+        uvloop.run(_scoring(c, args.nats, args.ns, tmp / "scoring.npy", tmp / "scoring.ready"))
     else:
-        uvloop.run(_execution(args.nats, args.ns, tmp / "execution.npy", tmp / "execution.ready"))
+        uvloop.run(
+            _execution(c, args.nats, args.ns, tmp / "execution.npy", tmp / "execution.ready")
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nats", default=NATS_URL)
+    p.add_argument("--client", choices=CLIENTS, default="py")
     p.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
     p.add_argument("--ns", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
@@ -225,7 +266,7 @@ def main() -> None:
     params = {"symbols": args.symbols, "warmup_bars": 240, "warmup_rate": 4000.0,
               "settle_s": 1.0, "rates": args.rates, "step_s": args.step_s,
               "pause_s": 1.0}  # fmt: skip
-    records, steps, drops, cpu, _ = run_raw_split(params, args.nats)
+    records, steps, drops, cpu, _ = run_raw_split(params, args.nats, args.client)
     for s in summarize(records, steps, drops, cpu, pause_ns=int(0.8e9)):
         e = s["stages"]["order"]
         print(f"{s['rate']:>7,.0f} bars/s  e2e p50={e['p50_us']:.0f}µs p99={e['p99_us']:.0f}µs  "

@@ -42,9 +42,10 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
         assert {"engine_us_per_bar", "bare_us_per_bar", "ratio", "rate"} <= doc["cpu"][
             config
         ].keys()
-    # procs also ran its transport floor: the same traffic over raw nats-py, no engine.
+    # procs also ran its transport floors: the same traffic, no engine, over raw nats-py and
+    # over the link.
     assert set(doc["results"]) == {"inproc/bare", "inproc/engine", "procs/bare", "procs/engine",
-                                   "procs/floor"}  # fmt: skip
+                                   "procs/floor", "procs/floor-link"}  # fmt: skip
     for key, result in doc["results"].items():
         assert {"steps", "latency", "latency_rate", "sustained_per_s"} <= result.keys(), key
         assert set(result["latency"]) == set(STAGES), key
@@ -61,6 +62,7 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
             "split e2e p50 ÷ (single p50 + 2 raw hops)", "hop p50 ÷ raw nats-py",
             "hop msgs/s ÷ raw nats-py", "idle=spin e2e p50 µs (1 symbol)",
             "floor: (single + raw split traffic) ÷ single CPU/bar",
+            "floor on the link: (single + raw split traffic) ÷ single CPU/bar",
             "REST rps, limits in Redis ÷ memory (under the limits)",
             "REST rps, limits in Redis ÷ memory (at the limits, 429s)"} <= names  # fmt: skip
     assert "| ratio (this run) |" in proc.stdout
