@@ -39,12 +39,14 @@ output in the engine (a mailbox hop each, off the measured path but on the same 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.hop_count and args.configs != ["inproc"]:
         doc["hop"] = hop_section(args)
     if args.idle_rate:
-        doc["idle"] = idle_section(args, sections, bound_us, pause_ns)
+        bare = functools.partial(run_bare, klines, scorer=scorer, threshold=threshold)
+        doc["idle"] = idle_section(args, sections, bound_us, pause_ns, bare)
     if args.partitions:
         doc["partitions"] = partition_section(args, sections, bound_us, pause_ns)
     if args.rest_rounds:
@@ -255,16 +258,29 @@ def hop_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def idle_section(
-    args: argparse.Namespace, sections: dict[str, Any], bound_us: float, pause_ns: int
+    args: argparse.Namespace,
+    sections: dict[str, Any],
+    bound_us: float,
+    pause_ns: int,
+    bare: Callable[..., Any],
 ) -> dict[str, Any]:
     """Tick-to-order latency with ``[node] idle`` sleep and spin: one process, one symbol, at a
-    low paced rate (``--idle-rate``), interleaved ``--idle-repeats`` times (median)."""
+    low paced rate (``--idle-rate``), interleaved ``--idle-repeats`` times (median), beside the
+    bare pipeline (``bare``: ``run_bare`` with its model) at the same pace: the stage code alone,
+    which no idle strategy of the engine can undercut."""
     low = {**sections, "pbars": {**sections["pbars"], "symbols": 1, "rates": (args.idle_rate,),
                                   "step_s": args.idle_step_s}}  # fmt: skip
-    runs: dict[str, list[dict[str, Any]]] = {"sleep": [], "spin": []}
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "sleep": [], "spin": []}
     for _ in range(args.idle_repeats):
-        for idle in ("sleep", "spin"):
-            records, steps, drops, cpu, error = run_inproc(low, "", idle=idle)
+        for idle in runs:
+            if idle == "bare":
+                params = {**_params(args), "symbols": 1, "rates": (args.idle_rate,),
+                          "step_s": args.idle_step_s}  # fmt: skip
+                records, steps, cpu = uvloop.run(bare(**params))
+                drops: list[tuple[int, float]] = []
+                error = None
+            else:
+                records, steps, drops, cpu, error = run_inproc(low, "", idle=idle)
             if error or not steps:
                 raise RuntimeError(f"idle={idle}: {error or 'no step'}")
             step = summarize(records, steps, drops, cpu, bound_us=bound_us, pause_ns=pause_ns)[0]
@@ -375,6 +391,11 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
             f"at {idle['rate']:,.0f} bars/s; sleep: {zp:.0f} µs")  # fmt: skip
         s99, z99 = idle["spin"]["e2e"]["p99_us"], idle["sleep"]["e2e"]["p99_us"]
         add("idle=spin e2e p99 ÷ sleep", s99 / z99, "<=", 1.0, f"{s99:.0f} ÷ {z99:.0f} µs")
+        if "bare" in idle:  # the stage code alone at that pace: the floor under both modes
+            bp = idle["bare"]["e2e"]["p50_us"]
+            info("bare pipeline e2e p50 µs (1 symbol): the stage code alone", bp,
+                 f"at {idle['rate']:,.0f} bars/s, no mailboxes, bus or metrics")  # fmt: skip
+            info("idle=spin e2e p50 ÷ bare pipeline's", sp / bp, f"{sp:.0f} ÷ {bp:.0f} µs")
     return out
 
 
@@ -405,7 +426,7 @@ def ratio_table(doc: dict[str, Any]) -> str:
         rows += ["", f"idle strategy, 1 symbol at {idle['rate']:,.0f} bars/s (µs)",
                  "| idle | e2e p50 | e2e p99 | p99.9 | CPU µs/bar |",
                  "|---|---:|---:|---:|---:|"]  # fmt: skip
-        for name in ("sleep", "spin"):
+        for name in [n for n in ("bare", "sleep", "spin") if n in idle]:
             e = idle[name]["e2e"]
             rows.append(f"| {name} | {e['p50_us']:.0f} | {e['p99_us']:.0f} | "
                         f"{e['p999_us']:.0f} | {idle[name]['cpu_us_per_bar']:.0f} |")  # fmt: skip

@@ -68,7 +68,8 @@ def test_levibot_bench_quick_writes_latency_and_throughput_per_configuration(
     assert "| ratio (this run) |" in proc.stdout
     assert set(doc["hop"]) == {f"{s}/{m}" for s in ("raw", "levibot")
                                for m in ("latency", "throughput")}  # fmt: skip
-    assert doc["idle"]["spin"]["e2e"]["n"] > 0 and doc["idle"]["sleep"]["e2e"]["n"] > 0
+    assert all(doc["idle"][m]["e2e"]["n"] > 0 for m in ("bare", "sleep", "spin"))
+    assert "idle=spin e2e p50 ÷ bare pipeline's" in names
     for png in ("pipeline_cdf.png", "pipeline_throughput.png"):
         assert (out / png).stat().st_size > 0
 
