@@ -268,15 +268,13 @@ def idle_section(
     low paced rate (``--idle-rate``), interleaved ``--idle-repeats`` times (median), beside the
     bare pipeline (``bare``: ``run_bare`` with its model) at the same pace: the stage code alone,
     which no idle strategy of the engine can undercut."""
-    low = {**sections, "pbars": {**sections["pbars"], "symbols": 1, "rates": (args.idle_rate,),
-                                  "step_s": args.idle_step_s}}  # fmt: skip
+    pace = {"symbols": 1, "rates": (args.idle_rate,), "step_s": args.idle_step_s}
+    low = {**sections, "pbars": {**sections["pbars"], **pace}}
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "sleep": [], "spin": []}
     for _ in range(args.idle_repeats):
         for idle in runs:
             if idle == "bare":
-                params = {**_params(args), "symbols": 1, "rates": (args.idle_rate,),
-                          "step_s": args.idle_step_s}  # fmt: skip
-                records, steps, cpu = uvloop.run(bare(**params))
+                records, steps, cpu = uvloop.run(bare(**{**_params(args), **pace}))
                 drops: list[tuple[int, float]] = []
                 error = None
             else:
@@ -340,37 +338,26 @@ def ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{sp:.0f} ÷ ({cp:.0f} + 2×{rp:.0f}) µs")  # fmt: skip
         s99, c99 = split["latency"]["e2e"]["p99_us"], single["latency"]["e2e"]["p99_us"]
         add("split e2e p99 ÷ single", s99 / c99, "<=", 3.0, f"{s99:.0f} ÷ {c99:.0f} µs")
-        floor = res.get("procs/floor", {})
-        if "steps" in floor:
-            # The least splitting costs here: the split's own traffic over raw nats-py.
-            # At the rate of the CPU ratio above (split, single and floor alike).
+        # The least splitting costs here: the split's own traffic, no engine, over raw nats-py
+        # and over the engine's own client (what is left to the machine), at the rate of the
+        # CPU ratio above.
+        for key, on in (("procs/floor", ""), ("procs/floor-link", " on the link")):
+            floor = res.get(key, {})
+            if "steps" not in floor:
+                continue
             fc = next((st["cpu_us_per_bar"] for st in floor["steps"] if st["rate"] == rate),
                       float("nan"))  # fmt: skip
-            info("floor: (single + raw split traffic) ÷ single CPU/bar", (cc + fc) / cc,
+            info(f"floor{on}: (single + raw split traffic) ÷ single CPU/bar", (cc + fc) / cc,
                  f"({cc:.0f} + {fc:.0f}) ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s")  # fmt: skip
-            info("split's added CPU/bar ÷ raw split traffic's", (sc - cc) / fc,
+            info(f"split's added CPU/bar ÷ raw split traffic's{on}", (sc - cc) / fc,
                  f"({sc:.0f} − {cc:.0f}) ÷ {fc:.0f} µs/bar")  # fmt: skip
             fp, f99 = floor["latency"]["e2e"]["p50_us"], floor["latency"]["e2e"]["p99_us"]
-            info("split e2e p50 ÷ raw split traffic's", sp / fp, f"{sp:.0f} ÷ {fp:.0f} µs")
-            info("split e2e p99 ÷ raw split traffic's", s99 / f99, f"{s99:.0f} ÷ {f99:.0f} µs")
+            info(f"split e2e p50 ÷ raw split traffic's{on}", sp / fp, f"{sp:.0f} ÷ {fp:.0f} µs")
+            info(f"split e2e p99 ÷ raw split traffic's{on}", s99 / f99,
+                 f"{s99:.0f} ÷ {f99:.0f} µs")  # fmt: skip
             fs = floor["sustained_per_s"]
-            info("raw split traffic sustained ÷ single", fs / cs if cs else float("nan"),
+            info(f"raw split traffic{on} sustained ÷ single", fs / cs if cs else float("nan"),
                  f"{fs:,.0f} ÷ {cs:,.0f} bars/s")  # fmt: skip
-        link = res.get("procs/floor-link", {})
-        if "steps" in link:
-            # The same traffic on the engine's own client: what is left to the machine.
-            lc = next((st["cpu_us_per_bar"] for st in link["steps"] if st["rate"] == rate),
-                      float("nan"))  # fmt: skip
-            info(
-                "floor on the link: (single + raw split traffic) ÷ single CPU/bar",
-                (cc + lc) / cc,
-                f"({cc:.0f} + {lc:.0f}) ÷ {cc:.0f} µs/bar at {rate:,.0f} bars/s",
-            )
-            info("split's added CPU/bar ÷ raw split traffic's on the link", (sc - cc) / lc,
-                 f"({sc:.0f} − {cc:.0f}) ÷ {lc:.0f} µs/bar")  # fmt: skip
-            lp = link["latency"]["e2e"]["p50_us"]
-            info("split e2e p50 ÷ raw split traffic's on the link", sp / lp,
-                 f"{sp:.0f} ÷ {lp:.0f} µs")  # fmt: skip
     if "steps" in single and "steps" in mirror:
         mc, cc, rate = _at_common_rate(mirror["steps"], single["steps"])
         add("mirror CPU/bar ÷ mirror off", mc / cc, "<=", 1.2,

@@ -57,7 +57,7 @@ async def drop_streams(config: NatsConfig) -> None:
         return
 
     async def quiet(_exc: Exception) -> None:
-        pass
+        """nats-py's error callback: a failure to connect is reported below, once."""
 
     try:
         with anyio.fail_after(5):

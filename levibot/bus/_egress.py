@@ -287,22 +287,21 @@ class DurableEgress:
 
     async def run(self) -> None:
         """Publish queued messages in batches until ``close`` and the queue is empty."""
-        lingered = False  # the acks now due have waited a linger already
+        lingered = False  # what is due now has waited a linger already
         try:
             while True:
                 if not self.queue:
-                    if self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
+                    if self._acks_due():
                         if self.linger_s and not lingered and not self.closing:
-                            lingered = True
                             await anyio.sleep(self.linger_s)  # a batch queued meanwhile takes them
-                            continue
-                        await self._release_acks()  # alone: nothing came to carry them
-                    lingered = False
+                            lingered = True
+                        else:
+                            await self._release_acks()  # alone: nothing came to carry them
+                            lingered = False
+                        continue
                     if self.closing:
                         return
                     self._wakeup.clear()
-                    if self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
-                        continue
                     await self._wakeup.wait()
                     if self.linger_s and not self.closing:
                         await anyio.sleep(self.linger_s)  # what comes meanwhile joins the batch
@@ -310,8 +309,7 @@ class DurableEgress:
                     else:
                         await settle_first(self.config.egress_yield, self.local_busy)
                     continue
-                if self.pending_acks:
-                    await self._release_acks()  # in this batch's write
+                await self._release_acks()  # those due ride in this batch's write
                 lingered = False
                 n = min(self.config.egress_batch, len(self.queue))
                 batch = [self.queue.popleft() for _ in range(n)]
@@ -372,8 +370,12 @@ class DurableEgress:
         self.log.error("nats.spilled", count=len(items), error=error, path=str(self.spill_path))
         await self.on_spill(len(items), error, first)
 
+    def _acks_due(self) -> bool:
+        """True when the oldest held ack's messages are all confirmed."""
+        return bool(self.pending_acks) and self.pending_acks[0][0] <= self.confirmed
+
     async def _release_acks(self) -> None:
-        while self.pending_acks and self.pending_acks[0][0] <= self.confirmed:
+        while self._acks_due():
             _, raw = self.pending_acks.popleft()
             try:
                 await raw.ack()
